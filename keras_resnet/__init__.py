@@ -1,0 +1,43 @@
+"""keras_resnet: residual networks for Keras 3, from the layer to the phone.
+
+    >>> import keras_resnet
+    >>> model = keras_resnet.build(depth=34)
+
+The layers and builders use only `keras` and `keras.ops` (TensorFlow, JAX or PyTorch backend). The
+TensorFlow-only parts (tf.data pipelines, LiteRT export) are imported on first use:
+``keras_resnet.data``, ``keras_resnet.training``, ``keras_resnet.tuning``, ``keras_resnet.export``.
+"""
+
+import importlib
+
+from keras_resnet.layers import (
+    BottleneckBlock,
+    DropPath,
+    ProjectionShortcut,
+    ResidualBlock,
+)
+from keras_resnet.models import IMAGENET_DEPTHS, build
+from keras_resnet.summary import count_macs, summarize
+
+__version__ = "0.1.0"
+
+_LAZY = ("data", "training", "tuning", "export", "cli")
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        return importlib.import_module(f"keras_resnet.{name}")
+    raise AttributeError(f"module 'keras_resnet' has no attribute {name!r}")
+
+
+__all__ = [
+    "BottleneckBlock",
+    "DropPath",
+    "IMAGENET_DEPTHS",
+    "ProjectionShortcut",
+    "ResidualBlock",
+    "build",
+    "count_macs",
+    "summarize",
+    "__version__",
+]
