@@ -73,6 +73,9 @@ class StridedPad(layers.Layer):
         self.kernel_size = kernel_size
         self.pad = layers.ZeroPadding2D(kernel_size // 2)
 
+    def build(self, input_shape):
+        self.pad.build(input_shape)
+
     def call(self, x):
         return self.pad(x)
 
