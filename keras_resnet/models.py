@@ -36,14 +36,14 @@ def resolve_depth(depth=None, blocks=None, block=None):
     if block is not None and block not in BLOCKS:
         raise ValueError(f"`block` must be one of {sorted(BLOCKS)}. Received: block={block!r}")
     if blocks is not None:
-        blocks = tuple(blocks)
-        if len(blocks) not in STAGE_WIDTHS or any(
+        if not isinstance(blocks, (list, tuple)) or len(blocks) not in STAGE_WIDTHS or any(
             isinstance(b, bool) or not isinstance(b, int) or b < 1 for b in blocks
         ):
             raise ValueError(
                 "`blocks` must list 3 (CIFAR layout) or 4 (ImageNet layout) positive block counts. "
                 f"Received: blocks={blocks!r}"
             )
+        blocks = tuple(blocks)
         block = block or "basic"
         if depth is not None and depth != block_depth(block, blocks):
             raise ValueError(
@@ -76,7 +76,20 @@ def block_depth(block, blocks):
     return len(BLOCKS[block].kernel_sizes) * sum(blocks) + 2
 
 
-def _check_build_args(width, variant, num_classes, input_shape, include_top, pooling, total_stride):
+def _check_input_shape(input_shape):
+    if not isinstance(input_shape, (list, tuple)) or len(input_shape) != 3:
+        raise ValueError(f"`input_shape` must be (height, width, channels). "
+                         f"Received: input_shape={input_shape!r}")
+    return tuple(input_shape)
+
+
+def _check_build_args(width, variant, num_classes, input_shape, include_top, pooling, total_stride,
+                      drop_path_rate):
+    if isinstance(drop_path_rate, bool) or not isinstance(drop_path_rate, (int, float)) or not (
+        0.0 <= drop_path_rate < 1.0
+    ):
+        raise ValueError(f"`drop_path_rate` must be a number in [0, 1). "
+                         f"Received: drop_path_rate={drop_path_rate!r}")
     if isinstance(width, bool) or not isinstance(width, (int, float)) or width <= 0:
         raise ValueError(f"`width` must be a number > 0 (a multiplier of the standard widths). "
                          f"Received: width={width!r}")
@@ -87,8 +100,6 @@ def _check_build_args(width, variant, num_classes, input_shape, include_top, poo
         raise ValueError(f"`num_classes` must be an integer >= 1. Received: num_classes={num_classes!r}")
     if pooling not in (None, "avg", "max"):
         raise ValueError(f"`pooling` must be None, 'avg' or 'max'. Received: pooling={pooling!r}")
-    if len(input_shape) != 3:
-        raise ValueError(f"`input_shape` must be (height, width, channels). Received: {input_shape!r}")
     h, w, c = input_shape
     if not isinstance(c, int) or c < 1:
         raise ValueError(f"`input_shape` needs at least one channel. Received: input_shape={input_shape!r}")
@@ -155,10 +166,12 @@ def build(
     """
     block, blocks = resolve_depth(depth, blocks, block)
     widths = STAGE_WIDTHS[len(blocks)]
-    h, w = input_shape[:2] if len(input_shape) == 3 else (None, None)
+    input_shape = _check_input_shape(input_shape)
+    h, w = input_shape[:2]
     small = len(blocks) == 3 or min(s or SMALL_INPUT for s in (h, w)) < SMALL_INPUT
     total_stride = (1 if small else 4) * 2 ** (len(blocks) - 1)
-    _check_build_args(width, variant, num_classes, tuple(input_shape), include_top, pooling, total_stride)
+    _check_build_args(width, variant, num_classes, input_shape, include_top, pooling, total_stride,
+                      drop_path_rate)
     preact, residual = variant == "preact", variant != "plain"
     block_cls = BLOCKS[block]
 
