@@ -5,6 +5,7 @@ their module on first use, so ``keras-resnet summary`` does not load TensorFlow'
 """
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -59,16 +60,182 @@ def _add_summary(sub):
     p.set_defaults(func=_summary)
 
 
+def _train(args):
+    from keras_resnet import training
+
+    recipe = training.Recipe(**{f.name: getattr(args, f.name) for f in dataclasses.fields(training.Recipe)})
+    kwargs = {k: v for k, v in model_kwargs(args).items() if v is not None}
+    kwargs.pop("input_shape"), kwargs.pop("num_classes")  # both come from the dataset
+    if "blocks" not in kwargs:
+        kwargs.setdefault("depth", 20)
+    result = training.train(
+        dataset=args.dataset, data_dir=args.data_dir, recipe=recipe, run_dir=args.run_dir,
+        precision=args.precision, distribute=args.distribute, pipeline=args.pipeline,
+        train_size=args.train_size, verbose=args.verbose, **kwargs)
+    print(f"{result['model']['name']} on {args.dataset}: test accuracy {result['test_accuracy']:.4f} "
+          f"(best validation {result['best_val_accuracy']:.4f}, {result['epochs_run']} epochs); "
+          f"run folder {result['run_dir']}")
+
+
+def _evaluate(args):
+    from keras_resnet import training
+
+    result = training.evaluate(args.model, dataset=args.dataset, data_dir=args.data_dir)
+    print(json.dumps(result) if args.json else
+          f"{args.model}: test accuracy {result['test_accuracy']:.4f} on {result['test_images']} images")
+
+
+def add_data_args(p):
+    p.add_argument("--dataset", default="fashion_mnist",
+                   help="fashion_mnist (default, offline), a tensorflow-datasets name, or a folder of class folders")
+    p.add_argument("--data-dir", default=None, help="where the dataset's files are")
+
+
 def _add_training(sub):
     """`train` and `evaluate` (keras_resnet.training)."""
+    from keras_resnet.training import DISTRIBUTE, PRECISIONS, SCHEDULES, Recipe
+
+    r = Recipe()
+    p = sub.add_parser("train", help="train a ResNet (resumes an interrupted run of the same command)")
+    add_model_args(p)  # --depth defaults to 20 here, unless --blocks is given
+    add_data_args(p)
+    g = p.add_argument_group("recipe (keras_resnet.training.Recipe)")
+    g.add_argument("--epochs", type=int, default=r.epochs)
+    g.add_argument("--batch-size", type=int, default=r.batch_size)
+    g.add_argument("--learning-rate", type=float, default=r.learning_rate)
+    g.add_argument("--momentum", type=float, default=r.momentum)
+    g.add_argument("--weight-decay", type=float, default=r.weight_decay)
+    g.add_argument("--warmup-epochs", type=float, default=None,
+                   help="linear warm-up epochs (default 2, or a fifth of a shorter run)")
+    g.add_argument("--schedule", choices=SCHEDULES, default=r.schedule)
+    g.add_argument("--label-smoothing", type=float, default=r.label_smoothing)
+    g.add_argument("--erase", type=float, default=r.erase, help="random-erasing probability")
+    g.add_argument("--val-fraction", type=float, default=r.val_fraction)
+    g.add_argument("--seed", type=int, default=r.seed)
+    p.add_argument("--run-dir", default=None, help="default saved_models/<model>_<dataset>")
+    p.add_argument("--precision", choices=PRECISIONS, default="auto")
+    p.add_argument("--distribute", choices=DISTRIBUTE, default="auto")
+    p.add_argument("--pipeline", choices=["auto", "tf", "numpy"], default="auto")
+    p.add_argument("--train-size", type=int, default=None, help="use only the first N training images")
+    p.add_argument("--verbose", type=int, default=1, choices=[0, 1, 2])
+    p.set_defaults(func=_train)
+
+    p = sub.add_parser("evaluate", help="test accuracy of a saved .keras model")
+    p.add_argument("model", help="path of a .keras file")
+    add_data_args(p)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_evaluate)
 
 
 def _add_tuning(sub):
     """`tune` (keras_resnet.tuning)."""
 
 
+def _export(args):
+    from pathlib import Path
+
+    from keras_resnet import data, export
+
+    quantize = args.quantize or ("int8" if args.edge else "float32")
+    output = args.output or str(Path(args.model).with_name(
+        f"{Path(args.model).stem}_{quantize}{'_edge' if args.edge else ''}.tflite"))
+    (x_train, _), (x_test, y_test), info = data.load(args.dataset, args.data_dir)
+    if isinstance(args.verify_count, bool) or args.verify_count < 1:
+        raise ValueError(f"--verify-count must be a positive int. Received: {args.verify_count}")
+    representative = None
+    if quantize == "int8":
+        representative = data.calibration_images(x_train, info, count=args.calibration_count)
+    n = args.verify_count
+    result = export.to_tflite(
+        args.model, output, quantize, representative,
+        verify_data=data.normalize(x_test[:n], info), verify_labels=y_test[:n],
+        calibration_count=args.calibration_count, io_dtype=args.io_dtype, edge=args.edge,
+        batch_size=args.batch_size, mean=info["mean"], std=info["std"], class_names=info["class_names"],
+        max_abs_diff=args.max_abs_diff, min_agreement=args.min_agreement,
+        max_accuracy_drop=args.max_accuracy_drop)
+    if args.json:
+        print(json.dumps(result))
+        return
+    v, bn = result["verification"], result["batch_norm"]
+    print(f"wrote {output} ({quantize}{', edge' if args.edge else ''}, {result['file_size'] / 1024:.1f} KiB, "
+          f"input {result['input']['dtype']} {result['input']['shape']}) and {export.sidecar_path(output)}")
+    print("  operators: " + ", ".join(f"{k} {c}" for k, c in result["ops"].items()))
+    print(f"  BatchNorm: {bn['keras_layers']} Keras layers, {bn['unfolded']} left unfolded after a "
+          f"convolution, {bn['standalone']} that cannot fold (pre-activation)")
+    print(f"  verified on {v['images']} {args.dataset} test images: top-1 agreement with Keras "
+          f"{v['top1_agreement']:.2%}, accuracy {v['tflite_accuracy']:.2%} (Keras {v['keras_accuracy']:.2%}), "
+          f"max |LiteRT - Keras| {v['max_abs_diff']:.2g}")
+
+
+def _predict(args):
+    import numpy as np
+
+    from keras_resnet import export
+
+    if not args.images and not args.idx:
+        raise ValueError("predict needs image files and/or --idx PATH. Received neither.")
+    if args.limit is not None and args.limit < 1:
+        raise ValueError(f"--limit must be a positive int. Received: {args.limit}")
+    shape = export.read_sidecar(args.model)["input"]["shape"][1:]
+    names, batches = [], []
+    if args.images:
+        batches.append(export.load_images(args.images, shape))
+        names += args.images
+    if args.idx:
+        from keras_resnet.data import read_idx
+
+        pixels = read_idx(args.idx, 3)[:args.limit]
+        if tuple(shape) == pixels.shape[1:] + (1,):
+            batches.append(pixels[..., None])
+        else:
+            batches.append(export.load_images(list(pixels), shape))
+        names += [f"{args.idx}[{i}]" for i in range(len(pixels))]
+    results = export.predict(args.model, np.concatenate(batches), top=args.top, num_threads=args.num_threads)
+    for name, top in zip(names, results):
+        print(f"{name}: " + ", ".join(f"{label} {p:.3f}" for _, label, p in top))
+    if args.labels:
+        if not args.idx:
+            raise ValueError("--labels goes with --idx (the IDX label file of the same images).")
+        from keras_resnet.data import read_idx
+
+        labels = read_idx(args.labels, 1)[:args.limit]
+        if len(labels) != len(results) - len(args.images):
+            raise ValueError(f"--labels holds {len(labels)} labels for {len(results) - len(args.images)} IDX images.")
+        hits = sum(top[0][0] == y for top, y in zip(results[len(args.images):], labels))
+        print(f"accuracy on {len(labels)} IDX images: {hits / len(labels):.4f}")
+
+
 def _add_export(sub):
     """`export` and `predict` (keras_resnet.export)."""
+    from keras_resnet.export import CALIBRATION_COUNT, IO_DTYPES, QUANTIZE_MODES
+
+    p = sub.add_parser("export", help="convert a .keras model to a verified LiteRT .tflite file and JSON sidecar")
+    p.add_argument("model", help="path of a .keras file")
+    p.add_argument("--output", default=None, help="the .tflite file (default: <model>_<quantize>.tflite)")
+    p.add_argument("--quantize", choices=QUANTIZE_MODES, default=None, help="default float32 (int8 with --edge)")
+    p.add_argument("--dataset", default="fashion_mnist",
+                   help="calibration (train split), verification (test split), normalisation and class names")
+    p.add_argument("--data-dir", default=None, help="where the dataset's files are")
+    p.add_argument("--calibration-count", type=int, default=CALIBRATION_COUNT, help="int8 calibration images")
+    p.add_argument("--verify-count", type=int, default=1000, help="test images to verify on")
+    p.add_argument("--io-dtype", choices=IO_DTYPES, default=None, help="input/output type of an int8 file")
+    p.add_argument("--edge", action="store_true", help="Edge TPU / NPU profile: int8, batch 1, allow-listed ops")
+    p.add_argument("--batch-size", type=int, default=None, help="fixed batch size (default resizable)")
+    p.add_argument("--max-abs-diff", type=float, default=None, help="default 1e-4 for float32")
+    p.add_argument("--min-agreement", type=float, default=None, help="top-1 agreement with Keras, quantized")
+    p.add_argument("--max-accuracy-drop", type=float, default=None, help="default 0.01")
+    p.add_argument("--json", action="store_true", help="print the sidecar as JSON")
+    p.set_defaults(func=_export)
+
+    p = sub.add_parser("predict", help="top classes of images with a .tflite file from `export`")
+    p.add_argument("model", help="a .tflite file with its .json sidecar next to it")
+    p.add_argument("images", nargs="*", help="image files (PNG, JPEG, ...)")
+    p.add_argument("--idx", default=None, help="an IDX image file, e.g. t10k-images-idx3-ubyte.gz")
+    p.add_argument("--labels", default=None, help="the IDX label file of --idx, to print the accuracy")
+    p.add_argument("--limit", type=int, default=None, help="only the first N images of --idx")
+    p.add_argument("--top", type=int, default=3)
+    p.add_argument("--num-threads", type=int, default=None)
+    p.set_defaults(func=_predict)
 
 
 def main(argv=None):

@@ -1,0 +1,173 @@
+"""The training recipe: compile settings, run folder, resume after kill -9, NaN guard, distribution."""
+
+import csv
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import keras
+import numpy as np
+import pytest
+
+import keras_resnet
+from keras_resnet import training
+from keras_resnet.training import Recipe
+
+TINY = dict(depth=8, width=0.25)
+ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONUNBUFFERED": "1"}
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("run")
+    result = training.train(recipe=Recipe(epochs=3, batch_size=64, learning_rate=0.05, seed=1),
+                            train_size=1500, run_dir=run_dir, verbose=0, **TINY)
+    return run_dir, result
+
+
+def test_run_writes_model_history_metrics_and_plot(tiny_run):
+    run_dir, result = tiny_run
+    for name in ("model.keras", "best.keras", "history.csv", "run.json", "config.json", "curves.png"):
+        assert (run_dir / name).stat().st_size > 0, name
+    assert (run_dir / "logs").is_dir()
+    saved = json.loads((run_dir / "run.json").read_text())
+    assert saved["epochs_run"] == 3
+    assert saved["model"]["name"] == "resnet8_w0.25"
+    assert saved["normalization"]["mean"] and saved["class_names"][0] == "T-shirt/top"
+    assert 0.0 <= saved["test_accuracy"] <= 1.0
+    assert not list(run_dir.glob("*partial*"))
+
+
+def test_training_loss_goes_down(tiny_run):
+    run_dir, _ = tiny_run
+    history = training.read_history(str(run_dir / "history.csv"))
+    assert history["epoch"] == [0, 1, 2]
+    assert history["loss"][-1] < history["loss"][0]
+
+
+def test_saved_model_evaluates_to_the_reported_accuracy(tiny_run):
+    run_dir, result = tiny_run
+    evaluated = training.evaluate(str(run_dir / "model.keras"))
+    assert evaluated["test_images"] == 10000
+    assert evaluated["test_accuracy"] == pytest.approx(result["test_accuracy"], abs=1e-3)
+
+
+def test_weight_decay_skips_batchnorm_and_biases():
+    model = keras_resnet.build(depth=8, width=0.25, input_shape=(32, 32, 3), num_classes=10)
+    training.compile_model(model, Recipe(), steps_per_epoch=10)
+    decayed = [v.name for v in model.trainable_variables if model.optimizer._use_weight_decay(v)]
+    assert decayed and all(name == "kernel" for name in decayed)
+    assert sum(v.name == "kernel" for v in model.trainable_variables) == len(decayed)
+    assert any(v.name in ("gamma", "beta", "bias") for v in model.trainable_variables)
+
+
+def test_schedule_warms_up_then_decays_to_zero():
+    schedule = training.learning_rate_schedule(Recipe(epochs=10, learning_rate=0.1, warmup_epochs=2), 100)
+    lr = [float(schedule(step)) for step in (0, 100, 200, 600, 1000)]
+    assert lr[0] == pytest.approx(0.0) and lr[1] == pytest.approx(0.05)
+    assert lr[2] == pytest.approx(0.1) and lr[2] > lr[3] > lr[4]
+    assert lr[4] == pytest.approx(0.0, abs=1e-6)
+
+
+def test_label_smoothing_matches_the_formula():
+    loss = training.SmoothedSparseCrossentropy(0.1, num_classes=4)
+    probs = np.array([[0.7, 0.1, 0.1, 0.1]], dtype="float32")
+    target = np.array([0.9 + 0.025, 0.025, 0.025, 0.025])
+    expected = -np.sum(target * np.log(probs[0]))
+    assert float(loss(np.array([0]), probs)) == pytest.approx(expected, rel=1e-5)
+
+
+@pytest.mark.parametrize("field, value", [("epochs", 0), ("batch_size", -1), ("learning_rate", 0.0),
+                                          ("schedule", "linear"), ("label_smoothing", 1.0),
+                                          ("val_fraction", -0.1), ("warmup_epochs", 30)])
+def test_bad_recipe_values_name_the_argument(field, value):
+    with pytest.raises(ValueError, match=f"{field}={value!r}"):
+        Recipe(**{field: value})
+
+
+def test_nan_guard_stops_training_with_a_clear_message():
+    model = keras_resnet.build(blocks=(1, 1, 1), width=0.25, input_shape=(32, 32, 3), num_classes=10)
+    training.compile_model(model, Recipe(epochs=3), steps_per_epoch=4)
+    x = np.full((64, 32, 32, 3), np.nan, dtype="float32")
+    guard = training.NaNGuard()
+    history = model.fit(x, np.zeros(64), batch_size=16, epochs=3, callbacks=[guard], verbose=0)
+    assert len(history.history["loss"]) == 1, "training went on after the loss became NaN"
+    assert "batch 0" in guard.message and "--learning-rate" in guard.message
+
+
+def test_atomic_save_keeps_the_old_file_when_saving_fails(tmp_path, monkeypatch):
+    model = keras_resnet.build(blocks=(1, 1, 1), width=0.25, input_shape=(32, 32, 3), num_classes=10)
+    path = tmp_path / "model.keras"
+    path.write_bytes(b"previous model")
+
+    def broken_save(self, filepath, *args, **kwargs):
+        with open(filepath, "wb") as f:
+            f.write(b"half")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(keras.Model, "save", broken_save)
+    with pytest.raises(OSError):
+        training.save_model_atomic(model, str(path))
+    assert path.read_bytes() == b"previous model"
+    assert [p.name for p in tmp_path.iterdir()] == ["model.keras"]
+
+
+def _history_epochs(path):
+    if not os.path.exists(path):
+        return []
+    with open(path, newline="") as f:
+        return [int(row["epoch"]) for row in csv.DictReader(f)]
+
+
+def test_killed_run_resumes_from_its_last_finished_epoch(tmp_path):
+    run_dir = tmp_path / "run"
+    command = [sys.executable, "-m", "keras_resnet.cli", "train", "--depth", "8", "--width", "0.25",
+               "--epochs", "4", "--train-size", "3000", "--batch-size", "64", "--verbose", "2",
+               "--run-dir", str(run_dir)]
+    first = subprocess.Popen(command, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    history = str(run_dir / "history.csv")
+    deadline = time.time() + 240
+    while len(_history_epochs(history)) < 2 and time.time() < deadline and first.poll() is None:
+        time.sleep(0.2)
+    time.sleep(0.5)  # let the backup of that epoch land (it is written right after the CSV row)
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+    done_before_kill = _history_epochs(history)
+    assert 2 <= len(done_before_kill) < 4, "the first run should be killed in the middle"
+    assert not (run_dir / "model.keras").exists()
+
+    second = subprocess.run(command, env=ENV, capture_output=True, text=True, timeout=300)
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert "Epoch 1/4" not in second.stdout, "the restarted run began again from scratch"
+    assert "Epoch 4/4" in second.stdout
+    assert training.read_history(history)["epoch"] == [0, 1, 2, 3]
+    assert json.loads((run_dir / "run.json").read_text())["epochs_run"] == 4
+
+
+def test_mirrored_strategy_trains_on_two_logical_cpus(tmp_path):
+    script = f"""
+import tensorflow as tf
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+from keras_resnet import training
+r = training.train(depth=8, width=0.25, recipe=training.Recipe(epochs=1, batch_size=64),
+                   train_size=1024, run_dir={str(tmp_path)!r}, distribute="mirrored", verbose=0)
+print("REPLICAS", r["replicas"], "LOSS", r["test_loss"])
+"""
+    out = subprocess.run([sys.executable, "-c", script], env=ENV, capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    line = [ln for ln in out.stdout.splitlines() if ln.startswith("REPLICAS")][-1].split()
+    assert line[1] == "2" and math.isfinite(float(line[3]))
+
+
+def test_cli_train_rejects_bad_values_with_a_one_line_error(capsys):
+    from keras_resnet.cli import main
+
+    assert main(["train", "--depth", "21", "--epochs", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "depth=21" in err and "blocks" in err
