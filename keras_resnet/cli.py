@@ -69,7 +69,8 @@ def _train(args):
     if "blocks" not in kwargs:
         kwargs.setdefault("depth", 20)
     result = training.train(
-        dataset=args.dataset, data_dir=args.data_dir, recipe=recipe, run_dir=args.run_dir,
+        dataset=args.dataset, data_dir=args.data_dir, download=args.download, recipe=recipe,
+        run_dir=args.run_dir,
         precision=args.precision, distribute=args.distribute, pipeline=args.pipeline,
         train_size=args.train_size, verbose=args.verbose, **kwargs)
     print(f"{result['model']['name']} on {args.dataset}: test accuracy {result['test_accuracy']:.4f} "
@@ -80,7 +81,8 @@ def _train(args):
 def _evaluate(args):
     from keras_resnet import training
 
-    result = training.evaluate(args.model, dataset=args.dataset, data_dir=args.data_dir)
+    result = training.evaluate(args.model, dataset=args.dataset, data_dir=args.data_dir,
+                               download=args.download)
     print(json.dumps(result) if args.json else
           f"{args.model}: test accuracy {result['test_accuracy']:.4f} on {result['test_images']} images")
 
@@ -89,6 +91,8 @@ def add_data_args(p):
     p.add_argument("--dataset", default="fashion_mnist",
                    help="fashion_mnist (default, offline), a tensorflow-datasets name, or a folder of class folders")
     p.add_argument("--data-dir", default=None, help="where the dataset's files are")
+    p.add_argument("--download", action="store_true",
+                   help="let tensorflow-datasets or Keras download a missing dataset (needs internet)")
 
 
 def _add_training(sub):
@@ -216,6 +220,8 @@ def _add_export(sub):
     p.add_argument("--dataset", default="fashion_mnist",
                    help="calibration (train split), verification (test split), normalisation and class names")
     p.add_argument("--data-dir", default=None, help="where the dataset's files are")
+    p.add_argument("--download", action="store_true",
+                   help="let tensorflow-datasets or Keras download a missing dataset (needs internet)")
     p.add_argument("--calibration-count", type=int, default=CALIBRATION_COUNT, help="int8 calibration images")
     p.add_argument("--verify-count", type=int, default=1000, help="test images to verify on")
     p.add_argument("--io-dtype", choices=IO_DTYPES, default=None, help="input/output type of an int8 file")

@@ -255,6 +255,7 @@ def train(
     *,
     dataset="fashion_mnist",
     data_dir=None,
+    download=False,
     recipe=None,
     run_dir=None,
     precision="auto",
@@ -267,7 +268,8 @@ def train(
     """Trains a ResNet with the recipe, evaluates it on the test split, and writes the run folder.
 
     Args:
-        dataset, data_dir: what `keras_resnet.data.load` takes ("fashion_mnist" by default, offline).
+        dataset, data_dir, download: what `keras_resnet.data.load` takes ("fashion_mnist" by default,
+            offline; download=True lets tensorflow-datasets or Keras fetch a missing dataset).
         recipe: a `Recipe` (defaults from the papers).
         run_dir: the run's folder; defaults to ``saved_models/<model>_<dataset>``. Running the same
             command again resumes an interrupted run in that folder.
@@ -283,7 +285,8 @@ def train(
     """
     recipe = recipe or Recipe()
     keras.utils.set_random_seed(recipe.seed)
-    (x_train, y_train), (x_test, y_test), info = data_lib.load(dataset, data_dir=data_dir)
+    (x_train, y_train), (x_test, y_test), info = data_lib.load(dataset, data_dir=data_dir,
+                                                                download=download)
     if train_size is not None:
         x_train, y_train = x_train[:train_size], y_train[:train_size]
     (x_train, y_train), (x_val, y_val) = data_lib.split_validation(
@@ -352,12 +355,12 @@ def _pipeline(pipeline):
     return ("tf" if keras.backend.backend() == "tensorflow" else "numpy") if pipeline == "auto" else pipeline
 
 
-def evaluate(model_path, dataset="fashion_mnist", data_dir=None, batch_size=256):
+def evaluate(model_path, dataset="fashion_mnist", data_dir=None, download=False, batch_size=256):
     """Test-split loss and accuracy of a saved `.keras` model."""
     if not os.path.exists(model_path):
         raise FileNotFoundError(f"No model at {model_path!r}: pass the path of a .keras file.")
     model = keras.saving.load_model(model_path)
-    _, (x_test, y_test), info = data_lib.load(dataset, data_dir=data_dir)
+    _, (x_test, y_test), info = data_lib.load(dataset, data_dir=data_dir, download=download)
     if tuple(model.input_shape[1:]) != tuple(info["input_shape"]):
         raise ValueError(f"The model takes inputs of shape {model.input_shape[1:]}, but {dataset!r} "
                          f"has images of shape {tuple(info['input_shape'])}.")
