@@ -144,7 +144,7 @@ def _export(args):
     output = args.output or str(Path(args.model).with_name(
         f"{Path(args.model).stem}_{quantize}{'_edge' if args.edge else ''}.tflite"))
     (x_train, _), (x_test, y_test), info = data.load(args.dataset, args.data_dir)
-    if isinstance(args.verify_count, bool) or args.verify_count < 1:
+    if args.verify_count < 1:
         raise ValueError(f"--verify-count must be a positive int. Received: {args.verify_count}")
     representative = None
     if quantize == "int8":
@@ -156,7 +156,7 @@ def _export(args):
         calibration_count=args.calibration_count, io_dtype=args.io_dtype, edge=args.edge,
         batch_size=args.batch_size, mean=info["mean"], std=info["std"], class_names=info["class_names"],
         max_abs_diff=args.max_abs_diff, min_agreement=args.min_agreement,
-        max_accuracy_drop=args.max_accuracy_drop)
+        max_accuracy_drop=args.max_accuracy_drop, strip_names=args.strip_names)
     if args.json:
         print(json.dumps(result))
         return
@@ -167,8 +167,8 @@ def _export(args):
     print(f"  BatchNorm: {bn['keras_layers']} Keras layers, {bn['unfolded']} left unfolded after a "
           f"convolution, {bn['standalone']} that cannot fold (pre-activation)")
     print(f"  verified on {v['images']} {args.dataset} test images: top-1 agreement with Keras "
-          f"{v['top1_agreement']:.2%}, accuracy {v['tflite_accuracy']:.2%} (Keras {v['keras_accuracy']:.2%}), "
-          f"max |LiteRT - Keras| {v['max_abs_diff']:.2g}")
+          f"{v['top1_agreement']:.2%}, accuracy {v['tflite_accuracy']:.2%} "
+          f"(Keras {v['keras_accuracy']:.2%}), max |LiteRT - Keras| {v['max_abs_diff']:.2g}")
 
 
 def _predict(args):
@@ -203,9 +203,10 @@ def _predict(args):
         from keras_resnet.data import read_idx
 
         labels = read_idx(args.labels, 1)[:args.limit]
-        if len(labels) != len(results) - len(args.images):
-            raise ValueError(f"--labels holds {len(labels)} labels for {len(results) - len(args.images)} IDX images.")
-        hits = sum(top[0][0] == y for top, y in zip(results[len(args.images):], labels))
+        idx_results = results[len(args.images):]
+        if len(labels) != len(idx_results):
+            raise ValueError(f"--labels holds {len(labels)} labels for {len(idx_results)} IDX images.")
+        hits = sum(top[0][0] == y for top, y in zip(idx_results, labels))
         print(f"accuracy on {len(labels)} IDX images: {hits / len(labels):.4f}")
 
 
@@ -213,10 +214,11 @@ def _add_export(sub):
     """`export` and `predict` (keras_resnet.export)."""
     from keras_resnet.export import CALIBRATION_COUNT, IO_DTYPES, QUANTIZE_MODES
 
-    p = sub.add_parser("export", help="convert a .keras model to a verified LiteRT .tflite file and JSON sidecar")
+    p = sub.add_parser("export", help="convert a .keras model to a verified LiteRT file and JSON sidecar")
     p.add_argument("model", help="path of a .keras file")
     p.add_argument("--output", default=None, help="the .tflite file (default: <model>_<quantize>.tflite)")
-    p.add_argument("--quantize", choices=QUANTIZE_MODES, default=None, help="default float32 (int8 with --edge)")
+    p.add_argument("--quantize", choices=QUANTIZE_MODES, default=None,
+                   help="default float32 (int8 with --edge)")
     p.add_argument("--dataset", default="fashion_mnist",
                    help="calibration (train split), verification (test split), normalisation and class names")
     p.add_argument("--data-dir", default=None, help="where the dataset's files are")
@@ -225,11 +227,13 @@ def _add_export(sub):
     p.add_argument("--calibration-count", type=int, default=CALIBRATION_COUNT, help="int8 calibration images")
     p.add_argument("--verify-count", type=int, default=1000, help="test images to verify on")
     p.add_argument("--io-dtype", choices=IO_DTYPES, default=None, help="input/output type of an int8 file")
-    p.add_argument("--edge", action="store_true", help="Edge TPU / NPU profile: int8, batch 1, allow-listed ops")
+    p.add_argument("--edge", action="store_true",
+                   help="Edge TPU / NPU profile: int8, batch 1, allow-listed operators only")
     p.add_argument("--batch-size", type=int, default=None, help="fixed batch size (default resizable)")
     p.add_argument("--max-abs-diff", type=float, default=None, help="default 1e-4 for float32")
     p.add_argument("--min-agreement", type=float, default=None, help="top-1 agreement with Keras, quantized")
     p.add_argument("--max-accuracy-drop", type=float, default=None, help="default 0.01")
+    p.add_argument("--strip-names", action="store_true", help="drop inner tensor names (smaller file)")
     p.add_argument("--json", action="store_true", help="print the sidecar as JSON")
     p.set_defaults(func=_export)
 
