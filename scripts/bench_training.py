@@ -5,7 +5,8 @@
 
 Each case builds a model, compiles it with the package's recipe (SGD + Nesterov, weight decay), runs
 warm-up steps, then times `train_on_batch` on fixed random data; images/s = batch / median step time.
-Cases sharing a process share the machine's state, so ratios measured in one run are what to compare.
+The cases of a comparison are timed in alternation, batch by batch, so that the ratios stay fair on
+a shared, noisy machine: compare ratios, not absolute figures from different runs.
 """
 
 import argparse
@@ -20,14 +21,16 @@ import numpy as np
 import keras_resnet
 from keras_resnet.training import Recipe, compile_model
 
+# Each group is measured together: models built, warmed up, then timed in alternation, batch by
+# batch, so that a noisy machine slows every member of a group alike.
 # (label, builder, input shape, batch, precision)
-CASES = [
-    ("keras_resnet ResNet-50", "ours:50", (224, 224, 3), 16, "float32"),
-    ("keras.applications ResNet50", "applications", (224, 224, 3), 16, "float32"),
-    ("keras_resnet ResNet-20", "ours:20", (32, 32, 3), 128, "float32"),
-    ("keras_resnet ResNet-20", "ours:20", (32, 32, 3), 128, "mixed_bfloat16"),
-    ("keras_resnet ResNet-18", "ours:18", (32, 32, 3), 128, "float32"),
-    ("keras_resnet ResNet-18", "ours:18", (32, 32, 3), 128, "mixed_bfloat16"),
+GROUPS = [
+    [("keras_resnet ResNet-50", "ours:50", (224, 224, 3), 16, "float32"),
+     ("keras.applications ResNet50", "applications", (224, 224, 3), 16, "float32")],
+    [("keras_resnet ResNet-20", "ours:20", (32, 32, 3), 128, "float32"),
+     ("keras_resnet ResNet-20", "ours:20", (32, 32, 3), 128, "mixed_bfloat16")],
+    [("keras_resnet ResNet-18", "ours:18", (32, 32, 3), 128, "float32"),
+     ("keras_resnet ResNet-18", "ours:18", (32, 32, 3), 128, "mixed_bfloat16")],
 ]
 
 
@@ -38,22 +41,27 @@ def make_model(builder, input_shape, num_classes):
                               num_classes=num_classes)
 
 
-def measure(builder, input_shape, batch, precision, steps, warmup, num_classes=1000):
-    keras.mixed_precision.set_global_policy(precision)
-    model = make_model(builder, input_shape, num_classes)
-    compile_model(model, Recipe(batch_size=batch), steps_per_epoch=100)
+def measure_group(group, steps, warmup, num_classes=1000):
+    """Median seconds per training batch of each case of `group`, timed in alternation."""
     rng = np.random.default_rng(0)
-    x = rng.standard_normal((batch,) + input_shape).astype("float32")
-    y = rng.integers(0, num_classes, batch)
-    times = []
-    for i in range(warmup + steps):
-        start = time.perf_counter()
-        model.train_on_batch(x, y)
-        if i >= warmup:
-            times.append(time.perf_counter() - start)
+    runs = []
+    for _, builder, shape, batch, precision in group:
+        keras.mixed_precision.set_global_policy(precision)
+        model = make_model(builder, shape, num_classes)
+        compile_model(model, Recipe(batch_size=batch), steps_per_epoch=100)
+        x = rng.standard_normal((batch,) + shape).astype("float32")
+        y = rng.integers(0, num_classes, batch)
+        for _ in range(warmup):
+            model.train_on_batch(x, y)
+        runs.append((model, x, y, []))
     keras.mixed_precision.set_global_policy("float32")
-    median = statistics.median(times)
-    return {"params": model.count_params(), "median_step_s": median, "images_per_s": batch / median}
+    for _ in range(steps):
+        for model, x, y, times in runs:
+            start = time.perf_counter()
+            model.train_on_batch(x, y)
+            times.append(time.perf_counter() - start)
+    return [{"params": m.count_params(), "median_step_s": statistics.median(t),
+             "images_per_s": len(x) / statistics.median(t)} for m, x, _, t in runs]
 
 
 def main():
@@ -63,18 +71,21 @@ def main():
     parser.add_argument("--out", default="saved_models/bench/training.json")
     args = parser.parse_args()
 
-    rows = []
+    rows, ratios = [], []
     print(f"{'model':32s} {'input':>13s} {'batch':>5s} {'precision':>14s} {'params':>12s} {'img/s':>8s}")
-    for label, builder, shape, batch, precision in CASES:
-        r = measure(builder, shape, batch, precision, args.steps, args.warmup)
-        rows.append({"model": label, "input_shape": shape, "batch": batch, "precision": precision, **r})
-        print(f"{label:32s} {str(shape):>13s} {batch:5d} {precision:>14s} {r['params']:12,d} "
-              f"{r['images_per_s']:8.1f}", flush=True)
-    ours, theirs = rows[0]["images_per_s"], rows[1]["images_per_s"]
-    print(f"ResNet-50 at 224, batch 16: keras_resnet / keras.applications = {ours / theirs:.2f}x")
+    for group in GROUPS:
+        results = measure_group(group, args.steps, args.warmup)
+        for (label, _, shape, batch, precision), r in zip(group, results):
+            rows.append({"model": label, "input_shape": shape, "batch": batch, "precision": precision, **r})
+            print(f"{label:32s} {str(shape):>13s} {batch:5d} {precision:>14s} {r['params']:12,d} "
+                  f"{r['images_per_s']:8.1f}", flush=True)
+        ratio = results[0]["images_per_s"] / results[1]["images_per_s"]
+        ratios.append({"first": f"{group[0][0]} {group[0][4]}", "second": f"{group[1][0]} {group[1][4]}",
+                       "ratio": ratio})
+        print(f"  -> first / second = {ratio:.2f}x", flush=True)
     os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
     with open(args.out, "w") as f:
-        json.dump({"rows": rows, "resnet50_ratio": ours / theirs, "steps": args.steps,
+        json.dump({"rows": rows, "ratios": ratios, "steps": args.steps,
                    "backend": keras.backend.backend(), "cpu_count": os.cpu_count()}, f, indent=2)
 
 
