@@ -10,7 +10,9 @@ feed it: input shape and dtype, normalisation, quantization parameters, class na
 The route: ``model.export(..., format="tf_saved_model")`` into a temporary folder, then
 ``tf.lite.TFLiteConverter.from_saved_model`` with built-in operators only. It is what Keras's own
 ``model.export(format="litert")`` does inside (which also allows Flex ops); converting from a concrete
-function instead keeps Keras 3's variables as resource variables and leaves every BatchNorm unfolded.
+function instead keeps Keras 3's variables as resource variables and leaves every BatchNorm unfolded,
+and so does the JAX backend's SavedModel: export runs on the TensorFlow backend (a ``.keras`` file
+saved under any backend loads there).
 
 `run` and `predict` run files with ``ai_edge_litert`` (numpy in, numpy out, Pillow for image files);
 TensorFlow is imported by `to_tflite` alone.
@@ -137,16 +139,15 @@ def to_tflite(
     """
     import keras
 
-    model, policy = _float32_model(_load_model(model))
+    if keras.backend.backend() != "tensorflow":
+        raise ExportError(
+            f"to_tflite needs the TensorFlow backend; this process runs {keras.backend.backend()!r}, whose "
+            "SavedModel keeps the variables, so no BatchNorm folds. Save the model (model.save('m.keras')) "
+            "and export that file with KERAS_BACKEND=tensorflow.")
     mode = _check_quantize(quantize, edge)
     io_dtype = _check_io_dtype(io_dtype, mode, edge)
     path = _check_path(path)
     batch_size = _check_batch_size(batch_size, edge)
-    input_shape = _model_input_shape(model)
-    channels = input_shape[-1]
-    representative_data = _check_images("representative_data", representative_data, input_shape)
-    verify_data = _check_images("verify_data", verify_data, input_shape)
-    verify_labels = _check_labels(verify_labels, verify_data)
     if isinstance(calibration_count, bool) or not isinstance(calibration_count, int) or calibration_count < 1:
         raise ValueError("`calibration_count` must be a positive int. "
                          f"Received: calibration_count={calibration_count!r}")
@@ -155,8 +156,17 @@ def to_tflite(
             "quantize='int8' needs `representative_data`: normalised float32 training images "
             "(N, H, W, C) to calibrate the activation ranges, e.g. "
             "keras_resnet.data.calibration_images(x_train, info). Received: representative_data=None")
-    normalization = _check_normalization(mean, std, channels)
+    if strip_names not in (True, False):
+        raise ValueError(f"`strip_names` must be True or False. Received: strip_names={strip_names!r}")
     thresholds = _thresholds(mode, max_abs_diff, min_agreement, max_accuracy_drop)
+
+    model, policy = _float32(_load_model(model))
+    input_shape = _model_input_shape(model)
+    representative_data = _check_images("representative_data", representative_data, input_shape)
+    verify_data = _check_images("verify_data", verify_data, input_shape)
+    verify_labels = _check_labels(verify_labels, verify_data)
+    normalization = _check_normalization(mean, std, input_shape[-1])
+    class_names = _check_class_names(class_names, model.outputs[0].shape[-1])
 
     if verify_data is not None:
         x_verify, source = verify_data, "verify_data"
@@ -176,8 +186,6 @@ def to_tflite(
             pick = np.random.default_rng(0).choice(len(calibration), calibration_count, replace=False)
             calibration = calibration[np.sort(pick)]
 
-    if strip_names not in (True, False):
-        raise ValueError(f"`strip_names` must be True or False. Received: strip_names={strip_names!r}")
     buffer = _convert(model, mode, calibration, io_dtype, (batch_size,) + input_shape)
     if strip_names:
         buffer = _strip_names(buffer)
@@ -226,13 +234,19 @@ def _load_model(model):
     raise ValueError(f"`model` must be a keras.Model or the path of a .keras file. Received: model={model!r}")
 
 
-def _float32_model(model):
-    """``(model, policy)``: a float32 copy of a mixed-precision model, with the same weights.
+def float32_model(model):
+    """The Keras model that `to_tflite` converts and verifies against: float32 throughout.
 
-    A file for LiteRT is float32 before any quantization, and it is verified against this copy.
-    Mixed-precision layers (float16 or bfloat16 compute, float32 weights) are rebuilt with the float32
-    policy from the model's config; the weights are the same variables' values.
+    `model` is a `keras.Model` or the path of a ``.keras`` file. A mixed-precision model (float16 or
+    bfloat16 compute, float32 weights) is rebuilt from its config with the float32 policy and given
+    the same weights; a float32 model is returned as it is. A LiteRT file is float32 before any
+    quantization, so this is the reference for its numbers.
     """
+    return _float32(_load_model(model))[0]
+
+
+def _float32(model):
+    """``(float32 model, the mixed policies it was built with or "float32")``."""
     policies = {layer.dtype_policy.name for layer in model._flatten_layers(include_self=True, recursive=True)}
     mixed = sorted(p for p in policies if p.startswith("mixed_"))
     if not mixed:
@@ -355,6 +369,15 @@ def _check_normalization(mean, std, channels):
             raise ValueError(f"`std` must be > 0. Received: std={v!r}")
         values[name] = [float(a) for a in arr]
     return values
+
+
+def _check_class_names(class_names, classes):
+    if class_names is None:
+        return None
+    if isinstance(class_names, str) or len(class_names) != classes:
+        raise ValueError(f"`class_names` must list one name per output ({classes}). "
+                         f"Received: class_names={class_names!r}")
+    return [str(c) for c in class_names]
 
 
 def _thresholds(mode, max_abs_diff, min_agreement, max_accuracy_drop):
@@ -560,7 +583,7 @@ def _sidecar(model, path, size, mode, edge, tflite_file, normalization, class_na
         "input": io["input"],
         "output": io["output"],
         "normalization": None if normalization is None else {**normalization, "pixels": "[0, 1]"},
-        "class_names": None if class_names is None else [str(c) for c in class_names],
+        "class_names": class_names,
         "ops": graph["ops"],
         "batch_norm": {
             "keras_layers": sum(isinstance(layer, keras.layers.BatchNormalization)

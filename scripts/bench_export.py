@@ -58,7 +58,7 @@ def parse_args(argv=None):
 
 def get_model(args, x_train, y_train, info):
     if args.model and Path(args.model).is_file():
-        return keras.saving.load_model(args.model, compile=False), args.model
+        return export.float32_model(args.model), args.model
     if args.model:
         print(f"--model {args.model}: no such file; building and training depth={args.depth} "
               f"width={args.width} for {args.train_epochs} epoch(s) on {args.train_size} images instead.")
@@ -123,7 +123,7 @@ def main(argv=None):
         path = out / f"{model.name}_{mode}.tflite"
         start = time.perf_counter()
         sidecar = export.to_tflite(
-            model, path, mode, calibration if mode == "int8" else None,
+            model_path, path, mode, calibration if mode == "int8" else None,
             verify_data=x_eval[:args.verify_count], verify_labels=y_test[:args.verify_count],
             calibration_count=args.calibration_count, mean=info["mean"], std=info["std"],
             class_names=info["class_names"], min_agreement=None if mode == "float32" else args.min_agreement,

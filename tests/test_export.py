@@ -84,7 +84,11 @@ def test_mixed_precision_model_is_exported_and_verified_as_float32(tmp_path):
         keras.mixed_precision.set_global_policy("float32")
     randomize_batch_norms(model)
     x = np.random.default_rng(0).standard_normal((8, 28, 28, 1)).astype(np.float32)
-    info = to_tflite(model, tmp_path / "model.tflite", verify_data=x)
+    model.save(tmp_path / "mixed.keras")
+    float32 = export.float32_model(tmp_path / "mixed.keras")
+    assert {layer.dtype_policy.name for layer in float32._flatten_layers(recursive=True)} == {"float32"}
+    np.testing.assert_allclose(float32.predict(x, verbose=0), model.predict(x, verbose=0), atol=0.05)
+    info = to_tflite(tmp_path / "mixed.keras", tmp_path / "model.tflite", verify_data=x)
 
     assert info["trained_dtype_policy"] == "mixed_bfloat16"
     assert info["input"]["dtype"] == "float32" and "CAST" not in info["ops"]
@@ -166,10 +170,20 @@ def test_bad_arguments_raise_value_errors_naming_them(tmp_path):
         to_tflite(model, path, "dynamic", io_dtype="uint8")
     with pytest.raises(ValueError, match="verify_data"):
         to_tflite(model, path, "dynamic")
+    with pytest.raises(ValueError, match=r"one name per output \(10\)"):
+        to_tflite(model, path, class_names=["only", "three", "names"])
     with pytest.raises(ValueError, match="ending in .tflite"):
         to_tflite(model, tmp_path / "model.bin")
     with pytest.raises(FileNotFoundError, match="missing.keras"):
         to_tflite(tmp_path / "missing.keras", path)
+    assert os.listdir(tmp_path) == []
+
+
+def test_other_backends_are_refused_before_converting(tmp_path, monkeypatch):
+    model = build(blocks=(1, 1, 1), input_shape=(28, 28, 1), width=0.25, num_classes=10)
+    monkeypatch.setattr(keras.backend, "backend", lambda: "jax")
+    with pytest.raises(ExportError, match="TensorFlow backend.*'jax'.*KERAS_BACKEND=tensorflow"):
+        to_tflite(model, tmp_path / "model.tflite")
     assert os.listdir(tmp_path) == []
 
 
