@@ -582,7 +582,8 @@ def _sidecar(model, path, size, mode, edge, tflite_file, normalization, class_na
         "edge": edge,
         "input": io["input"],
         "output": io["output"],
-        "normalization": None if normalization is None else {**normalization, "pixels": "[0, 1]"},
+        "normalization": None if normalization is None else {
+            **normalization, "formula": "(pixels / 255 - mean) / std"},
         "class_names": class_names,
         "ops": graph["ops"],
         "batch_norm": {
@@ -655,6 +656,8 @@ def run(tflite_path, x, *, num_threads=None, batch_size=64):
         interpreter.set_tensor(inp["index"], _quantize(chunk, inp))
         interpreter.invoke()
         results.append(_dequantize(interpreter.get_tensor(out["index"]), out)[:n])
+    if not results:
+        return np.zeros((0,) + tuple(out["shape"][1:]), np.float32)
     return np.concatenate(results)
 
 
