@@ -22,8 +22,9 @@ BN_EPSILON = 1e-5
 CONV_INIT = "he_normal"  # Kaiming normal, fan-in, as He et al. 2015
 
 
-def batch_norm(name, zero_gamma=False):
+def batch_norm(name, zero_gamma=False, dtype=None):
     return layers.BatchNormalization(
+        dtype=dtype,
         momentum=BN_MOMENTUM,
         epsilon=BN_EPSILON,
         gamma_initializer="zeros" if zero_gamma else "ones",
@@ -31,7 +32,7 @@ def batch_norm(name, zero_gamma=False):
     )
 
 
-def conv(filters, kernel_size, strides, name, kernel_regularizer=None):
+def conv(filters, kernel_size, strides, name, kernel_regularizer=None, dtype=None):
     """A bias-free convolution with PyTorch-style symmetric padding ``kernel_size // 2``.
 
     Keras's ``padding="same"`` pads a strided convolution only at the bottom and right; padding
@@ -45,6 +46,7 @@ def conv(filters, kernel_size, strides, name, kernel_regularizer=None):
         use_bias=False,
         kernel_initializer=CONV_INIT,
         kernel_regularizer=kernel_regularizer,
+        dtype=dtype,
         name=name,
     )
 
@@ -71,7 +73,7 @@ class StridedPad(layers.Layer):
     def __init__(self, kernel_size=3, **kwargs):
         super().__init__(**kwargs)
         self.kernel_size = kernel_size
-        self.pad = layers.ZeroPadding2D(kernel_size // 2)
+        self.pad = layers.ZeroPadding2D(kernel_size // 2, dtype=self.dtype_policy)
 
     def build(self, input_shape):
         self.pad.build(input_shape)
@@ -138,9 +140,9 @@ class ProjectionShortcut(layers.Layer):
         self.kernel_regularizer = keras.regularizers.get(kernel_regularizer)
         self.conv = layers.Conv2D(
             filters, 1, strides=strides, use_bias=False, kernel_initializer=CONV_INIT,
-            kernel_regularizer=self.kernel_regularizer, name="conv",
+            kernel_regularizer=self.kernel_regularizer, dtype=self.dtype_policy, name="conv",
         )
-        self.bn = None if preact else batch_norm("bn")
+        self.bn = None if preact else batch_norm("bn", dtype=self.dtype_policy)
 
     def build(self, input_shape):
         self.conv.build(input_shape)
@@ -211,14 +213,18 @@ class _Block(layers.Layer):
         # 2017). Only for residual post-activation blocks: a plain block would output zeros.
         zero_last = zero_init_residual and residual and not preact
         strided = self.kernel_sizes.index(3) + 1  # the stride sits on the first 3x3 (v1.5)
+        # Sub-layers share this layer's dtype policy, so a mixed-precision model saved to .keras
+        # loads and runs the same in a process whose global policy is float32.
+        policy = self.dtype_policy
         for i, (k, w) in enumerate(zip(self.kernel_sizes, widths), start=1):
             s = strides if i == strided else 1
-            setattr(self, f"conv{i}", conv(w, k, s, f"conv{i}", self.kernel_regularizer))
+            setattr(self, f"conv{i}", conv(w, k, s, f"conv{i}", self.kernel_regularizer, policy))
             # Pre-activation: BN-ReLU come before each convolution; post-activation: after.
-            setattr(self, f"bn{i}", batch_norm(f"bn{i}", zero_gamma=zero_last and i == n))
-            setattr(self, f"pad{i}", StridedPad(k, name=f"pad{i}") if s > 1 else None)
+            setattr(self, f"bn{i}", batch_norm(f"bn{i}", zero_last and i == n, policy))
+            setattr(self, f"pad{i}", StridedPad(k, dtype=policy, name=f"pad{i}") if s > 1 else None)
         self.shortcut = None  # decided in build(), once the input channel count is known
-        self.drop_path = DropPath(drop_path_rate, name="drop_path") if drop_path_rate > 0 else None
+        self.drop_path = (DropPath(drop_path_rate, dtype=policy, name="drop_path")
+                          if drop_path_rate > 0 else None)
 
     def _units(self):
         """(conv, bn, pad) for each convolution of F, in order; pad is None unless strided."""
@@ -255,7 +261,7 @@ class _Block(layers.Layer):
         if self._needs_projection(in_shape[-1]):
             self.shortcut = ProjectionShortcut(
                 self.filters * self.expansion, self.strides, self.preact,
-                self.kernel_regularizer, name="shortcut",
+                self.kernel_regularizer, dtype=self.dtype_policy, name="shortcut",
             )
             self.shortcut.build(in_shape)
         if self.drop_path is not None:

@@ -372,3 +372,17 @@ def test_input_too_small_says_the_minimum_side():
     with pytest.raises(ValueError, match=r"input_shape.*\(3, 32, 3\).*at least 4 pixels"):
         build(20, input_shape=(3, 32, 3))
     assert build(20, width=0.25, input_shape=(4, 4, 1)).output_shape == (None, 1000)
+
+
+def test_mixed_precision_model_loads_and_runs_under_a_float32_policy(tmp_path, rng):
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:
+        model = build(depth=8, width=0.25, input_shape=(32, 32, 3), num_classes=10, drop_path_rate=0.1)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    block = model.get_layer("stage2_block1")
+    assert block.conv1.dtype_policy.name == block.shortcut.conv.dtype_policy.name == "mixed_bfloat16"
+    model.save(tmp_path / "bf16.keras")
+    loaded = keras.saving.load_model(tmp_path / "bf16.keras")
+    x = rng.standard_normal((2, 32, 32, 3)).astype("float32")
+    np.testing.assert_array_equal(model.predict(x, verbose=0), loaded.predict(x, verbose=0))
