@@ -131,8 +131,93 @@ def _add_training(sub):
     p.set_defaults(func=_evaluate)
 
 
+def _int_list(flag):
+    def parse(text):
+        try:
+            return tuple(int(v) for v in text.split(","))
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{flag} takes comma-separated integers, e.g. 8,14,20. "
+                                             f"Got {text!r}")
+    return parse
+
+
+def _tune(args):
+    from keras_resnet import training, tuning
+
+    space = tuning.SearchSpace(
+        depths=args.depths, cifar_n=args.cifar_n, blocks=args.blocks, block=args.block,
+        width_min=args.width_min, width_max=args.width_max, width_step=args.width_step,
+        learning_rate=args.learning_rate, weight_decay=args.weight_decay)
+    budget = tuning.Budget(max_trials=args.max_trials or None, max_epochs=args.max_epochs,
+                           time_limit=args.time_limit, max_params=args.max_params, max_macs=args.max_macs)
+    recipe = training.Recipe(batch_size=args.batch_size, momentum=args.momentum,
+                             warmup_epochs=args.warmup_epochs, label_smoothing=args.label_smoothing,
+                             erase=args.erase, val_fraction=args.val_fraction, seed=args.seed)
+    result = tuning.run_search(
+        dataset=args.dataset, data_dir=args.data_dir, download=args.download, space=space, budget=budget,
+        recipe=recipe, tuner=args.tuner, search_name=args.search_name, directory=args.directory,
+        factor=args.factor, train_size=args.train_size, retrain_epochs=args.retrain_epochs,
+        retrain_size=args.retrain_size, variant=args.variant, precision=args.precision,
+        pipeline=args.pipeline, overwrite=args.overwrite, verbose=0 if args.quiet else 1)
+    if result.get("role") == "worker":
+        print(f"worker {result['tuner_id']}: no trials left after {result['search_seconds']:.0f} s")
+
+
 def _add_tuning(sub):
     """`tune` (keras_resnet.tuning)."""
+    from keras_resnet.training import PRECISIONS, Recipe
+
+    r = Recipe()
+    p = sub.add_parser("tune", help="search depth and width with KerasTuner (the same command resumes it)",
+                       description="Search depth and width with KerasTuner, then retrain the best model. "
+                                   "Results in DIRECTORY/SEARCH_NAME: leaderboard.csv/.json, pareto.png, "
+                                   "best.keras, results.json.")
+    add_data_args(p)
+    g = p.add_argument_group("search space (keras_resnet.tuning.SearchSpace); one value fixes an entry")
+    g.add_argument("--depths", type=_int_list("--depths"), default=None,
+                   help="depths to choose from, e.g. 8,14,20")
+    g.add_argument("--cifar-n", type=_int_list("--cifar-n"), default=None,
+                   help="N_MIN,N_MAX: depths 6n+2 for n in the range (the default, 1,5: depths 8 to 32)")
+    g.add_argument("--blocks", type=_blocks, nargs="+", default=None,
+                   help="per-stage block counts to choose from, e.g. 1,1,1 2,2,2 1,2,3")
+    g.add_argument("--block", choices=["basic", "bottleneck"], nargs="+", default=None, help="with --blocks")
+    g.add_argument("--width-min", type=float, default=0.5)
+    g.add_argument("--width-max", type=float, default=2.0)
+    g.add_argument("--width-step", type=float, default=0.25)
+    g.add_argument("--learning-rate", type=float, nargs="+", default=None, metavar="LR",
+                   help=f"one value fixes it, MIN MAX searches it on a log scale (default {r.learning_rate})")
+    g.add_argument("--weight-decay", type=float, nargs="+", default=None, metavar="WD",
+                   help=f"one value fixes it, MIN MAX searches it on a log scale (default {r.weight_decay})")
+    g.add_argument("--variant", choices=["v1.5", "preact", "plain"], default="v1.5")
+    g = p.add_argument_group("tuner and budget (keras_resnet.tuning.Budget)")
+    g.add_argument("--tuner", choices=["hyperband", "bayesian", "random"], default="hyperband")
+    g.add_argument("--max-trials", type=int, default=20, help="0: no cap (Hyperband's full iteration)")
+    g.add_argument("--max-epochs", type=int, default=10, help="epochs per trial (Hyperband's largest)")
+    g.add_argument("--factor", type=int, default=3, help="Hyperband's reduction factor")
+    g.add_argument("--time-limit", type=float, default=None, metavar="SECONDS",
+                   help="no new trial after this, and the running one stops at its next batch")
+    g.add_argument("--max-params", type=float, default=None, help="larger models are never trained, e.g. 1e6")
+    g.add_argument("--max-macs", type=float, default=None, help="MACs per image, e.g. 50e6")
+    g = p.add_argument_group("recipe of every trial (keras_resnet.training.Recipe)")
+    g.add_argument("--batch-size", type=int, default=r.batch_size)
+    g.add_argument("--momentum", type=float, default=r.momentum)
+    g.add_argument("--warmup-epochs", type=float, default=None,
+                   help="linear warm-up (default 2, at most a fifth of a trial)")
+    g.add_argument("--label-smoothing", type=float, default=r.label_smoothing)
+    g.add_argument("--erase", type=float, default=r.erase, help="random-erasing probability")
+    g.add_argument("--val-fraction", type=float, default=r.val_fraction, help="held out to rank the trials")
+    g.add_argument("--seed", type=int, default=r.seed)
+    p.add_argument("--search-name", default=None, help="default <tuner>_<dataset>")
+    p.add_argument("--directory", default="saved_models", help="where the search folder goes")
+    p.add_argument("--overwrite", action="store_true", help="start afresh instead of resuming")
+    p.add_argument("--train-size", type=int, default=None, help="search on the first N training images")
+    p.add_argument("--retrain-epochs", type=int, default=None,
+                   help="epochs to retrain the best model on train+val (default --max-epochs; 0 restores it)")
+    p.add_argument("--retrain-size", type=int, default=None, help="retrain on the first N training images")
+    p.add_argument("--precision", choices=PRECISIONS, default="auto")
+    p.add_argument("--pipeline", choices=["auto", "tf", "numpy"], default="auto")
+    p.add_argument("--quiet", action="store_true", help="no progress lines")
+    p.set_defaults(func=_tune)
 
 
 def _export(args):

@@ -1,0 +1,318 @@
+"""The depth x width search: space, budgets, results, resume after kill -9, chief + workers."""
+
+import csv
+import inspect
+import json
+import math
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import keras
+import keras_tuner
+import numpy as np
+import pytest
+
+import keras_resnet
+from keras_resnet import data, training, tuning
+from keras_resnet.tuning import Budget, ResNetHyperModel, SearchSpace
+
+ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONUNBUFFERED": "1", "KERAS_BACKEND": "tensorflow"}
+TINY = dict(width_min=0.25, width_max=0.5, width_step=0.125)  # widths 0.25, 0.375, 0.5
+BUILD_ARGS = set(inspect.signature(keras_resnet.build).parameters)
+RECIPE_ARGS = {f.name for f in training.Recipe.__dataclass_fields__.values()}
+
+
+def _hypermodel(space, **kwargs):
+    return ResNetHyperModel(space, input_shape=(28, 28, 1), num_classes=10, steps_per_epoch=10, **kwargs)
+
+
+@pytest.fixture(scope="module")
+def tiny_data():
+    (x, y), _, info = data.load("fashion_mnist")
+    (x_tr, y_tr), (x_val, y_val) = data.split_validation(x[:320], y[:320], 0.2, seed=0)
+    train = data.tf_dataset(x_tr, y_tr, info, batch_size=32, training=True)
+    return train, data.tf_dataset(x_val, y_val, info, batch_size=64), len(x_tr) // 32
+
+
+# --- the space ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("space", [
+    SearchSpace(),
+    SearchSpace(depths=(8, 18), learning_rate=(0.01, 0.2), weight_decay=(1e-5, 1e-3)),
+    SearchSpace(blocks=[(1, 1, 1), (1, 2, 1)], block=["basic", "bottleneck"], width_min=0.25, width_max=0.5),
+])
+def test_space_names_feed_back_into_build_and_recipe(space):
+    hp = keras_tuner.HyperParameters()
+    values = space.declare(hp)
+    assert set(values) == set(hp.values) and set(values) <= BUILD_ARGS | RECIPE_ARGS
+    for seed in range(3):  # random points of the space, as the oracle draws them
+        point = {p.name: p.random_sample(seed) for p in hp.space}
+        model = keras_resnet.build(**tuning.build_kwargs(point), input_shape=(28, 28, 1), num_classes=10)
+        recipe = training.Recipe(**tuning.recipe_kwargs(point))
+        assert model.output_shape == (None, 10)
+        assert recipe.learning_rate == point.get("learning_rate", 0.1)
+
+
+def test_cifar_n_searches_the_6n_plus_2_depths():
+    hp = keras_tuner.HyperParameters()
+    SearchSpace(cifar_n=(1, 5)).declare(hp)
+    depth = hp.space[0]
+    assert isinstance(depth, keras_tuner.engine.hyperparameters.Int)
+    assert sorted({depth.random_sample(s) for s in range(200)}) == [8, 14, 20, 26, 32]
+
+
+def test_single_values_fix_entries_and_ranges_narrow_them():
+    hp = keras_tuner.HyperParameters()
+    space = SearchSpace(depths=[20], width_min=0.5, width_max=0.5, learning_rate=0.05,
+                        weight_decay=(1e-5, 1e-3))
+    space.declare(hp)
+    kinds = {p.name: type(p).__name__ for p in hp.space}
+    assert kinds == {"depth": "Fixed", "width": "Fixed", "learning_rate": "Fixed", "weight_decay": "Float"}
+    assert hp.values["depth"] == 20 and hp.values["learning_rate"] == 0.05
+    decay = hp.space[-1]
+    assert decay.sampling == "log" and (decay.min_value, decay.max_value) == (1e-5, 1e-3)
+
+
+def test_hp_fixed_overrides_the_space_and_reaches_the_recipe():
+    hp = keras_tuner.HyperParameters()
+    hp.Fixed("depth", 14)
+    hp.Fixed("learning_rate", 0.05)
+    hp.values["tuner/initial_epoch"], hp.values["tuner/epochs"] = 2, 5  # a Hyperband continuation
+    model = _hypermodel(SearchSpace(depths=(8, 14), **TINY), epochs=9).build(hp)
+    assert model.name == "resnet14_w0.25" and model.optimizer is not None
+    assert int(model.optimizer.iterations.numpy()) == 2 * 10  # the schedule picks up at the initial epoch
+    # Peak 0.05 (the fixed value, not the recipe's 0.1), 1 warm-up epoch (a fifth of the trial's 5), then
+    # cosine decay over the other 4: at step 20 the decay is 10 of its 40 steps in.
+    expected = 0.05 * (1 + math.cos(math.pi * 10 / 40)) / 2
+    assert float(model.optimizer.learning_rate) == pytest.approx(expected, rel=1e-5)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(width_min=2.0, width_max=0.5), "width_min"),
+    (dict(depths=[]), "depths"),
+    (dict(depths=[8, 9]), "unsupported depth 9"),
+    (dict(cifar_n=(3, 1)), "cifar_n"),
+    (dict(depths=[8], blocks=[(1, 1, 1)]), "not depths and blocks"),
+    (dict(blocks=[(1, 1)]), "blocks"),
+    (dict(depths=[8], block="bottleneck"), "block"),
+    (dict(learning_rate=(0.1, 0.01)), "learning_rate"),
+    (dict(width_step=0), "width_step"),
+])
+def test_inconsistent_space_raises_value_error(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        SearchSpace(**kwargs)
+
+
+@pytest.mark.parametrize("make, match", [
+    (lambda hm: tuning.make_tuner(hm, Budget(max_params=1000)), "smallest.*5,310 parameters"),
+    (lambda hm: tuning.make_tuner(hm, Budget(max_macs=1e5)), "max_macs=100000"),
+    (lambda hm: tuning.make_tuner(hm, tuner="grid"), "tuner='grid'"),
+    (lambda hm: tuning.make_tuner(hm, Budget(max_trials=None), tuner="random"), "max_trials"),
+    (lambda hm: Budget(max_epochs=0), "max_epochs=0"),
+    (lambda hm: Budget(time_limit=-1), "time_limit=-1"),
+])
+def test_bad_budget_or_tuner_raises_value_error(make, match, tmp_path):
+    with pytest.raises(ValueError, match=match):
+        make(_hypermodel(SearchSpace(depths=(8, 14), **TINY)))
+
+
+# --- budgets -----------------------------------------------------------------------------------------
+
+
+def test_size_limit_rejects_big_models_without_training_them(tmp_path, monkeypatch, tiny_data):
+    train, val, steps = tiny_data
+    hypermodel = _hypermodel(SearchSpace(depths=(8, 14), **TINY))
+    budget = Budget(max_trials=5, max_epochs=1, max_params=15000)
+    tuner = tuning.make_tuner(hypermodel, budget, tuner="random", directory=str(tmp_path),
+                              search_name="size", verbose=0)
+    small = {(8, 0.25), (8, 0.375), (14, 0.25)}  # 5,310 / 11,536 / 11,582 parameters; the rest > 15,000
+    proposed = {(v["depth"], v["width"]) for v in
+                (tuner.oracle.populate_space(str(i))["values"] for i in range(30))}
+    assert proposed == small
+    assert {(a["depth"], a["width"]) for a in tuner.skipped} == {(8, 0.5), (14, 0.375), (14, 0.5)}
+
+    fits = []
+    monkeypatch.setattr(ResNetHyperModel, "fit", lambda self, hp, model, *a, **k: fits.append(model.name))
+    big = keras_tuner.engine.trial.Trial(tuner.oracle.get_space(), trial_id="9")
+    big.hyperparameters.values.update(depth=14, width=0.5)
+    with pytest.raises(keras_tuner.errors.FailedTrialError, match="44,786 parameters > max_params=15000"):
+        tuner.run_trial(big, train, validation_data=val, epochs=1)
+    assert fits == []
+
+
+@pytest.mark.parametrize("kind", sorted(tuning.TUNERS))
+def test_every_tuner_proposes_only_models_within_the_size_limit(kind, tmp_path, monkeypatch):
+    tuner = tuning.make_tuner(_hypermodel(SearchSpace(depths=(8, 14), **TINY)),
+                              Budget(max_trials=6, max_epochs=3, max_params=15000), tuner=kind,
+                              directory=str(tmp_path), search_name=kind, verbose=0)
+    small = {(8, 0.25), (8, 0.375), (14, 0.25)}
+    responses = [tuner.oracle.populate_space(str(i)) for i in range(3)]  # Hyperband's first rung: 3
+    assert all(r["values"] for r in responses)
+    assert {(r["values"]["depth"], r["values"]["width"]) for r in responses} <= small
+    # A model-based proposal over the limit (Bayesian optimisation's, say) gives way to one within it.
+    base = type(tuner.oracle).__mro__[2]
+    monkeypatch.setattr(base, "populate_space", lambda self, trial_id: {
+        "status": "RUNNING", "values": {"depth": 14, "width": 0.5, "tuner/epochs": 3}})
+    values = tuner.oracle.populate_space("7")["values"]
+    assert (values["depth"], values["width"]) in small and values["tuner/epochs"] == 3
+
+
+def test_time_limit_ends_the_running_trial_and_starts_no_new_one(tmp_path, tiny_data):
+    train, val, steps = tiny_data
+    hypermodel = _hypermodel(SearchSpace(depths=(8,), **TINY), epochs=30)
+    budget = Budget(max_trials=3, max_epochs=30, time_limit=3600)
+    tuner = tuning.make_tuner(hypermodel, budget, tuner="random", directory=str(tmp_path),
+                              search_name="clock", verbose=0)
+
+    def time_is_up_after_the_second_epoch(epoch, logs):
+        if epoch == 1:
+            tuner.clock.end = time.monotonic()
+
+    callback = keras.callbacks.LambdaCallback(on_epoch_end=time_is_up_after_the_second_epoch)
+    tuner.search(train, validation_data=val, epochs=30, callbacks=[callback], shuffle=False, verbose=0)
+    (row,) = tuning.leaderboard(tuner)
+    assert row["status"] == "COMPLETED" and row["note"] == "stopped by the time limit"
+    assert row["epochs"] == 3  # stopped at the first batch of the third epoch, out of 30
+    assert 0.0 <= row["val_accuracy"] <= 1.0
+
+
+def test_pareto_front_keeps_the_trials_nothing_beats():
+    rows = [{"trial_id": t, "macs": m, "val_accuracy": a} for t, m, a in
+            [("a", 1, 0.5), ("b", 2, 0.7), ("c", 3, 0.6), ("d", 4, 0.9), ("e", 4, 0.8), ("f", 1, None)]]
+    assert tuning.pareto_front(rows) == ["a", "b", "d"]
+
+
+# --- a whole search ----------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def hyperband_search(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("search")
+    hp = keras_tuner.HyperParameters()
+    hp.Fixed("learning_rate", 0.05)
+    result = tuning.run_search(
+        space=SearchSpace(depths=(8, 14), **TINY),
+        budget=Budget(max_trials=4, max_epochs=3, max_params=15000),
+        recipe=training.Recipe(batch_size=32, seed=3), tuner="hyperband", search_name="hb",
+        directory=str(folder), train_size=320, retrain_epochs=1, retrain_size=320, hyperparameters=hp,
+        verbose=0)
+    return folder / "hb", result
+
+
+def test_search_writes_leaderboard_plot_and_best_model(hyperband_search):
+    folder, result = hyperband_search
+    with open(folder / "leaderboard.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert tuple(rows[0]) == tuning.COLUMNS and len(rows) == 4
+    board = json.loads((folder / "leaderboard.json").read_text())
+    assert [r["trial_id"] for r in board["trials"]] == [r["trial_id"] for r in rows]
+    assert board["pareto_front"] and set(board["pareto_front"]) <= {r["trial_id"] for r in rows}
+    assert (folder / "pareto.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    best = result["best"]
+    assert best["trial_id"] == rows[0]["trial_id"] and best["val_accuracy"] == max(
+        r["val_accuracy"] for r in board["trials"])
+    assert best["test_images"] == 10000 and 0.0 <= best["test_accuracy"] <= 1.0
+    model = keras.saving.load_model(folder / "best.keras", safe_mode=True)
+    assert model.predict(np.zeros((2, 28, 28, 1), "float32"), verbose=0).shape == (2, 10)
+    rebuilt = keras_resnet.build(**best["build_kwargs"], input_shape=(28, 28, 1), num_classes=10)
+    assert rebuilt.count_params() == model.count_params() == best["params"]
+    assert json.loads((folder / "results.json").read_text())["best"]["test_accuracy"] == best["test_accuracy"]
+    assert not list(folder.glob("*partial*"))
+
+
+def test_search_trains_only_models_within_the_size_limit(hyperband_search):
+    folder, result = hyperband_search
+    rows = json.loads((folder / "leaderboard.json").read_text())["trials"]
+    assert all(r["status"] == "COMPLETED" and r["params"] <= 15000 for r in rows)
+    assert result["skipped_for_size_this_run"] >= 1
+
+
+def test_hyperband_continues_the_best_trial_and_keeps_fixed_entries(hyperband_search):
+    folder, _ = hyperband_search
+    rows = {r["trial_id"]: r for r in json.loads((folder / "leaderboard.json").read_text())["trials"]}
+    continued = [r for r in rows.values() if r["from_trial"] is not None]
+    assert len(continued) == 1 and continued[0]["epochs"] == 3
+    first = rows[continued[0]["from_trial"]]
+    assert first["epochs"] == 1
+    assert (first["depth"], first["width"]) == (continued[0]["depth"], continued[0]["width"])
+    assert all(r["learning_rate"] == 0.05 for r in rows.values())
+
+
+# --- processes ---------------------------------------------------------------------------------------
+
+
+def _tune_command(folder, name, *extra):
+    return [sys.executable, "-m", "keras_resnet.cli", "tune", "--tuner", "random", "--depths", "8",
+            "--width-min", "0.25", "--width-max", "1.0", "--max-epochs", "1", "--train-size", "300",
+            "--batch-size", "32", "--retrain-epochs", "0", "--directory", str(folder), "--search-name", name,
+            *extra]
+
+
+def _completed(project):
+    done = {}
+    for path in project.glob("trial_*/trial.json"):
+        state = json.loads(path.read_text())
+        if state["status"] == "COMPLETED":
+            done[state["trial_id"]] = path.stat().st_mtime_ns
+    return done
+
+
+def test_search_killed_with_sigkill_resumes_without_rerunning_finished_trials(tmp_path):
+    command = _tune_command(tmp_path, "resume", "--max-trials", "3")
+    first = subprocess.Popen(command, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    deadline = time.time() + 900
+    while not _completed(tmp_path / "resume") and time.time() < deadline and first.poll() is None:
+        time.sleep(0.2)
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+    finished = _completed(tmp_path / "resume")
+    assert finished and len(finished) < 3, "the first run should die after its first trial, before its last"
+
+    second = subprocess.run(command, env=ENV, capture_output=True, text=True, timeout=900)
+    assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
+    ran_again = {m.group(1) for m in re.finditer(r"^trial (\d+) ", second.stdout, re.M)}
+    assert ran_again and not ran_again & set(finished)
+    after = _completed(tmp_path / "resume")
+    assert len(after) == 3 and all(after[t] == mtime for t, mtime in finished.items())
+    board = json.loads((tmp_path / "resume" / "leaderboard.json").read_text())
+    assert sorted(r["trial_id"] for r in board["trials"]) == sorted(after)
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_chief_and_two_workers_share_the_trials(tmp_path):
+    command = _tune_command(tmp_path, "shared", "--max-trials", "4")
+    oracle = {"KERASTUNER_ORACLE_IP": "127.0.0.1", "KERASTUNER_ORACLE_PORT": str(_free_port())}
+    processes = {
+        name: subprocess.Popen(command, env={**ENV, **oracle, "KERASTUNER_TUNER_ID": name}, text=True,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        for name in ("chief", "tuner0", "tuner1")
+    }
+    outputs = {}
+    try:
+        for name, process in processes.items():
+            outputs[name] = process.communicate(timeout=900)[0]
+            assert process.returncode == 0, f"{name}:\n{outputs[name][-3000:]}"
+    finally:
+        for process in processes.values():
+            if process.poll() is None:
+                process.kill()
+    ran = {name: [m.group(1) for m in re.finditer(rf"^\[{name}\] trial (\d+) ", outputs[name], re.M)]
+           for name in ("tuner0", "tuner1")}
+    board = json.loads((tmp_path / "shared" / "leaderboard.json").read_text())["trials"]
+    ids = sorted(r["trial_id"] for r in board)
+    assert len(ids) == 4 and all(r["status"] == "COMPLETED" for r in board)
+    assert sorted(ran["tuner0"] + ran["tuner1"]) == ids, ran  # every trial run once, by one worker
+    assert ran["tuner0"] and ran["tuner1"], ran  # both workers got trials
+    assert len({r["width"] for r in board}) == 4  # no configuration twice
+    assert "best: trial" in outputs["chief"]
