@@ -16,6 +16,7 @@ from keras_resnet.layers import (
     ProjectionShortcut,
     ResidualBlock,
 )
+from keras_resnet.losses import SmoothedSparseCrossentropy
 from keras_resnet.models import IMAGENET_DEPTHS, build
 from keras_resnet.summary import count_macs, summarize
 
@@ -36,6 +37,7 @@ __all__ = [
     "IMAGENET_DEPTHS",
     "ProjectionShortcut",
     "ResidualBlock",
+    "SmoothedSparseCrossentropy",
     "build",
     "count_macs",
     "summarize",

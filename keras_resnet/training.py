@@ -26,6 +26,7 @@ import keras
 import numpy as np
 
 from keras_resnet import data as data_lib
+from keras_resnet.losses import SmoothedSparseCrossentropy
 from keras_resnet.models import build
 from keras_resnet.summary import summarize
 
@@ -104,26 +105,6 @@ def compile_model(model, recipe, steps_per_epoch):
         loss = keras.losses.SparseCategoricalCrossentropy()
     model.compile(optimizer=optimizer, loss=loss, metrics=["accuracy"])
     return model
-
-
-@keras.saving.register_keras_serializable(package="keras_resnet")
-class SmoothedSparseCrossentropy(keras.losses.Loss):
-    """Cross-entropy with label smoothing on integer labels (Szegedy et al. 2016)."""
-
-    def __init__(self, label_smoothing=0.1, num_classes=10, name="smoothed_crossentropy", **kwargs):
-        super().__init__(name=name, **kwargs)
-        self.label_smoothing = label_smoothing
-        self.num_classes = num_classes
-
-    def call(self, y_true, y_pred):
-        y_true = keras.ops.one_hot(keras.ops.reshape(keras.ops.cast(y_true, "int32"), (-1,)),
-                                   self.num_classes)
-        return keras.losses.categorical_crossentropy(
-            y_true, y_pred, label_smoothing=self.label_smoothing)
-
-    def get_config(self):
-        return {**super().get_config(), "label_smoothing": self.label_smoothing,
-                "num_classes": self.num_classes}
 
 
 def save_model_atomic(model, path):

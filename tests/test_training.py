@@ -171,3 +171,16 @@ def test_cli_train_rejects_bad_values_with_a_one_line_error(capsys):
     assert main(["train", "--depth", "21", "--epochs", "1"]) == 2
     err = capsys.readouterr().err
     assert "depth=21" in err and "blocks" in err
+
+
+def test_model_compiled_with_label_smoothing_loads_after_importing_only_the_package(tmp_path):
+    model = keras_resnet.build(blocks=(1, 1, 1), width=0.25, input_shape=(32, 32, 3), num_classes=10)
+    training.compile_model(model, Recipe(label_smoothing=0.1), steps_per_epoch=10)
+    path = tmp_path / "smoothed.keras"
+    model.save(path)
+    script = ("import keras, keras_resnet, sys; m = keras.saving.load_model(sys.argv[1]); "
+              "assert 'keras_resnet.training' not in sys.modules; print(type(m.loss).__name__)")
+    out = subprocess.run([sys.executable, "-c", script, str(path)], env=ENV, capture_output=True,
+                         text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().endswith("SmoothedSparseCrossentropy")
