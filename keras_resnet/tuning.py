@@ -24,6 +24,7 @@ import csv
 import dataclasses
 import itertools
 import json
+import logging
 import math
 import os
 import threading
@@ -745,6 +746,7 @@ def plot_pareto(rows, path, title=""):
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     done = [r for r in rows if r["val_accuracy"] is not None and r["macs"]]
     front = set(pareto_front(rows))
@@ -765,6 +767,10 @@ def plot_pareto(rows, path, title=""):
         macs = [r["macs"] for r in done]
         if max(macs) > 4 * min(macs):
             ax.set_xscale("log")
+            plain = matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}")
+            ax.xaxis.set_major_formatter(plain)
+            ax.xaxis.set_minor_formatter(plain)
+        ax.margins(x=0.15, y=0.1)
         ax.legend(loc="lower right")
     ax.set_xlabel("MACs per image (millions)")
     ax.set_ylabel(OBJECTIVE)
@@ -887,7 +893,15 @@ def run_search(
               f"images of {dataset}; results in {folder}", flush=True)
     train_ds, val_ds = training.make_datasets(x_tr, y_tr, x_val, y_val, info, recipe, pipeline)
     start = time.perf_counter()
-    tuner_obj.search(train_ds, validation_data=val_ds, epochs=budget.max_epochs, shuffle=False, verbose=0)
+    # Every trial traces a new model, so TensorFlow's warning about retracing is expected: keep it out of
+    # the one line per trial.
+    tf_logger = logging.getLogger("tensorflow")
+    level = tf_logger.level
+    tf_logger.setLevel(logging.ERROR)
+    try:
+        tuner_obj.search(train_ds, validation_data=val_ds, epochs=budget.max_epochs, shuffle=False, verbose=0)
+    finally:
+        tf_logger.setLevel(level)
     search_seconds = round(time.perf_counter() - start, 1)
     if role == "worker":
         return {"role": "worker", "tuner_id": tuner_obj.tuner_id, "search_seconds": search_seconds}
