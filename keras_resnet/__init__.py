@@ -2,6 +2,8 @@
 
     >>> import keras_resnet
     >>> model = keras_resnet.build(depth=34)
+    >>> result = keras_resnet.train(depth=20, dataset="fashion_mnist")       # keras_resnet.training
+    >>> keras_resnet.to_tflite(result["run_dir"] + "/model.keras", "m.tflite")  # keras_resnet.export
 
 The layers and builders use only `keras` and `keras.ops` (TensorFlow, JAX or PyTorch backend). The
 TensorFlow-only parts (tf.data pipelines, LiteRT export) are imported on first use:
@@ -23,11 +25,22 @@ from keras_resnet.summary import count_macs, summarize
 __version__ = "0.1.0"
 
 _LAZY = ("data", "training", "tuning", "export", "cli")
+# Entry points of the modules above, importable from the top without loading them all up front.
+_ENTRY_POINTS = {
+    "load_data": ("data", "load"),
+    "train": ("training", "train"),
+    "evaluate": ("training", "evaluate"),
+    "search": ("tuning", "run_search"),
+    "to_tflite": ("export", "to_tflite"),
+}
 
 
 def __getattr__(name):
     if name in _LAZY:
         return importlib.import_module(f"keras_resnet.{name}")
+    if name in _ENTRY_POINTS:
+        module, attr = _ENTRY_POINTS[name]
+        return getattr(importlib.import_module(f"keras_resnet.{module}"), attr)
     raise AttributeError(f"module 'keras_resnet' has no attribute {name!r}")
 
 

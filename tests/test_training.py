@@ -184,3 +184,13 @@ def test_model_compiled_with_label_smoothing_loads_after_importing_only_the_pack
                          text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip().endswith("SmoothedSparseCrossentropy")
+
+
+def test_package_top_level_exposes_the_entry_points():
+    from keras_resnet import data, export, tuning
+
+    assert keras_resnet.train is training.train and keras_resnet.evaluate is training.evaluate
+    assert keras_resnet.load_data is data.load and keras_resnet.search is tuning.run_search
+    assert keras_resnet.to_tflite is export.to_tflite
+    with pytest.raises(AttributeError, match="no attribute 'fit'"):
+        keras_resnet.fit
