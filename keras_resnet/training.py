@@ -217,8 +217,7 @@ def distribution_scope(distribute="auto"):
 
 def make_datasets(x_train, y_train, x_val, y_val, info, recipe, pipeline="auto"):
     """The training and validation inputs, with tf.data on TensorFlow and NumPy elsewhere."""
-    if pipeline == "auto":
-        pipeline = "tf" if keras.backend.backend() == "tensorflow" else "numpy"
+    pipeline = _pipeline(pipeline)
     if pipeline not in ("tf", "numpy"):
         raise ValueError(f"`pipeline` must be 'auto', 'tf' or 'numpy'. Received: pipeline={pipeline!r}")
     make = data_lib.tf_dataset if pipeline == "tf" else data_lib.numpy_dataset
