@@ -20,6 +20,7 @@ import dataclasses
 import json
 import math
 import os
+import threading
 import time
 
 import keras
@@ -304,7 +305,7 @@ def train(
         "train_images": int(len(x_train)), "val_images": int(len(x_val)),
         "normalization": {"mean": info["mean"], "std": info["std"]}, "class_names": info["class_names"],
     }
-    _write_json(os.path.join(run_dir, "config.json"), config)
+    write_json_atomic(os.path.join(run_dir, "config.json"), config)
     start = time.perf_counter()
     model.fit(train_ds, validation_data=val_ds, epochs=recipe.epochs, callbacks=callbacks, shuffle=False,
               verbose=verbose)
@@ -326,7 +327,7 @@ def train(
         "epochs_run": len(history.get("epoch", [])),
         "fit_seconds_this_process": round(seconds, 1),
     }
-    _write_json(os.path.join(run_dir, "run.json"), metrics)
+    write_json_atomic(os.path.join(run_dir, "run.json"), metrics)
     plot_history(history, os.path.join(run_dir, "curves.png"), title=model.name)
     return {**metrics, "run_dir": run_dir}
 
@@ -391,8 +392,9 @@ def _jsonable(d):
     return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
 
 
-def _write_json(path, obj):
-    tmp = path + ".partial"
+def write_json_atomic(path, obj, indent=2):
+    """Writes JSON through a temporary file unique to this process and thread, then renames."""
+    tmp = f"{path}.partial-{os.getpid()}-{threading.get_ident()}"
     with open(tmp, "w") as f:
-        json.dump(obj, f, indent=2)
+        json.dump(obj, f, indent=indent)
     os.replace(tmp, path)

@@ -785,10 +785,7 @@ def plot_pareto(rows, path, title=""):
 
 
 def _write_json(path, obj):
-    tmp = f"{path}.partial-{os.getpid()}-{threading.get_ident()}"
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=1)
-    os.replace(tmp, path)
+    training.write_json_atomic(path, obj, indent=1)
 
 
 def _read_json(path):
