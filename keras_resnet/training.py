@@ -360,8 +360,10 @@ def read_history(path):
     columns = {}
     for epoch in sorted(rows):
         for key, value in rows[epoch].items():
-            columns.setdefault(key, []).append(int(value) if key == "epoch" else float(value))
-    return columns
+            # CSVLogger writes "NA" for the validation metrics of a run without validation data.
+            columns.setdefault(key, []).append(
+                int(value) if key == "epoch" else float("nan") if value in ("NA", "") else float(value))
+    return {key: values for key, values in columns.items() if not all(v != v for v in values)}
 
 
 def plot_history(history, path, title=""):

@@ -27,6 +27,7 @@ import json
 import logging
 import math
 import os
+import shutil
 import threading
 import time
 import warnings
@@ -814,6 +815,7 @@ def run_search(
     factor=3,
     train_size=None,
     retrain_epochs=None,
+    retrain_seconds=None,
     retrain_size=None,
     hyperparameters=None,
     variant="v1.5",
@@ -830,8 +832,9 @@ def run_search(
     width, blocks, parameters, MACs, validation accuracy, epochs, seconds), ``pareto.png``
     (validation accuracy against MACs, Pareto front marked), ``best.keras`` (the best trial's
     model retrained on the training split, validation included, for ``retrain_epochs`` epochs, or
-    with ``retrain_epochs=0`` its own weights restored), and ``results.json`` with its test accuracy,
-    measured once. Running the same call again continues an interrupted search. In a distributed
+    with ``retrain_epochs=0`` its own weights restored), ``retrain/`` (its history and curves), and
+    ``results.json`` with its test accuracy, measured once. Running the same call again continues an
+    interrupted search, and an interrupted retraining from its last finished epoch. In a distributed
     search, workers only run trials; the chief writes the results.
 
     Args:
@@ -843,6 +846,9 @@ def run_search(
         factor: Hyperband's reduction factor.
         train_size: search on the first N training images only (validation included).
         retrain_epochs: epochs of the final training (default ``budget.max_epochs``; 0 restores).
+        retrain_seconds: instead of `retrain_epochs`, a time budget for the final training: it gets
+            as many whole epochs as fit, from the best trial's measured seconds per image, so that
+            its learning-rate schedule runs to the end.
         retrain_size: retrain on the first N training images (default all of them).
         hyperparameters: a `keras_tuner.HyperParameters` overriding entries of the space.
         variant: the `build` variant.
@@ -863,6 +869,14 @@ def run_search(
     if isinstance(retrain_epochs, bool) or not isinstance(retrain_epochs, int) or retrain_epochs < 0:
         raise ValueError(f"`retrain_epochs` must be an integer >= 0 (0 restores the best trial). "
                          f"Received: retrain_epochs={retrain_epochs!r}")
+    if retrain_seconds is not None:
+        if isinstance(retrain_seconds, bool) or not isinstance(retrain_seconds, (int, float)) \
+                or not retrain_seconds > 0:
+            raise ValueError(f"`retrain_seconds` must be a number of seconds > 0, or None. "
+                             f"Received: retrain_seconds={retrain_seconds!r}")
+        if retrain_epochs == 0:
+            raise ValueError("`retrain_seconds` budgets a retraining; `retrain_epochs=0` asks for none. "
+                             "Pass one of them.")
     if not recipe.val_fraction > 0:
         raise ValueError("The search ranks trials on a validation split: `val_fraction` must be > 0. "
                          f"Received: val_fraction={recipe.val_fraction!r}")
@@ -926,9 +940,13 @@ def run_search(
     }
     if completed:
         best_row = completed[0]
+        x_final, y_final = x_train[:retrain_size], y_train[:retrain_size]
+        if retrain_seconds is not None:
+            retrain_epochs = epochs_within(tuner_obj.oracle.get_trial(best_row["trial_id"]), len(x_tr),
+                                           len(x_final), retrain_seconds)
         results["best"] = _finish_best(tuner_obj, hypermodel, best_row, folder, retrain_epochs, recipe,
-                                       x_train[:retrain_size], y_train[:retrain_size], x_test, y_test, info,
-                                       pipeline, verbose)
+                                       x_final, y_final, x_test, y_test, info, pipeline, verbose)
+        results["best"]["retrain_seconds_budget"] = retrain_seconds
         results["files"]["best_model"] = results["best"]["model"]
     _write_json(os.path.join(folder, "results.json"), results)
     if verbose:
@@ -936,9 +954,26 @@ def run_search(
     return results
 
 
+def epochs_within(trial, search_images, images, seconds):
+    """Whole epochs over `images` images that fit in `seconds`, at `trial`'s measured seconds per image.
+
+    The trial's time includes its validation passes and start-up, so the estimate errs on the short side.
+    """
+    values = trial.hyperparameters.values
+    trained = values.get("tuner/epochs", 0) - values.get("tuner/initial_epoch", 0)
+    if not trained:
+        trained = trial.metrics.get_last_value("epochs")
+    per_image = trial.metrics.get_last_value("seconds") / (trained * search_images)
+    return max(1, int(seconds / (per_image * images)))
+
+
 def _finish_best(tuner, hypermodel, best_row, folder, retrain_epochs, recipe, x, y, x_test, y_test, info,
                  pipeline, verbose):
-    """Retrains (or restores) the best trial's model, saves it atomically and tests it once."""
+    """Retrains (or restores) the best trial's model, saves it atomically and tests it once.
+
+    The retraining resumes from its last finished epoch when interrupted (``retrain/backup``), and
+    writes ``retrain/history.csv`` and ``retrain/curves.png``.
+    """
     path = os.path.join(folder, "best.keras")
     trial = tuner.oracle.get_trial(best_row["trial_id"])
     previous = (_read_json(os.path.join(folder, "results.json")) or {}).get("best") or {}
@@ -946,10 +981,17 @@ def _finish_best(tuner, hypermodel, best_row, folder, retrain_epochs, recipe, x,
             and previous.get("test_accuracy") is not None and os.path.exists(path)):
         return previous  # this search already ended, and its best model was retrained and tested
     hp = trial.hyperparameters
+    seconds = None
     if retrain_epochs == 0:
         model = tuner.load_model(trial)
         trained_on = "the search's training split (restored weights of the best epoch)"
     else:
+        run_dir = os.path.join(folder, "retrain")
+        plan = {"trial_id": trial.trial_id, "epochs": retrain_epochs, "images": int(len(x))}
+        if _read_json(os.path.join(run_dir, "plan.json")) != plan:  # a new plan: start it afresh
+            shutil.rmtree(run_dir, ignore_errors=True)
+            os.makedirs(run_dir)
+            _write_json(os.path.join(run_dir, "plan.json"), plan)
         final = hypermodel.build_recipe(hp, epochs=retrain_epochs)
         steps = len(x) // final.batch_size
         if steps < 1:
@@ -962,7 +1004,17 @@ def _finish_best(tuner, hypermodel, best_row, folder, retrain_epochs, recipe, x,
         if verbose:
             print(f"retraining trial {trial.trial_id} ({describe(hp.values)}) on {len(x)} images for "
                   f"{retrain_epochs} epochs", flush=True)
-        model.fit(train_ds, epochs=retrain_epochs, shuffle=False, verbose=2 if verbose else 0)
+        history_csv = os.path.join(run_dir, "history.csv")
+        callbacks = [
+            keras.callbacks.BackupAndRestore(os.path.join(run_dir, "backup"), double_checkpoint=True),
+            keras.callbacks.CSVLogger(history_csv, append=True),
+        ]
+        start = time.perf_counter()
+        model.fit(train_ds, epochs=retrain_epochs, shuffle=False, callbacks=callbacks,
+                  verbose=2 if verbose else 0)
+        seconds = round(time.perf_counter() - start, 1)
+        training.plot_history(training.read_history(history_csv), os.path.join(run_dir, "curves.png"),
+                              title=f"trial {trial.trial_id} retrained")
         trained_on = f"{len(x)} training images (validation split included)"
     training.save_model_atomic(model, path)
     probs = model.predict(data_lib.normalize(x_test, info), batch_size=256, verbose=0)
@@ -972,6 +1024,7 @@ def _finish_best(tuner, hypermodel, best_row, folder, retrain_epochs, recipe, x,
         "build_kwargs": build_kwargs(hp.values),
         "recipe_kwargs": recipe_kwargs(hp.values),
         "retrain_epochs": retrain_epochs,
+        "retrain_fit_seconds_this_run": seconds,
         "trained_on": trained_on,
         "test_accuracy": float(np.mean(np.argmax(probs, -1) == y_test)),
         "test_images": int(len(y_test)),
