@@ -847,8 +847,8 @@ def run_search(
         train_size: search on the first N training images only (validation included).
         retrain_epochs: epochs of the final training (default ``budget.max_epochs``; 0 restores).
         retrain_seconds: instead of `retrain_epochs`, a time budget for the final training: it gets
-            as many whole epochs as fit, from the best trial's measured seconds per image, so that
-            its learning-rate schedule runs to the end.
+            as many whole epochs as fit at the model's speed, measured on this machine just before,
+            so that its learning-rate schedule runs to the end.
         retrain_size: retrain on the first N training images (default all of them).
         hyperparameters: a `keras_tuner.HyperParameters` overriding entries of the space.
         variant: the `build` variant.
@@ -940,13 +940,9 @@ def run_search(
     }
     if completed:
         best_row = completed[0]
-        x_final, y_final = x_train[:retrain_size], y_train[:retrain_size]
-        if retrain_seconds is not None:
-            retrain_epochs = epochs_within(tuner_obj.oracle.get_trial(best_row["trial_id"]), len(x_tr),
-                                           len(x_final), retrain_seconds)
-        results["best"] = _finish_best(tuner_obj, hypermodel, best_row, folder, retrain_epochs, recipe,
-                                       x_final, y_final, x_test, y_test, info, pipeline, verbose)
-        results["best"]["retrain_seconds_budget"] = retrain_seconds
+        results["best"] = _finish_best(
+            tuner_obj, hypermodel, best_row, folder, retrain_epochs, retrain_seconds, recipe,
+            x_train[:retrain_size], y_train[:retrain_size], x_test, y_test, info, pipeline, verbose)
         results["files"]["best_model"] = results["best"]["model"]
     _write_json(os.path.join(folder, "results.json"), results)
     if verbose:
@@ -954,44 +950,72 @@ def run_search(
     return results
 
 
-def epochs_within(trial, search_images, images, seconds):
-    """Whole epochs over `images` images that fit in `seconds`, at `trial`'s measured seconds per image.
+def epochs_within(seconds, step_seconds, steps_per_epoch, startup_seconds=0.0, margin=0.02):
+    """Whole epochs (at least one) that fit in `seconds`: steps of `step_seconds` each, `margin` spare."""
+    per_epoch = step_seconds * steps_per_epoch * (1 + margin)
+    return max(1, int((seconds - startup_seconds) / per_epoch))
 
-    The trial's time includes its validation passes and start-up, so the estimate errs on the short side.
+
+def measure_step(model, x, y, steps=10, warmup=3):
+    """``(median seconds of a training step, seconds of the first one)`` of a compiled model on (x, y).
+
+    The first step includes tracing, as the first step of `fit` does. The weights change: measure on a
+    copy of the model that will be trained.
     """
-    values = trial.hyperparameters.values
-    trained = values.get("tuner/epochs", 0) - values.get("tuner/initial_epoch", 0)
-    if not trained:
-        trained = trial.metrics.get_last_value("epochs")
-    per_image = trial.metrics.get_last_value("seconds") / (trained * search_images)
-    return max(1, int(seconds / (per_image * images)))
+    start = time.perf_counter()
+    model.train_on_batch(x, y)
+    first = time.perf_counter() - start
+    for _ in range(warmup - 1):
+        model.train_on_batch(x, y)
+    times = []
+    for _ in range(steps):
+        start = time.perf_counter()
+        model.train_on_batch(x, y)
+        times.append(time.perf_counter() - start)
+    return float(np.median(times)), first
 
 
-def _finish_best(tuner, hypermodel, best_row, folder, retrain_epochs, recipe, x, y, x_test, y_test, info,
-                 pipeline, verbose):
+def _finish_best(tuner, hypermodel, best_row, folder, retrain_epochs, retrain_seconds, recipe, x, y, x_test,
+                 y_test, info, pipeline, verbose):
     """Retrains (or restores) the best trial's model, saves it atomically and tests it once.
 
-    The retraining resumes from its last finished epoch when interrupted (``retrain/backup``), and
-    writes ``retrain/history.csv`` and ``retrain/curves.png``.
+    With `retrain_seconds`, the epochs are planned once from the measured speed of this model on this
+    machine (``retrain/plan.json``), so that an interrupted retraining resumes the same plan. The
+    retraining resumes from its last finished epoch (``retrain/backup``) and writes
+    ``retrain/history.csv`` and ``retrain/curves.png``.
     """
     path = os.path.join(folder, "best.keras")
     trial = tuner.oracle.get_trial(best_row["trial_id"])
+    request = {"trial_id": trial.trial_id, "images": int(len(x)),
+               **({"seconds": retrain_seconds} if retrain_seconds is not None else {"epochs": retrain_epochs})}
     previous = (_read_json(os.path.join(folder, "results.json")) or {}).get("best") or {}
-    if (previous.get("trial_id") == trial.trial_id and previous.get("retrain_epochs") == retrain_epochs
-            and previous.get("test_accuracy") is not None and os.path.exists(path)):
+    if (previous.get("retrain_request") == request and previous.get("test_accuracy") is not None
+            and os.path.exists(path)):
         return previous  # this search already ended, and its best model was retrained and tested
     hp = trial.hyperparameters
-    seconds = None
+    seconds, plan = None, None
     if retrain_epochs == 0:
         model = tuner.load_model(trial)
         trained_on = "the search's training split (restored weights of the best epoch)"
     else:
         run_dir = os.path.join(folder, "retrain")
-        plan = {"trial_id": trial.trial_id, "epochs": retrain_epochs, "images": int(len(x))}
-        if _read_json(os.path.join(run_dir, "plan.json")) != plan:  # a new plan: start it afresh
+        plan = _read_json(os.path.join(run_dir, "plan.json"))
+        if not plan or plan.get("request") != request:  # a new plan: start it afresh
             shutil.rmtree(run_dir, ignore_errors=True)
             os.makedirs(run_dir)
+            plan = {"request": request, "epochs": retrain_epochs}
+            if retrain_seconds is not None:
+                probe = hypermodel.build_architecture(hp)
+                probe_recipe = hypermodel.build_recipe(hp, epochs=2)
+                training.compile_model(probe, probe_recipe, 100)
+                batch = min(probe_recipe.batch_size, len(x))
+                step, first = measure_step(probe, data_lib.normalize(x[:batch], info), y[:batch])
+                del probe
+                plan.update(epochs=epochs_within(retrain_seconds, step, len(x) // probe_recipe.batch_size,
+                                                 startup_seconds=first),
+                            measured_step_seconds=round(step, 5), measured_first_step_seconds=round(first, 2))
             _write_json(os.path.join(run_dir, "plan.json"), plan)
+        retrain_epochs = plan["epochs"]
         final = hypermodel.build_recipe(hp, epochs=retrain_epochs)
         steps = len(x) // final.batch_size
         if steps < 1:
@@ -1023,7 +1047,9 @@ def _finish_best(tuner, hypermodel, best_row, folder, retrain_epochs, recipe, x,
         "hyperparameters": {k: v for k, v in hp.values.items() if not k.startswith("tuner/")},
         "build_kwargs": build_kwargs(hp.values),
         "recipe_kwargs": recipe_kwargs(hp.values),
+        "retrain_request": request,
         "retrain_epochs": retrain_epochs,
+        "retrain_plan": plan,
         "retrain_fit_seconds_this_run": seconds,
         "trained_on": trained_on,
         "test_accuracy": float(np.mean(np.argmax(probs, -1) == y_test)),

@@ -56,6 +56,14 @@ def test_saved_model_evaluates_to_the_reported_accuracy(tiny_run):
     assert evaluated["test_accuracy"] == pytest.approx(result["test_accuracy"], abs=1e-3)
 
 
+def test_history_of_a_run_without_validation_has_no_validation_columns(tmp_path):
+    path = tmp_path / "history.csv"  # what CSVLogger writes when fit gets no validation data
+    path.write_text("epoch,accuracy,loss,val_accuracy,val_loss\n0,0.5,1.5,NA,NA\n1,0.75,1.0,NA,NA\n")
+    assert training.read_history(str(path)) == {"epoch": [0, 1], "accuracy": [0.5, 0.75], "loss": [1.5, 1.0]}
+    training.plot_history(training.read_history(str(path)), str(tmp_path / "curves.png"))
+    assert (tmp_path / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
 def test_weight_decay_skips_batchnorm_and_biases():
     model = keras_resnet.build(depth=8, width=0.25, input_shape=(32, 32, 3), num_classes=10)
     training.compile_model(model, Recipe(), steps_per_epoch=10)

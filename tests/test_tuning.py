@@ -6,6 +6,7 @@ import json
 import math
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -122,6 +123,44 @@ def test_bad_budget_or_tuner_raises_value_error(make, match, tmp_path):
         make(_hypermodel(SearchSpace(depths=(8, 14), **TINY)))
 
 
+@pytest.mark.parametrize("seconds, startup, epochs", [
+    (1000, 0, 98),  # 0.1 s a step, 100 steps an epoch, 2% spare: 10.2 s an epoch
+    (1000, 20, 96),  # the first step's tracing comes off the budget
+    (5, 0, 1),  # less than an epoch still trains one
+])
+def test_retrain_time_budget_gives_the_whole_epochs_that_fit(seconds, startup, epochs):
+    assert tuning.epochs_within(seconds, step_seconds=0.1, steps_per_epoch=100, startup_seconds=startup) == epochs
+
+
+def test_retrain_time_budget_plans_epochs_from_the_measured_speed(hyperband_search, tmp_path):
+    folder, _ = hyperband_search
+    shutil.copytree(folder, tmp_path / "hb")
+    result = tuning.run_search(
+        space=SearchSpace(depths=(8, 14), **TINY),
+        budget=Budget(max_trials=4, max_epochs=3, max_params=15000),
+        recipe=training.Recipe(batch_size=32, seed=3), tuner="hyperband", search_name="hb",
+        directory=str(tmp_path), train_size=320, retrain_seconds=4, retrain_size=320,
+        hyperparameters=_fixed_learning_rate(), verbose=0)
+    plan = json.loads((tmp_path / "hb" / "retrain" / "plan.json").read_text())
+    assert plan["request"]["seconds"] == 4 and plan["measured_step_seconds"] > 0
+    assert plan["epochs"] == tuning.epochs_within(4, plan["measured_step_seconds"], 320 // 32,
+                                                  startup_seconds=plan["measured_first_step_seconds"])
+    assert result["best"]["retrain_epochs"] == plan["epochs"]
+    history = training.read_history(str(tmp_path / "hb" / "retrain" / "history.csv"))
+    assert history["epoch"] == list(range(plan["epochs"]))
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(retrain_seconds=0), "retrain_seconds=0"),
+    (dict(retrain_seconds="1h"), "retrain_seconds='1h'"),
+    (dict(retrain_seconds=60, retrain_epochs=0), "retrain_epochs=0"),
+])
+def test_bad_retrain_budget_raises_value_error_before_any_work(kwargs, match, tmp_path):
+    with pytest.raises(ValueError, match=match):
+        tuning.run_search(directory=str(tmp_path), **kwargs)
+    assert not list(tmp_path.iterdir())
+
+
 # --- budgets -----------------------------------------------------------------------------------------
 
 
@@ -194,15 +233,19 @@ def test_pareto_front_keeps_the_trials_nothing_beats():
 @pytest.fixture(scope="module")
 def hyperband_search(tmp_path_factory):
     folder = tmp_path_factory.mktemp("search")
-    hp = keras_tuner.HyperParameters()
-    hp.Fixed("learning_rate", 0.05)
     result = tuning.run_search(
         space=SearchSpace(depths=(8, 14), **TINY),
         budget=Budget(max_trials=4, max_epochs=3, max_params=15000),
         recipe=training.Recipe(batch_size=32, seed=3), tuner="hyperband", search_name="hb",
-        directory=str(folder), train_size=320, retrain_epochs=1, retrain_size=320, hyperparameters=hp,
-        verbose=0)
+        directory=str(folder), train_size=320, retrain_epochs=1, retrain_size=320,
+        hyperparameters=_fixed_learning_rate(), verbose=0)
     return folder / "hb", result
+
+
+def _fixed_learning_rate():
+    hp = keras_tuner.HyperParameters()
+    hp.Fixed("learning_rate", 0.05)
+    return hp
 
 
 def test_search_writes_leaderboard_plot_and_best_model(hyperband_search):
@@ -223,6 +266,8 @@ def test_search_writes_leaderboard_plot_and_best_model(hyperband_search):
     rebuilt = keras_resnet.build(**best["build_kwargs"], input_shape=(28, 28, 1), num_classes=10)
     assert rebuilt.count_params() == model.count_params() == best["params"]
     assert json.loads((folder / "results.json").read_text())["best"]["test_accuracy"] == best["test_accuracy"]
+    assert training.read_history(str(folder / "retrain" / "history.csv"))["epoch"] == [0]
+    assert (folder / "retrain" / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert not list(folder.glob("*partial*"))
 
 
@@ -282,6 +327,34 @@ def test_search_killed_with_sigkill_resumes_without_rerunning_finished_trials(tm
     assert len(after) == 3 and all(after[t] == mtime for t, mtime in finished.items())
     board = json.loads((tmp_path / "resume" / "leaderboard.json").read_text())
     assert sorted(r["trial_id"] for r in board["trials"]) == sorted(after)
+
+
+def test_retraining_killed_with_sigkill_resumes_from_its_last_finished_epoch(tmp_path):
+    command = _tune_command(tmp_path, "retrain", "--max-trials", "1", "--retrain-epochs", "4",
+                            "--retrain-size", "1200")
+    history = tmp_path / "retrain" / "retrain" / "history.csv"
+    first = subprocess.Popen(command, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    deadline = time.time() + 900
+    while len(_csv_epochs(history)) < 2 and time.time() < deadline and first.poll() is None:
+        time.sleep(0.2)
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+    done_before_kill = _csv_epochs(history)
+    assert 2 <= len(done_before_kill) < 4, "the first run should die in the middle of the retraining"
+    assert not (tmp_path / "retrain" / "best.keras").exists()
+
+    second = subprocess.run(command, env=ENV, capture_output=True, text=True, timeout=900)
+    assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
+    assert _csv_epochs(history) == [0, 1, 2, 3], "every epoch is trained exactly once"
+    best = json.loads((tmp_path / "retrain" / "results.json").read_text())["best"]
+    assert best["retrain_epochs"] == 4 and 0.0 <= best["test_accuracy"] <= 1.0
+
+
+def _csv_epochs(path):
+    if not os.path.exists(path):
+        return []
+    with open(path, newline="") as f:
+        return [int(row["epoch"]) for row in csv.DictReader(f)]
 
 
 def _free_port():
