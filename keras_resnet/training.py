@@ -22,6 +22,7 @@ import math
 import os
 import threading
 import time
+import warnings
 
 import keras
 import numpy as np
@@ -152,18 +153,47 @@ class NaNGuard(keras.callbacks.Callback):
 
 
 def set_precision(precision):
-    """Mixed precision on GPU by default (bfloat16 where supported, else float16); float32 on CPU."""
+    """Sets Keras's global dtype policy and returns the precision it chose.
+
+    "auto": mixed precision on a GPU (bfloat16 on Ampere and newer, float16 before); on a CPU,
+    bfloat16 where the TensorFlow backend can run it natively (AVX512-BF16 or AMX), else float32.
+    An explicit mixed precision on a CPU that lacks native support warns: it is emulated there and
+    trains several times slower than float32 (about 9x for a ResNet-20 at width 1.5 on an AVX2-only
+    CPU).
+    """
     if precision not in PRECISIONS:
         raise ValueError(f"`precision` must be one of {PRECISIONS}. Received: precision={precision!r}")
+    gpus = _gpu_names() if precision != "float32" else []
     if precision == "auto":
-        precision = "float32"
-        gpus = _gpu_names()
         if gpus:
             modern = any(any(t in g for t in ("A100", "H100", "H200", "L4", "L40", "RTX 30", "RTX 40"))
                          for g in gpus)
             precision = "mixed_bfloat16" if modern else "mixed_float16"
+        elif keras.backend.backend() == "tensorflow" and cpu_has_native_bfloat16():
+            precision = "mixed_bfloat16"
+        else:
+            precision = "float32"
+    elif precision != "float32" and not gpus and not (
+            precision == "mixed_bfloat16" and cpu_has_native_bfloat16()):
+        warnings.warn(
+            f"precision={precision!r} on a CPU without native {precision[6:]} arithmetic is emulated and "
+            "trains several times slower than float32; use precision='float32' or 'auto' here.",
+            stacklevel=2)
     keras.mixed_precision.set_global_policy(precision)
     return precision
+
+
+def cpu_has_native_bfloat16(cpuinfo="/proc/cpuinfo"):
+    """True when the CPU advertises bfloat16 arithmetic (AVX512-BF16 or AMX-BF16); False if unknown."""
+    try:
+        with open(cpuinfo) as f:
+            for line in f:
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    return bool(flags & {"avx512_bf16", "amx_bf16"})
+    except OSError:
+        pass
+    return False
 
 
 def _gpu_names():

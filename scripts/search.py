@@ -6,7 +6,8 @@ it are never trained); Hyperband (up to 6 epochs a trial, factor 3, at most 40 t
 20,000 training images, 10% of them held out to rank the trials, with a 40-minute limit on the
 search; then the best model retrained on all 60,000 training images for as many epochs as fit in
 3,400 seconds (from its measured speed in the search) and tested once on the 10,000 test images.
-Every run uses bfloat16 mixed precision, label smoothing 0.1 and random erasing 0.2. Prints the
+Every run uses label smoothing 0.1, random erasing 0.2 and ``--precision auto`` (bfloat16 on CPUs
+with AVX512-BF16 or AMX and on recent GPUs, float32 on other CPUs, where bfloat16 is emulated). Prints the
 leaderboard's top rows and the Pareto front; writes ``leaderboard.csv``, ``leaderboard.json``,
 ``pareto.png``, ``best.keras``, ``retrain/`` and ``results.json`` in ``saved_models/<search-name>/``.
 Interrupted, the same command resumes the search, or the retraining from its last finished epoch.
@@ -50,7 +51,7 @@ def parse_args(argv=None):
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--label-smoothing", type=float, default=0.1)
     p.add_argument("--erase", type=float, default=0.2, help="random-erasing probability")
-    p.add_argument("--precision", choices=training.PRECISIONS, default="mixed_bfloat16")
+    p.add_argument("--precision", choices=training.PRECISIONS, default="auto")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--overwrite", action="store_true", help="start afresh instead of resuming")
     p.add_argument("--top", type=int, default=10, help="leaderboard rows to print")

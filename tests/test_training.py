@@ -202,3 +202,35 @@ def test_package_top_level_exposes_the_entry_points():
     assert keras_resnet.to_tflite is export.to_tflite
     with pytest.raises(AttributeError, match="no attribute 'fit'"):
         keras_resnet.fit
+
+
+def test_cpu_bfloat16_support_is_read_from_the_cpu_flags(tmp_path):
+    with_bf16 = tmp_path / "amx"
+    with_bf16.write_text("processor\t: 0\nflags\t\t: fpu sse avx2 avx512f amx_bf16 amx_tile\n")
+    avx2_only = tmp_path / "avx2"
+    avx2_only.write_text("processor\t: 0\nflags\t\t: fpu sse avx avx2 fma\n")
+    assert training.cpu_has_native_bfloat16(str(with_bf16))
+    assert not training.cpu_has_native_bfloat16(str(avx2_only))
+    assert not training.cpu_has_native_bfloat16(str(tmp_path / "missing"))
+
+
+@pytest.mark.parametrize("native, expected", [(True, "mixed_bfloat16"), (False, "float32")])
+def test_auto_precision_on_cpu_uses_bfloat16_only_where_the_cpu_runs_it_natively(
+        monkeypatch, native, expected):
+    monkeypatch.setattr(training, "_gpu_names", lambda: [])
+    monkeypatch.setattr(training, "cpu_has_native_bfloat16", lambda: native)
+    try:
+        assert training.set_precision("auto") == expected
+        assert keras.mixed_precision.dtype_policy().name == expected
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+
+
+def test_mixed_precision_on_a_cpu_that_emulates_it_warns(monkeypatch):
+    monkeypatch.setattr(training, "_gpu_names", lambda: [])
+    monkeypatch.setattr(training, "cpu_has_native_bfloat16", lambda: False)
+    try:
+        with pytest.warns(UserWarning, match="precision='mixed_bfloat16'.*emulated"):
+            assert training.set_precision("mixed_bfloat16") == "mixed_bfloat16"
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
