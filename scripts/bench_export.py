@@ -4,8 +4,9 @@ For each of float32, float16, dynamic and int8 (`keras_resnet.export.to_tflite`,
 it measures the file size and its ratio to float32, LiteRT latency per image with 1 and 2 threads
 (median of single-image runs after warm-up), and Fashion-MNIST test accuracy; next to Keras's
 single-image ``predict`` latency, LiteRT float32 GFLOP/s (2 * MACs / latency) as a fraction of the
-CPU's matmul peak, and the targets (int8 accuracy within 0.5 points of float32, int8 file <= 26% and
-float16 <= 51% of float32, int8 >= 3x faster than float32). Prints a table and writes JSON.
+CPU's float32 matmul peak (measured first unless given), and the targets (int8 accuracy within 0.5
+points of float32, int8 file <= 26% and float16 <= 51% of float32, int8 >= 3x faster than float32).
+Prints a table and writes JSON.
 
     python scripts/bench_export.py --model saved_models/resnet20_fashion_mnist/model.keras
     python scripts/bench_export.py --depth 20 --width 0.5 --train-epochs 1 --train-size 10000
@@ -51,7 +52,8 @@ def parse_args(argv=None):
     p.add_argument("--runs", type=int, default=300, help="timed single-image runs per measurement")
     p.add_argument("--warmup", type=int, default=30)
     p.add_argument("--keras-runs", type=int, default=50)
-    p.add_argument("--peak-gflops", type=float, default=470.0, help="the CPU's measured matmul peak")
+    p.add_argument("--peak-gflops", type=float, default=0.0,
+                   help="the CPU's matmul peak in GFLOP/s (default 0: measured here, float32 2048x2048)")
     p.add_argument("--seed", type=int, default=0)
     return p.parse_args(argv)
 
@@ -75,6 +77,28 @@ def get_model(args, x_train, y_train, info):
     path = Path(args.out_dir) / f"{model.name}_trained.keras"
     model.save(path)
     return model, str(path)
+
+
+def cpu_name():
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), None)
+    except OSError:
+        return None
+
+
+def matmul_peak_gflops(n=2048, runs=10, warmup=3):
+    """This CPU's float32 matmul rate with TensorFlow's default threads: median of `runs` products."""
+    import tensorflow as tf
+
+    a, b = tf.random.normal((n, n), seed=1), tf.random.normal((n, n), seed=2)
+    times = []
+    for i in range(warmup + runs):
+        start = time.perf_counter()
+        tf.matmul(a, b).numpy()
+        if i >= warmup:
+            times.append(time.perf_counter() - start)
+    return 2 * n**3 / statistics.median(times) / 1e9
 
 
 def litert_latency_ms(path, threads, runs, warmup):
@@ -130,6 +154,12 @@ def keras_vs_litert_ms(model, path, x, runs, warmup, threads=2):
 
 def main(argv=None):
     args = parse_args(argv)
+    if args.peak_gflops < 0:
+        raise SystemExit(f"--peak-gflops must be >= 0 (0: measure it). Received: {args.peak_gflops}")
+    if not args.peak_gflops:
+        args.peak_gflops = matmul_peak_gflops()
+        print(f"this CPU's float32 matmul peak (TensorFlow, 2048x2048, median of 10): "
+              f"{args.peak_gflops:.0f} GFLOP/s")
     out = Path(args.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     (x_train, y_train), (x_test, y_test), info = data.load(args.dataset, args.data_dir)
@@ -179,7 +209,7 @@ def main(argv=None):
         "litert_float32_speedup_over_keras_predict": paired["keras"] / paired["litert"],
         "litert_float32_gflops": gflops,
         "litert_float32_fraction_of_peak": {t: g / args.peak_gflops for t, g in gflops.items()},
-        "peak_gflops": args.peak_gflops, "runs": args.runs, "warmup": args.warmup,
+        "peak_gflops": args.peak_gflops, "cpu": cpu_name(), "runs": args.runs, "warmup": args.warmup,
         "cpu_count": os.cpu_count(), "modes": rows,
     }
     int8 = rows["int8"]
