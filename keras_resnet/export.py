@@ -121,6 +121,7 @@ def to_tflite(
         strip_names: drop the names of the inner tensors, for the smallest file (ResNet-20: 9.5 KiB
             of a 1.1 MB float32 file, 15 KiB of the float16 one). The input, the output and the
             signature keep theirs; profilers and Netron then show operators without layer names.
+            (Quantized files always store identical zero-point vectors once, names or not.)
 
     Returns:
         The sidecar as a dict (also written next to the file).
@@ -187,8 +188,8 @@ def to_tflite(
             calibration = calibration[np.sort(pick)]
 
     buffer = _convert(model, mode, calibration, io_dtype, (batch_size,) + input_shape)
-    if strip_names:
-        buffer = _strip_names(buffer)
+    if strip_names or mode in ("dynamic", "int8"):
+        buffer = _rewrite(buffer, strip_names)
     path.parent.mkdir(parents=True, exist_ok=True)
     sidecar = sidecar_path(path)
     tmp_model = tmp_json = None
@@ -420,18 +421,60 @@ def _convert(model, mode, calibration, io_dtype, input_shape):
                 f"ops are not allowed, as most phone runtimes and delegates lack them): {e}") from e
 
 
-def _strip_names(buffer):
-    """The model without its inner tensor names and description; input, output and signature kept."""
+def _rewrite(buffer, strip_names):
+    """The same model, smaller: identical zero-point vectors stored once, and optionally no names.
+
+    A per-channel quantized convolution stores a float32 scale and an int64 zero point per output
+    channel for its kernel and again for its bias; the zero points are all 0 and the converter writes
+    a copy of them for every tensor (18 KB of a 652 KB int8 ResNet-20 at width 1.5). FlatBuffers lets
+    tables share a vector, so each distinct zero-point vector is written once; readers see the same
+    values. With `strip_names`, the inner tensor names and the description go too; input, output and
+    signature keep theirs.
+    """
     from ai_edge_litert.tools import flatbuffer_utils
 
     m = flatbuffer_utils.read_model_from_bytearray(bytearray(buffer))
-    m.description = None
+    if strip_names:
+        m.description = None
+    shared = {}
     for graph in m.subgraphs:
         keep = set(graph.inputs) | set(graph.outputs)
         for i, tensor in enumerate(graph.tensors):
-            if i not in keep:
+            if strip_names and i not in keep:
                 tensor.name = None
+            if tensor.quantization is not None:
+                tensor.quantization.Pack = _pack_sharing_zero_points(tensor.quantization, shared)
     return bytes(flatbuffer_utils.convert_object_to_bytearray(m))
+
+
+def _pack_sharing_zero_points(q, shared):
+    """`QuantizationParametersT.Pack` for `q` that reuses the zero-point vectors in `shared`."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    def pack(builder):
+        vectors = {name: builder.CreateNumpyVector(np.asarray(getattr(q, name), np.float32))
+                   for name in ("min", "max", "scale") if getattr(q, name) is not None}
+        if q.zeroPoint is not None:
+            zero_point = np.asarray(q.zeroPoint, np.int64)
+            key = zero_point.tobytes()
+            if key not in shared:
+                shared[key] = builder.CreateNumpyVector(zero_point)
+            vectors["zeroPoint"] = shared[key]
+        details = q.details.Pack(builder) if q.details is not None else None
+        schema.QuantizationParametersStart(builder)
+        for name, add in (("min", schema.QuantizationParametersAddMin),
+                          ("max", schema.QuantizationParametersAddMax),
+                          ("scale", schema.QuantizationParametersAddScale),
+                          ("zeroPoint", schema.QuantizationParametersAddZeroPoint)):
+            if name in vectors:
+                add(builder, vectors[name])
+        schema.QuantizationParametersAddDetailsType(builder, q.detailsType)
+        if details is not None:
+            schema.QuantizationParametersAddDetails(builder, details)
+        schema.QuantizationParametersAddQuantizedDimension(builder, q.quantizedDimension)
+        return schema.QuantizationParametersEnd(builder)
+
+    return pack
 
 
 def _write_temporary(final, data):

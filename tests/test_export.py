@@ -266,3 +266,38 @@ def test_cli_export_calibrates_and_verifies_on_the_dataset(tmp_path, capsys):
     assert sidecar["normalization"]["mean"][0] == pytest.approx(0.286, abs=1e-3)
     assert sidecar["calibration_images"] == 50 and sidecar["verification"]["images"] == 100
     assert sidecar["input"]["dtype"] == "int8"
+
+
+def _quantization_and_output(content, x):
+    """Every tensor's (name, scales, zero points) and the output for `x` of a .tflite buffer."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_content=content)
+    interpreter.allocate_tensors()
+    quantization = [(t["name"], t["quantization_parameters"]["scales"].tolist(),
+                     t["quantization_parameters"]["zero_points"].tolist())
+                    for t in interpreter.get_tensor_details()]
+    inp = interpreter.get_input_details()[0]
+    if inp["dtype"] == np.int8:
+        scale, zero = inp["quantization"]
+        x = np.clip(np.round(x / scale + zero), -128, 127).astype(np.int8)
+    interpreter.set_tensor(inp["index"], x)
+    interpreter.invoke()
+    return quantization, interpreter.get_tensor(interpreter.get_output_details()[0]["index"]).copy()
+
+
+@pytest.mark.parametrize("quantize", ["dynamic", "int8"])
+def test_quantized_file_stores_identical_zero_points_once_and_computes_the_same(trained, quantize):
+    model, calibration, x_val, _ = trained
+    int8 = quantize == "int8"
+    raw = export._convert(model, quantize, calibration if int8 else None, "int8" if int8 else None,
+                          (1, 28, 28, 1))
+    compact = export._rewrite(raw, strip_names=False)
+
+    raw_quantization, raw_output = _quantization_and_output(raw, x_val[:1])
+    quantization, output = _quantization_and_output(compact, x_val[:1])
+    assert quantization == raw_quantization
+    np.testing.assert_array_equal(output, raw_output)
+    # each int64 zero point took 8 bytes; one vector per distinct content is left
+    zero_point_bytes = sum(8 * len(zero_points) for _, _, zero_points in raw_quantization)
+    assert len(raw) - len(compact) >= zero_point_bytes // 2 > 0
