@@ -185,15 +185,20 @@ def set_precision(precision):
 
 def cpu_has_native_bfloat16(cpuinfo="/proc/cpuinfo"):
     """True when the CPU advertises bfloat16 arithmetic (AVX512-BF16 or AMX-BF16); False if unknown."""
+    return bool(set((cpu_info_field("flags", cpuinfo) or "").split()) & {"avx512_bf16", "amx_bf16"})
+
+
+def cpu_info_field(name, cpuinfo="/proc/cpuinfo"):
+    """The first CPU's `name` field of Linux's cpuinfo (e.g. "flags", "model name"); None if unknown."""
     try:
         with open(cpuinfo) as f:
             for line in f:
-                if line.startswith("flags"):
-                    flags = set(line.split(":", 1)[1].split())
-                    return bool(flags & {"avx512_bf16", "amx_bf16"})
+                key, _, value = line.partition(":")
+                if key.strip() == name:
+                    return value.strip()
     except OSError:
         pass
-    return False
+    return None
 
 
 def _gpu_names():

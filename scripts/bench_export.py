@@ -27,7 +27,7 @@ import numpy as np  # noqa: E402
 from ai_edge_litert.interpreter import Interpreter  # noqa: E402
 
 import keras_resnet  # noqa: E402
-from keras_resnet import data, export  # noqa: E402
+from keras_resnet import data, export, training  # noqa: E402
 
 MODES = ("float32", "float16", "dynamic", "int8")
 TARGETS = {"int8_accuracy_drop_points": 0.5, "int8_size_ratio": 0.26, "float16_size_ratio": 0.51,
@@ -77,14 +77,6 @@ def get_model(args, x_train, y_train, info):
     path = Path(args.out_dir) / f"{model.name}_trained.keras"
     model.save(path)
     return model, str(path)
-
-
-def cpu_name():
-    try:
-        with open("/proc/cpuinfo") as f:
-            return next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), None)
-    except OSError:
-        return None
 
 
 def matmul_peak_gflops(n=2048, runs=10, warmup=3):
@@ -209,7 +201,8 @@ def main(argv=None):
         "litert_float32_speedup_over_keras_predict": paired["keras"] / paired["litert"],
         "litert_float32_gflops": gflops,
         "litert_float32_fraction_of_peak": {t: g / args.peak_gflops for t, g in gflops.items()},
-        "peak_gflops": args.peak_gflops, "cpu": cpu_name(), "runs": args.runs, "warmup": args.warmup,
+        "peak_gflops": args.peak_gflops, "cpu": training.cpu_info_field("model name"),
+        "runs": args.runs, "warmup": args.warmup,
         "cpu_count": os.cpu_count(), "modes": rows,
     }
     int8 = rows["int8"]
