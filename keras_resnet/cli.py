@@ -73,7 +73,9 @@ def _train(args):
         run_dir=args.run_dir,
         precision=args.precision, distribute=args.distribute, pipeline=args.pipeline,
         train_size=args.train_size, verbose=args.verbose, **kwargs)
-    print(f"{result['model']['name']} on {args.dataset}: test accuracy {result['test_accuracy']:.4f} "
+    tta = (f", {result['test_accuracy_flip_tta']:.4f} with flip test-time augmentation"
+           if "test_accuracy_flip_tta" in result else "")
+    print(f"{result['model']['name']} on {args.dataset}: test accuracy {result['test_accuracy']:.4f}{tta} "
           f"(best validation {result['best_val_accuracy']:.4f}, {result['epochs_run']} epochs); "
           f"run folder {result['run_dir']}")
 
@@ -82,9 +84,10 @@ def _evaluate(args):
     from keras_resnet import training
 
     result = training.evaluate(args.model, dataset=args.dataset, data_dir=args.data_dir,
-                               download=args.download)
+                               download=args.download, tta=args.tta)
     print(json.dumps(result) if args.json else
-          f"{args.model}: test accuracy {result['test_accuracy']:.4f} on {result['test_images']} images")
+          f"{args.model}: test accuracy {result['test_accuracy']:.4f} on {result['test_images']} images"
+          + (" (with flip test-time augmentation)" if args.tta else ""))
 
 
 def add_data_args(p):
@@ -127,6 +130,8 @@ def _add_training(sub):
     p = sub.add_parser("evaluate", help="test accuracy of a saved .keras model")
     p.add_argument("model", help="path of a .keras file")
     add_data_args(p)
+    p.add_argument("--tta", action="store_true",
+                   help="average each test image's prediction with its mirror image's (data trained with flips)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_evaluate)
 

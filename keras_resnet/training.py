@@ -358,6 +358,8 @@ def train(
         "model": summarize(model),
         "test_accuracy": float(test_accuracy),
         "test_loss": float(test_loss),
+        **{k: v for k, v in test_accuracies(model, data_lib.normalize(x_test, info), y_test, info).items()
+           if k != "test_accuracy"},
         "best_val_accuracy": max(history.get("val_accuracy", [float("nan")])),
         "epochs_run": len(history.get("epoch", [])),
         "fit_seconds_this_process": round(seconds, 1),
@@ -371,8 +373,32 @@ def _pipeline(pipeline):
     return ("tf" if keras.backend.backend() == "tensorflow" else "numpy") if pipeline == "auto" else pipeline
 
 
-def evaluate(model_path, dataset="fashion_mnist", data_dir=None, download=False, batch_size=256):
-    """Test-split loss and accuracy of a saved `.keras` model."""
+def predict_probs(model, x, flip=False, batch_size=256):
+    """Class probabilities of normalised images `x` (N, H, W, C); ``flip=True`` averages them with the
+    probabilities of the horizontally mirrored images (test-time augmentation; only for data whose
+    training used flips, where a mirrored image is as likely as the original)."""
+    probs = np.asarray(model.predict(x, batch_size=batch_size, verbose=0), dtype="float64")
+    if flip:
+        mirrored = np.ascontiguousarray(x[:, :, ::-1])
+        probs = (probs + np.asarray(model.predict(mirrored, batch_size=batch_size, verbose=0),
+                                    dtype="float64")) / 2.0
+    return probs
+
+
+def test_accuracies(model, x, y, info, batch_size=256):
+    """``{"test_accuracy": plain, "test_accuracy_flip_tta": with mirrored images}`` for normalised `x`;
+    the second only where the data's training used flips (``info["flip"]``)."""
+    probs = predict_probs(model, x, batch_size=batch_size)
+    result = {"test_accuracy": float(np.mean(np.argmax(probs, -1) == y))}
+    if info.get("flip"):
+        mirrored = predict_probs(model, np.ascontiguousarray(x[:, :, ::-1]), batch_size=batch_size)
+        result["test_accuracy_flip_tta"] = float(np.mean(np.argmax(probs + mirrored, -1) == y))
+    return result
+
+
+def evaluate(model_path, dataset="fashion_mnist", data_dir=None, download=False, batch_size=256, tta=False):
+    """Test-split accuracy of a saved `.keras` model; ``tta=True`` averages each image's prediction
+    with its mirror image's (refused for data whose training does not flip, such as digits)."""
     if not os.path.exists(model_path):
         raise FileNotFoundError(f"No model at {model_path!r}: pass the path of a .keras file.")
     model = keras.saving.load_model(model_path)
@@ -380,9 +406,13 @@ def evaluate(model_path, dataset="fashion_mnist", data_dir=None, download=False,
     if tuple(model.input_shape[1:]) != tuple(info["input_shape"]):
         raise ValueError(f"The model takes inputs of shape {model.input_shape[1:]}, but {dataset!r} "
                          f"has images of shape {tuple(info['input_shape'])}.")
+    if tta and not info["flip"]:
+        raise ValueError(f"`tta`=True averages over mirrored images, but {dataset!r} is not trained with "
+                         "flips (mirrored images are not valid samples of it); evaluate it with tta=False.")
     x = data_lib.normalize(x_test, info)
-    probs = model.predict(x, batch_size=batch_size, verbose=0)
-    return {"test_accuracy": float(np.mean(np.argmax(probs, -1) == y_test)), "test_images": int(len(y_test))}
+    probs = predict_probs(model, x, flip=tta, batch_size=batch_size)
+    return {"test_accuracy": float(np.mean(np.argmax(probs, -1) == y_test)), "test_images": int(len(y_test)),
+            "tta": "flip" if tta else None}
 
 
 def read_history(path):

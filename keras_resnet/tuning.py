@@ -1041,7 +1041,7 @@ def _finish_best(tuner, hypermodel, best_row, folder, retrain_epochs, retrain_se
                               title=f"trial {trial.trial_id} retrained")
         trained_on = f"{len(x)} training images (validation split included)"
     training.save_model_atomic(model, path)
-    probs = model.predict(data_lib.normalize(x_test, info), batch_size=256, verbose=0)
+    accuracies = training.test_accuracies(model, data_lib.normalize(x_test, info), y_test, info)
     return {
         **best_row,
         "hyperparameters": {k: v for k, v in hp.values.items() if not k.startswith("tuner/")},
@@ -1052,7 +1052,7 @@ def _finish_best(tuner, hypermodel, best_row, folder, retrain_epochs, retrain_se
         "retrain_plan": plan,
         "retrain_fit_seconds_this_run": seconds,
         "trained_on": trained_on,
-        "test_accuracy": float(np.mean(np.argmax(probs, -1) == y_test)),
+        **accuracies,
         "test_images": int(len(y_test)),
         "model": path,
     }
@@ -1065,7 +1065,9 @@ def print_summary(results, rows, top=10):
     if best:
         print(f"best: trial {best['trial_id']} ({describe(best['hyperparameters'])}), {OBJECTIVE} "
               f"{best['val_accuracy']:.4f}; retrained on {best['trained_on']}: test accuracy "
-              f"{best['test_accuracy']:.4f} on {best['test_images']} images -> {best['model']}")
+              f"{best['test_accuracy']:.4f} on {best['test_images']} images"
+              + (f" ({best['test_accuracy_flip_tta']:.4f} with flip test-time augmentation)"
+                 if "test_accuracy_flip_tta" in best else "") + f" -> {best['model']}")
     else:
         print("no trial completed: no best model")
     print(f"Pareto front (trials): {', '.join(results['pareto_front']) or '-'}; files in "

@@ -56,6 +56,38 @@ def test_saved_model_evaluates_to_the_reported_accuracy(tiny_run):
     assert evaluated["test_accuracy"] == pytest.approx(result["test_accuracy"], abs=1e-3)
 
 
+def test_flip_test_time_augmentation_is_reported_and_reproduced_by_evaluate(tiny_run):
+    run_dir, result = tiny_run
+    evaluated = training.evaluate(str(run_dir / "model.keras"), tta=True)
+    assert evaluated["tta"] == "flip"
+    assert evaluated["test_accuracy"] == pytest.approx(result["test_accuracy_flip_tta"], abs=1e-3)
+
+
+def test_flip_averaged_predictions_do_not_depend_on_which_way_the_image_faces(tiny_run):
+    run_dir, _ = tiny_run
+    model = keras.saving.load_model(str(run_dir / "model.keras"))
+    x = np.random.default_rng(0).standard_normal((8, 28, 28, 1)).astype("float32")
+    mirrored = x[:, :, ::-1]
+    plain, plain_mirrored = training.predict_probs(model, x), training.predict_probs(model, mirrored)
+    assert np.abs(plain - plain_mirrored).max() > 1e-4  # the model itself is not mirror-symmetric
+    np.testing.assert_allclose(training.predict_probs(model, x, flip=True),
+                               training.predict_probs(model, mirrored, flip=True), atol=1e-6)
+    np.testing.assert_allclose(training.predict_probs(model, x, flip=True).sum(-1), 1.0, atol=1e-5)
+
+
+def test_flip_test_time_augmentation_is_refused_for_data_trained_without_flips(tiny_run, monkeypatch):
+    run_dir, _ = tiny_run
+    real_load = training.data_lib.load
+
+    def load_without_flips(*args, **kwargs):
+        train, test, info = real_load(*args, **kwargs)
+        return train, test, {**info, "flip": False}
+
+    monkeypatch.setattr(training.data_lib, "load", load_without_flips)
+    with pytest.raises(ValueError, match="`tta`=True.*not trained with flips"):
+        training.evaluate(str(run_dir / "model.keras"), tta=True)
+
+
 def test_history_of_a_run_without_validation_has_no_validation_columns(tmp_path):
     path = tmp_path / "history.csv"  # what CSVLogger writes when fit gets no validation data
     path.write_text("epoch,accuracy,loss,val_accuracy,val_loss\n0,0.5,1.5,NA,NA\n1,0.75,1.0,NA,NA\n")

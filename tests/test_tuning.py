@@ -261,6 +261,7 @@ def test_search_writes_leaderboard_plot_and_best_model(hyperband_search):
     assert best["trial_id"] == rows[0]["trial_id"] and best["val_accuracy"] == max(
         r["val_accuracy"] for r in board["trials"])
     assert best["test_images"] == 10000 and 0.0 <= best["test_accuracy"] <= 1.0
+    assert 0.0 <= best["test_accuracy_flip_tta"] <= 1.0  # Fashion-MNIST trains with flips
     model = keras.saving.load_model(folder / "best.keras", safe_mode=True)
     assert model.predict(np.zeros((2, 28, 28, 1), "float32"), verbose=0).shape == (2, 10)
     rebuilt = keras_resnet.build(**best["build_kwargs"], input_shape=(28, 28, 1), num_classes=10)
