@@ -373,15 +373,22 @@ def _pipeline(pipeline):
     return ("tf" if keras.backend.backend() == "tensorflow" else "numpy") if pipeline == "auto" else pipeline
 
 
+def _mirror(x):
+    """Images (N, H, W, C) flipped left to right."""
+    return np.ascontiguousarray(x[:, :, ::-1])
+
+
+def _accuracy(probs, y):
+    return float(np.mean(np.argmax(probs, -1) == y))
+
+
 def predict_probs(model, x, flip=False, batch_size=256):
     """Class probabilities of normalised images `x` (N, H, W, C); ``flip=True`` averages them with the
     probabilities of the horizontally mirrored images (test-time augmentation; only for data whose
     training used flips, where a mirrored image is as likely as the original)."""
     probs = np.asarray(model.predict(x, batch_size=batch_size, verbose=0), dtype="float64")
     if flip:
-        mirrored = np.ascontiguousarray(x[:, :, ::-1])
-        probs = (probs + np.asarray(model.predict(mirrored, batch_size=batch_size, verbose=0),
-                                    dtype="float64")) / 2.0
+        probs = (probs + predict_probs(model, _mirror(x), batch_size=batch_size)) / 2.0
     return probs
 
 
@@ -389,10 +396,10 @@ def test_accuracies(model, x, y, info, batch_size=256):
     """``{"test_accuracy": plain, "test_accuracy_flip_tta": with mirrored images}`` for normalised `x`;
     the second only where the data's training used flips (``info["flip"]``)."""
     probs = predict_probs(model, x, batch_size=batch_size)
-    result = {"test_accuracy": float(np.mean(np.argmax(probs, -1) == y))}
+    result = {"test_accuracy": _accuracy(probs, y)}
     if info.get("flip"):
-        mirrored = predict_probs(model, np.ascontiguousarray(x[:, :, ::-1]), batch_size=batch_size)
-        result["test_accuracy_flip_tta"] = float(np.mean(np.argmax(probs + mirrored, -1) == y))
+        result["test_accuracy_flip_tta"] = _accuracy(
+            probs + predict_probs(model, _mirror(x), batch_size=batch_size), y)
     return result
 
 
@@ -411,7 +418,7 @@ def evaluate(model_path, dataset="fashion_mnist", data_dir=None, download=False,
                          "flips (mirrored images are not valid samples of it); evaluate it with tta=False.")
     x = data_lib.normalize(x_test, info)
     probs = predict_probs(model, x, flip=tta, batch_size=batch_size)
-    return {"test_accuracy": float(np.mean(np.argmax(probs, -1) == y_test)), "test_images": int(len(y_test)),
+    return {"test_accuracy": _accuracy(probs, y_test), "test_images": int(len(y_test)),
             "tta": "flip" if tta else None}
 
 
