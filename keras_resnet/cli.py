@@ -162,7 +162,8 @@ def _tune(args):
         dataset=args.dataset, data_dir=args.data_dir, download=args.download, space=space, budget=budget,
         recipe=recipe, tuner=args.tuner, search_name=args.search_name, directory=args.directory,
         factor=args.factor, train_size=args.train_size, retrain_epochs=args.retrain_epochs,
-        retrain_seconds=args.retrain_seconds, retrain_size=args.retrain_size, variant=args.variant,
+        retrain_seconds=args.retrain_seconds, retrain_min_epochs=args.retrain_min_epochs,
+        retrain_size=args.retrain_size, variant=args.variant,
         precision=args.precision, pipeline=args.pipeline, overwrite=args.overwrite,
         verbose=0 if args.quiet else 1)
     if result.get("role") == "worker":
@@ -221,6 +222,8 @@ def _add_tuning(sub):
                    help="epochs to retrain the best model on train+val (default --max-epochs; 0 restores it)")
     p.add_argument("--retrain-seconds", type=float, default=None,
                    help="instead of --retrain-epochs: retrain for as many epochs as fit in this many seconds")
+    p.add_argument("--retrain-min-epochs", type=int, default=None,
+                   help="with --retrain-seconds: retrain the best-ranked trial that fits this many epochs")
     p.add_argument("--retrain-size", type=int, default=None, help="retrain on the first N training images")
     p.add_argument("--precision", choices=PRECISIONS, default="auto")
     p.add_argument("--pipeline", choices=["auto", "tf", "numpy"], default="auto")

@@ -46,6 +46,7 @@ ARCHITECTURE_NAMES = ("depth", "blocks", "block", "width")  # arguments of build
 RECIPE_NAMES = ("learning_rate", "weight_decay")  # arguments of Recipe
 DEFAULT_CIFAR_N = (1, 5)  # depths 8, 14, 20, 26, 32
 MAX_DRAWS = 200  # rounds of random draws before a (size-limited) space counts as exhausted
+RETRAIN_CANDIDATES = 5  # architectures timed, best-ranked first, to find one that fits `retrain_min_epochs`
 COLUMNS = ("trial_id", "status", "depth", "width", "blocks", "block", "learning_rate", "weight_decay",
            "params", "macs", "val_accuracy", "epochs", "seconds", "from_trial", "note")
 
@@ -816,6 +817,7 @@ def run_search(
     train_size=None,
     retrain_epochs=None,
     retrain_seconds=None,
+    retrain_min_epochs=None,
     retrain_size=None,
     hyperparameters=None,
     variant="v1.5",
@@ -849,6 +851,12 @@ def run_search(
         retrain_seconds: instead of `retrain_epochs`, a time budget for the final training: it gets
             as many whole epochs as fit at the model's speed, measured on this machine just before,
             so that its learning-rate schedule runs to the end.
+        retrain_min_epochs: with `retrain_seconds`, retrain the best-ranked trial whose model fits at
+            least this many epochs in that time. Trials are ranked on short trainings, where wide models
+            lead; one that gets only a few epochs of its final training ends below a smaller model that
+            gets its full schedule. The speed of up to `RETRAIN_CANDIDATES` distinct architectures is
+            measured, in rank order; if none fits, the one that gets the most epochs is retrained.
+            None (default): the best-ranked trial, whatever its speed.
         retrain_size: retrain on the first N training images (default all of them).
         hyperparameters: a `keras_tuner.HyperParameters` overriding entries of the space.
         variant: the `build` variant.
@@ -877,6 +885,14 @@ def run_search(
         if retrain_epochs == 0:
             raise ValueError("`retrain_seconds` budgets a retraining; `retrain_epochs=0` asks for none. "
                              "Pass one of them.")
+    if retrain_min_epochs is not None:
+        if isinstance(retrain_min_epochs, bool) or not isinstance(retrain_min_epochs, int) \
+                or retrain_min_epochs < 1:
+            raise ValueError(f"`retrain_min_epochs` must be a positive integer or None. "
+                             f"Received: retrain_min_epochs={retrain_min_epochs!r}")
+        if retrain_seconds is None:
+            raise ValueError("`retrain_min_epochs` chooses the model to retrain within `retrain_seconds`; "
+                             "pass `retrain_seconds` too.")
     if not recipe.val_fraction > 0:
         raise ValueError("The search ranks trials on a validation split: `val_fraction` must be > 0. "
                          f"Received: val_fraction={recipe.val_fraction!r}")
@@ -939,10 +955,9 @@ def run_search(
         "best": None,
     }
     if completed:
-        best_row = completed[0]
         results["best"] = _finish_best(
-            tuner_obj, hypermodel, best_row, folder, retrain_epochs, retrain_seconds, recipe,
-            x_train[:retrain_size], y_train[:retrain_size], x_test, y_test, info, pipeline, verbose)
+            tuner_obj, hypermodel, completed, folder, retrain_epochs, retrain_seconds, retrain_min_epochs,
+            recipe, x_train[:retrain_size], y_train[:retrain_size], x_test, y_test, info, pipeline, verbose)
         results["files"]["best_model"] = results["best"]["model"]
     _write_json(os.path.join(folder, "results.json"), results)
     if verbose:
@@ -975,26 +990,65 @@ def measure_step(model, x, y, steps=10, warmup=3):
     return float(np.median(times)), first
 
 
-def _finish_best(tuner, hypermodel, best_row, folder, retrain_epochs, retrain_seconds, recipe, x, y, x_test,
-                 y_test, info, pipeline, verbose):
+def _plan_retrain(tuner, hypermodel, rows, seconds, min_epochs, x, y, info, log):
+    """Times the best-ranked trials' models and picks the one to retrain within `seconds`.
+
+    Returns the plan: the chosen ``trial_id``, its ``epochs``, its measured step times, and the
+    ``candidates`` timed (trial, epochs that fit), best-ranked first.
+    """
+    candidates, timed = [], {}
+    for row in rows:
+        hp = tuner.oracle.get_trial(row["trial_id"]).hyperparameters
+        architecture = tuple(str(hp.values.get(name)) for name in ARCHITECTURE_NAMES)
+        if architecture in timed:  # the same model at another learning rate: as fast, and ranked lower
+            continue
+        if len(timed) == RETRAIN_CANDIDATES:
+            break
+        probe = hypermodel.build_architecture(hp)
+        recipe = hypermodel.build_recipe(hp, epochs=2)
+        training.compile_model(probe, recipe, 100)
+        batch = min(recipe.batch_size, len(x))
+        step, first = measure_step(probe, data_lib.normalize(x[:batch], info), y[:batch])
+        del probe
+        epochs = epochs_within(seconds, step, len(x) // recipe.batch_size, startup_seconds=first)
+        timed[architecture] = epochs
+        candidates.append({"trial_id": row["trial_id"], "epochs": epochs, "measured_step_seconds": round(step, 5),
+                           "measured_first_step_seconds": round(first, 2)})
+        if log:
+            log(f"retraining plan: trial {row['trial_id']} ({describe(hp.values)}) fits {epochs} epochs "
+                f"in {seconds:g} s ({step:.3f} s a step)")
+        if min_epochs is None or epochs >= min_epochs:
+            break
+    fits = [c for c in candidates if min_epochs is None or c["epochs"] >= min_epochs]
+    chosen = fits[0] if fits else max(candidates, key=lambda c: c["epochs"])
+    if log and not fits:
+        log(f"none of the {len(candidates)} best-ranked architectures fits {min_epochs} epochs: retraining "
+            f"trial {chosen['trial_id']}, which fits the most")
+    return {**chosen, "candidates": candidates}
+
+
+def _finish_best(tuner, hypermodel, rows, folder, retrain_epochs, retrain_seconds, retrain_min_epochs, recipe,
+                 x, y, x_test, y_test, info, pipeline, verbose):
     """Retrains (or restores) the best trial's model, saves it atomically and tests it once.
 
-    With `retrain_seconds`, the epochs are planned once from the measured speed of this model on this
+    `rows` are the completed trials, best first. With `retrain_seconds`, the epochs (and, with
+    `retrain_min_epochs`, the trial) are planned once from the measured speed of the models on this
     machine (``retrain/plan.json``), so that an interrupted retraining resumes the same plan. The
     retraining resumes from its last finished epoch (``retrain/backup``) and writes
     ``retrain/history.csv`` and ``retrain/curves.png``.
     """
     path = os.path.join(folder, "best.keras")
-    trial = tuner.oracle.get_trial(best_row["trial_id"])
-    request = {"trial_id": trial.trial_id, "images": int(len(x)),
+    request = {"trial_id": rows[0]["trial_id"], "images": int(len(x)),
                **({"seconds": retrain_seconds} if retrain_seconds is not None else {"epochs": retrain_epochs})}
+    if retrain_min_epochs is not None:
+        request["min_epochs"] = retrain_min_epochs
     previous = (_read_json(os.path.join(folder, "results.json")) or {}).get("best") or {}
     if (previous.get("retrain_request") == request and previous.get("test_accuracy") is not None
             and os.path.exists(path)):
         return previous  # this search already ended, and its best model was retrained and tested
-    hp = trial.hyperparameters
-    seconds, plan = None, None
+    seconds, plan, best_row = None, None, rows[0]
     if retrain_epochs == 0:
+        trial = tuner.oracle.get_trial(best_row["trial_id"])
         model = tuner.load_model(trial)
         trained_on = "the search's training split (restored weights of the best epoch)"
     else:
@@ -1003,31 +1057,28 @@ def _finish_best(tuner, hypermodel, best_row, folder, retrain_epochs, retrain_se
         if not plan or plan.get("request") != request:  # a new plan: start it afresh
             shutil.rmtree(run_dir, ignore_errors=True)
             os.makedirs(run_dir)
-            plan = {"request": request, "epochs": retrain_epochs}
+            plan = {"trial_id": best_row["trial_id"], "epochs": retrain_epochs}
             if retrain_seconds is not None:
-                probe = hypermodel.build_architecture(hp)
-                probe_recipe = hypermodel.build_recipe(hp, epochs=2)
-                training.compile_model(probe, probe_recipe, 100)
-                batch = min(probe_recipe.batch_size, len(x))
-                step, first = measure_step(probe, data_lib.normalize(x[:batch], info), y[:batch])
-                del probe
-                plan.update(epochs=epochs_within(retrain_seconds, step, len(x) // probe_recipe.batch_size,
-                                                 startup_seconds=first),
-                            measured_step_seconds=round(step, 5), measured_first_step_seconds=round(first, 2))
+                plan = _plan_retrain(tuner, hypermodel, rows, retrain_seconds, retrain_min_epochs, x, y, info,
+                                     tuner._log if verbose else None)
+            plan = {"request": request, **plan}
             _write_json(os.path.join(run_dir, "plan.json"), plan)
+        chosen = plan.get("trial_id", request["trial_id"])
+        best_row = next(r for r in rows if r["trial_id"] == chosen)
+        trial = tuner.oracle.get_trial(best_row["trial_id"])
         retrain_epochs = plan["epochs"]
-        final = hypermodel.build_recipe(hp, epochs=retrain_epochs)
+        final = hypermodel.build_recipe(trial.hyperparameters, epochs=retrain_epochs)
         steps = len(x) // final.batch_size
         if steps < 1:
             raise ValueError(f"`batch_size`={final.batch_size} is larger than the {len(x)} "
                              "retraining images.")
         keras.utils.set_random_seed(recipe.seed)
-        model = hypermodel.build_architecture(hp)
+        model = hypermodel.build_architecture(trial.hyperparameters)
         training.compile_model(model, final, steps)
         train_ds, _ = training.make_datasets(x, y, x[:0], y[:0], info, final, pipeline)
         if verbose:
-            print(f"retraining trial {trial.trial_id} ({describe(hp.values)}) on {len(x)} images for "
-                  f"{retrain_epochs} epochs", flush=True)
+            print(f"retraining trial {trial.trial_id} ({describe(trial.hyperparameters.values)}) on {len(x)} "
+                  f"images for {retrain_epochs} epochs", flush=True)
         history_csv = os.path.join(run_dir, "history.csv")
         callbacks = [
             keras.callbacks.BackupAndRestore(os.path.join(run_dir, "backup"), double_checkpoint=True),
@@ -1042,8 +1093,10 @@ def _finish_best(tuner, hypermodel, best_row, folder, retrain_epochs, retrain_se
         trained_on = f"{len(x)} training images (validation split included)"
     training.save_model_atomic(model, path)
     accuracies = training.test_accuracies(model, data_lib.normalize(x_test, info), y_test, info)
+    hp = trial.hyperparameters
     return {
         **best_row,
+        "rank": rows.index(best_row) + 1,
         "hyperparameters": {k: v for k, v in hp.values.items() if not k.startswith("tuner/")},
         "build_kwargs": build_kwargs(hp.values),
         "recipe_kwargs": recipe_kwargs(hp.values),
@@ -1063,8 +1116,10 @@ def print_summary(results, rows, top=10):
     print(format_leaderboard(rows, top))
     best = results.get("best")
     if best:
+        rank = best.get("rank", 1)
         print(f"best: trial {best['trial_id']} ({describe(best['hyperparameters'])}), {OBJECTIVE} "
-              f"{best['val_accuracy']:.4f}; retrained on {best['trained_on']}: test accuracy "
+              f"{best['val_accuracy']:.4f}" + (f" (rank {rank}: the best that fits the retraining budget)"
+                                                if rank > 1 else "") + f"; retrained on {best['trained_on']}: test accuracy "
               f"{best['test_accuracy']:.4f} on {best['test_images']} images"
               + (f" ({best['test_accuracy_flip_tta']:.4f} with flip test-time augmentation)"
                  if "test_accuracy_flip_tta" in best else "") + f" -> {best['model']}")

@@ -150,10 +150,41 @@ def test_retrain_time_budget_plans_epochs_from_the_measured_speed(hyperband_sear
     assert history["epoch"] == list(range(plan["epochs"]))
 
 
+@pytest.mark.parametrize("min_epochs", [1, 10**6])
+def test_retrain_min_epochs_retrains_the_best_ranked_model_that_fits_them(min_epochs, hyperband_search,
+                                                                          tmp_path):
+    folder, _ = hyperband_search
+    shutil.copytree(folder, tmp_path / "hb")
+    result = tuning.run_search(
+        space=SearchSpace(depths=(8, 14), **TINY),
+        budget=Budget(max_trials=4, max_epochs=3, max_params=15000),
+        recipe=training.Recipe(batch_size=32, seed=3), tuner="hyperband", search_name="hb",
+        directory=str(tmp_path), train_size=320, retrain_seconds=4, retrain_min_epochs=min_epochs,
+        retrain_size=320, hyperparameters=_fixed_learning_rate(), verbose=0)
+    plan = json.loads((tmp_path / "hb" / "retrain" / "plan.json").read_text())
+    board = json.loads((tmp_path / "hb" / "leaderboard.json").read_text())["trials"]
+    ranked = [r["trial_id"] for r in board if r["val_accuracy"] is not None]
+    architectures = {(r["depth"], r["width"]) for r in board if r["val_accuracy"] is not None}
+    timed = [c["trial_id"] for c in plan["candidates"]]
+    assert timed == sorted(timed, key=ranked.index)  # best-ranked first
+    if min_epochs == 1:  # every model fits one epoch: the best-ranked one, and no other timed
+        assert timed == [ranked[0]] and plan["trial_id"] == ranked[0]
+    else:  # none fits: every distinct architecture (up to the cap) timed, the one with most epochs chosen
+        assert len(timed) == min(len(architectures), tuning.RETRAIN_CANDIDATES)
+        assert plan["epochs"] == max(c["epochs"] for c in plan["candidates"])
+    best = result["best"]
+    assert best["trial_id"] == plan["trial_id"] and best["rank"] == ranked.index(plan["trial_id"]) + 1
+    assert best["retrain_epochs"] == plan["epochs"]
+    assert training.read_history(str(tmp_path / "hb" / "retrain" / "history.csv"))["epoch"] == \
+        list(range(plan["epochs"]))
+
+
 @pytest.mark.parametrize("kwargs, match", [
     (dict(retrain_seconds=0), "retrain_seconds=0"),
     (dict(retrain_seconds="1h"), "retrain_seconds='1h'"),
     (dict(retrain_seconds=60, retrain_epochs=0), "retrain_epochs=0"),
+    (dict(retrain_seconds=60, retrain_min_epochs=0), "retrain_min_epochs=0"),
+    (dict(retrain_min_epochs=30), "pass `retrain_seconds` too"),
 ])
 def test_bad_retrain_budget_raises_value_error_before_any_work(kwargs, match, tmp_path):
     with pytest.raises(ValueError, match=match):
