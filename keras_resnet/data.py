@@ -1,4 +1,4 @@
-"""Datasets -> uint8 arrays, and the training input pipeline (augmentation + normalisation) on top.
+"""Datasets -> uint8 arrays (this module), and the training input pipeline on top (`pipelines`).
 
 Three sources, one return shape: ``(x_train, y_train), (x_test, y_test), info`` with uint8 NHWC images
 and int64 labels.
@@ -7,27 +7,32 @@ and int64 labels.
   written to disk. Fashion-MNIST is found in ``data_dir``, then the Debian package
   ``dataset-fashion-mnist`` (/usr/share/datasets/fashion-mnist), then the Keras cache.
 - Any tensorflow-datasets image-classification name (``"cifar10"``, ``"svhn_cropped"``, ...).
-- A directory with one sub-folder of images per class.
+- A directory with one sub-folder of images per class (every image is decoded while loading, so a
+  corrupt file is named here, not met mid-epoch).
 
-The pipeline exists twice with the same recipe (He et al. 2015, section 4.2: pad by 1/8 of the side,
-random crop back, horizontal flip; optionally random erasing, Zhong et al. 2017): ``tf_dataset`` as
-tf.data, and ``numpy_dataset`` as a ``keras.utils.PyDataset`` in numpy only, for the JAX or PyTorch
-backend on a machine without TensorFlow. Both augment a whole batch at once from one table of uniform
-draws per image (``_augment``), so they differ only in where the random numbers come from.
-TensorFlow is imported inside the functions that need it, never at module import.
+Normalisation, augmentation and the tf.data / NumPy pipelines live in `keras_resnet.pipelines`; their
+public names (``normalize``, ``calibration_images``, ``tf_dataset``, ``numpy_dataset``,
+``NumpyDataset``, ``check_batch_size``) are importable from here too. TensorFlow is imported inside
+the functions that need it, never at module import.
 """
 
 import gzip
 import math
 import os
+import re
 import struct
 import subprocess
+import zipfile
 import zlib
 from pathlib import Path
 from types import SimpleNamespace
 
 import keras
 import numpy as np
+
+from keras_resnet.checks import check_bool, check_choice, check_int, check_int_tuple, check_number, is_int
+from keras_resnet.pipelines import (  # noqa: F401 (public names of this module)
+    NumpyDataset, calibration_images, check_batch_size, normalize, numpy_dataset, tf_dataset)
 
 FASHION_MNIST_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
                          "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
@@ -46,8 +51,11 @@ IDX_SETS = {
 # tensorflow-datasets sets of digits and characters, where a mirror image is another class or none.
 NO_FLIP = {"mnist", "emnist", "kmnist", "svhn_cropped", "binarized_mnist", "omniglot"}
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
-ERASE_AREA = (0.02, 0.4)  # random erasing: fraction of the image area (Zhong et al. 2017, s_l, s_h)
-ERASE_RATIO = 0.3  # and aspect ratio in [r_1, 1/r_1]
+BAD_IMAGES = ("error", "skip")  # what `load` does with a file in an image folder that does not decode
+# A tensorflow-datasets name ("cifar10", "emnist/letters", "cifar10:3.*.*"); a `dataset` string that is
+# not one, or ends in a file extension, and is not an existing folder is a mistyped path.
+TFDS_NAME = re.compile(r"[a-z][a-z0-9_]*(/[\w.+-]+)?(:[\d.*]+)?")
+FILE_EXTENSION = re.compile(r"\.[A-Za-z][A-Za-z0-9]{0,4}$")
 
 
 class DatasetError(ValueError):
@@ -59,7 +67,7 @@ class DatasetError(ValueError):
 
 
 def load(dataset="fashion_mnist", data_dir=None, download=False, *, image_size=None,
-         test_fraction=0.2, seed=0):
+         test_fraction=0.2, seed=0, bad_images="error"):
     """Loads an image-classification dataset as uint8 NHWC arrays and int64 labels.
 
     ``dataset`` is one of:
@@ -74,8 +82,14 @@ def load(dataset="fashion_mnist", data_dir=None, download=False, *, image_size=N
       ``test_fraction`` of ``"train"`` is held out, stratified and seeded).
     - a directory path with one sub-folder of images per class (the folder names, sorted, are the
       classes). If it holds ``train/`` and ``test/`` sub-folders those are the two splits; otherwise
-      ``test_fraction`` of the images is held out, stratified and seeded. Images are read with
-      ``keras.utils.image_dataset_from_directory``; grayscale if the first image is, else RGB.
+      ``test_fraction`` of the images is held out, stratified and seeded. Files ending in
+      .png/.jpg/.jpeg/.bmp/.gif are decoded (TensorFlow's ``decode_image``, as
+      ``keras.utils.image_dataset_from_directory`` does) and resized bilinearly to ``image_size``
+      (default: the first image's size; a line on stderr says how many images had another size).
+      Grayscale if the first image is, else RGB. A file that does not decode stops the load with a
+      `DatasetError` naming it, or with ``bad_images="skip"`` is left out (one line on stderr gives
+      the count and the first paths). A path that does not exist is a `DatasetError` ("no such
+      folder"), not a tensorflow-datasets look-up.
 
     ``info["mean"]`` and ``info["std"]`` are per-channel statistics of the training split in [0, 1]
     pixel scale; ``info["flip"]`` says whether horizontal flips make sense (False for digits; set it
@@ -89,6 +103,8 @@ def load(dataset="fashion_mnist", data_dir=None, download=False, *, image_size=N
             keeps the native size (for a folder: the size of its first image).
         test_fraction: the held-out fraction when a source has no test split, in (0, 1).
         seed: seed of that held-out split.
+        bad_images: for an image folder, what to do with files that do not decode: ``"error"``
+            (default) or ``"skip"``.
 
     Returns:
         ``(x_train, y_train), (x_test, y_test), info``: ``x_*`` uint8 arrays ``(N, H, W, C)``, ``y_*``
@@ -103,16 +119,16 @@ def load(dataset="fashion_mnist", data_dir=None, download=False, *, image_size=N
     ((60000, 28, 28, 1), 'T-shirt/top')
     """
     image_size = _image_size(image_size)
-    if isinstance(test_fraction, bool) or not isinstance(test_fraction, (int, float)) \
-            or not 0 < test_fraction < 1:
-        raise ValueError("`test_fraction` must be a number in (0, 1). "
-                         f"Received: test_fraction={test_fraction!r}")
-    is_folder = isinstance(dataset, str) and os.path.isdir(os.path.expanduser(dataset))
-    if isinstance(dataset, os.PathLike) or is_folder:
-        train, test, info = _load_folder(Path(dataset).expanduser(), image_size, test_fraction, seed)
-    elif not isinstance(dataset, str) or not dataset:
-        raise ValueError("`dataset` must be a dataset name or a directory path. "
-                         f"Received: dataset={dataset!r}")
+    check_number("test_fraction", test_fraction, 0, 1, low_open=True, high_open=True)
+    check_int("seed", seed, 0)
+    check_bool("download", download)
+    check_choice("bad_images", bad_images, BAD_IMAGES)
+    data_dir = _check_folder_path("data_dir", data_dir)
+    folder = _folder_of(dataset)
+    if folder is not None:
+        from keras_resnet import folders  # it imports this module
+
+        train, test, info = folders.load_folder(folder, image_size, test_fraction, seed, bad_images)
     elif dataset in IDX_SETS:
         train, test, info = _load_idx_set(dataset, data_dir, download)
         if image_size is not None and image_size != train[0].shape[1:3]:
@@ -125,13 +141,47 @@ def load(dataset="fashion_mnist", data_dir=None, download=False, *, image_size=N
 
 
 def _image_size(image_size):
-    if image_size is None:
+    """None, or ``(height, width)`` from one int (square) or a pair of positive ints."""
+    if image_size is None or is_int(image_size):
+        side = check_int("image_size", image_size, 1, none_ok=True)
+        return None if side is None else (side, side)
+    return check_int_tuple("image_size", image_size, {2})
+
+
+def _check_folder_path(name, value):
+    """None, or a str / os.PathLike path with ``~`` expanded, as a str."""
+    if value is None:
         return None
-    size = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
-    if len(size) != 2 or any(isinstance(s, bool) or not isinstance(s, int) or s < 1 for s in size):
-        raise ValueError("`image_size` must be None, a positive int or (height, width). "
-                         f"Received: image_size={image_size!r}")
-    return size
+    if not isinstance(value, (str, os.PathLike)) or not os.fspath(value):
+        raise TypeError(f"`{name}` must be a folder path (str or os.PathLike) or None. "
+                        f"Received: {name}={value!r}")
+    return os.path.expanduser(os.fspath(value))
+
+
+def _folder_of(dataset):
+    """The folder `dataset` names, or None for a dataset name; a DatasetError for a missing path.
+
+    An existing folder is always a folder. A string that is not one is a name unless it looks like a
+    path (it starts with ``~`` or ``.``, holds a path separator outside a tensorflow-datasets name such
+    as ``"emnist/letters"``, or ends in a file extension), so a typo is not sent to tensorflow-datasets.
+    """
+    if not isinstance(dataset, (str, os.PathLike)) or not os.fspath(dataset):
+        raise ValueError("`dataset` must be a dataset name or a directory path. "
+                         f"Received: dataset={dataset!r}")
+    name = os.fspath(dataset)
+    path = Path(name).expanduser()
+    if path.is_dir():
+        return path
+    separators = {os.sep, os.altsep, "/"} - {None}
+    looks_like_path = isinstance(dataset, os.PathLike) or name.startswith(("~", ".")) or bool(
+        FILE_EXTENSION.search(name) and ":" not in name) or (
+        any(s in name for s in separators) and not TFDS_NAME.fullmatch(name))
+    if looks_like_path and path.exists():
+        raise DatasetError(f"{os.path.abspath(path)} is a file; `dataset` takes a folder with one "
+                           "sub-folder of images per class, or a dataset name.")
+    if looks_like_path:
+        raise DatasetError(f"no such folder: {os.path.abspath(path)}")
+    return None
 
 
 def _channel_stats(x):
@@ -177,7 +227,10 @@ def read_idx(path, ndim):
     except (OSError, EOFError, zlib.error) as e:
         raise DatasetError(f"{path}: cannot read or decompress it ({e}). The file is truncated or "
                            "corrupt; replace it with a fresh copy.") from e
-    if len(data) < 4 or data[:3] != b"\x00\x00\x08" or data[3] != ndim:
+    if len(data) < 4:
+        raise DatasetError(f"{path}: holds only {len(data)} bytes (an IDX file starts with a 4-byte "
+                           "magic number). The file is truncated or corrupt.")
+    if data[:3] != b"\x00\x00\x08" or data[3] != ndim:
         raise DatasetError(f"{path}: bad IDX magic number 0x{data[:4].hex()}; expected "
                            f"0x000008{ndim:02x} (uint8 data, {ndim} dimension(s)). The file is corrupt "
                            "or not an IDX file.")
@@ -222,7 +275,7 @@ def _keras_cache():
 def _load_idx_set(name, data_dir, download):
     spec = IDX_SETS[name]
     if data_dir is not None:
-        folder = Path(data_dir)
+        folder = Path(data_dir).expanduser()
         found, missing = _idx_files(folder)
         if missing:
             raise DatasetError(
@@ -279,9 +332,14 @@ def _read_npz_set(spec, name, path):
     try:
         with np.load(path) as f:
             x, y, x_test, y_test = f["x_train"], f["y_train"], f["x_test"], f["y_test"]
-    except (OSError, ValueError, KeyError, zlib.error) as e:
+    except (OSError, ValueError, KeyError, EOFError, zlib.error, zipfile.BadZipFile) as e:
         raise DatasetError(f"{path}: cannot read it ({e}). Delete it and load again with "
                            "download=True, or " + _idx_help(spec)) from e
+    for images, labels in ((x, y), (x_test, y_test)):
+        if images.dtype != np.uint8 or images.ndim not in (3, 4) or labels.shape != images.shape[:1]:
+            raise DatasetError(f"{path}: holds images {images.dtype}{images.shape} and labels "
+                               f"{labels.shape}; expected uint8 (N, H, W) images and N labels. Delete it "
+                               "and load again with download=True, or " + _idx_help(spec))
     return (_nhwc(x), y.astype(np.int64)), (_nhwc(x_test), y_test.astype(np.int64)), \
         _idx_info(spec, name, str(path))
 
@@ -307,11 +365,13 @@ def _load_tfds(name, data_dir, download, image_size, test_fraction, seed):
                              as_supervised=True, with_info=True)
         except tfds.core.registered.DatasetNotFoundError as e:
             raise DatasetError(
-                f"dataset={name!r} is not 'fashion_mnist' or 'mnist', not an existing directory, and "
-                "not a tensorflow-datasets name (see https://www.tensorflow.org/datasets/catalog; "
+                f"dataset={name!r} is not 'fashion_mnist' or 'mnist', not an existing directory (no "
+                f"such folder: {os.path.abspath(os.path.expanduser(name))}), and not a "
+                "tensorflow-datasets name (see https://www.tensorflow.org/datasets/catalog; "
                 "e.g. 'cifar10').") from e
         except AssertionError as e:  # tfds: "could not find data in ..."
             where = data_dir or "tensorflow-datasets' default data_dir (~/tensorflow_datasets)"
+            where += "" if data_dir is None or os.path.isdir(data_dir) else " (no such folder)"
             raise DatasetError(
                 f"tensorflow-datasets dataset {name!r} is not prepared in {where}. Pass `--data-dir DIR` "
                 "(data_dir=DIR) where it was prepared, or `--download` (download=True) to download and "
@@ -357,56 +417,8 @@ def _materialise(ds, image_size):
     return np.concatenate(xs).astype(np.uint8), np.concatenate(ys).astype(np.int64)
 
 
-# --- a folder of class sub-folders -----------------------------------------------------------------
-
-
-def _first_image(folder):
-    for sub in sorted(p for p in folder.iterdir() if p.is_dir()):
-        for f in sorted(sub.rglob("*")):
-            if f.suffix.lower() in IMAGE_EXTENSIONS and f.is_file():
-                return f
-    return None
-
-
-def _load_folder(folder, image_size, test_fraction, seed):
-    has_splits = (folder / "train").is_dir() and (folder / "test").is_dir()
-    train_dir = folder / "train" if has_splits else folder
-    first = _first_image(train_dir)
-    if first is None:
-        raise DatasetError(f"{train_dir}: no images ({', '.join(IMAGE_EXTENSIONS)}) in its sub-folders. "
-                           "An image folder holds one sub-folder of images per class, e.g. "
-                           "DIR/cat/1.png, DIR/dog/2.png (or DIR/train/<class>/... and "
-                           "DIR/test/<class>/...).")
-    from PIL import Image
-
-    with Image.open(first) as im:
-        color_mode = "grayscale" if im.mode in ("1", "L", "LA", "I", "I;16", "F") else "rgb"
-        image_size = image_size or (im.height, im.width)
-    x, y, class_names = _read_folder(train_dir, image_size, color_mode, None)
-    if has_splits:
-        test = _read_folder(folder / "test", image_size, color_mode, class_names)[:2]
-        train = (x, y)
-    else:
-        train, test = split_validation(x, y, test_fraction, seed)
-    return train, test, {"name": folder.resolve().name, "num_classes": len(class_names),
-                         "class_names": class_names, "flip": True, "source": str(folder)}
-
-
-def _read_folder(folder, image_size, color_mode, class_names):
-    try:
-        ds = keras.utils.image_dataset_from_directory(
-            folder, labels="inferred", label_mode="int", class_names=class_names, color_mode=color_mode,
-            image_size=image_size, shuffle=False, batch_size=256, verbose=False)
-    except ValueError as e:
-        raise DatasetError(f"{folder}: {e}") from e
-    batches = list(ds.as_numpy_iterator())
-    x = np.concatenate([b[0] for b in batches])
-    y = np.concatenate([b[1] for b in batches]).astype(np.int64)
-    return np.clip(np.rint(x), 0, 255).astype(np.uint8), y, list(ds.class_names)
-
-
 # ---------------------------------------------------------------------------------------------------
-# Splits and normalisation
+# Splits
 
 
 def split_validation(x, y, fraction=0.1, seed=0):
@@ -424,8 +436,8 @@ def split_validation(x, y, fraction=0.1, seed=0):
     Returns:
         ``(x_train, y_train), (x_val, y_val)``.
     """
-    if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 <= fraction < 1:
-        raise ValueError(f"`fraction` must be a number in [0, 1). Received: fraction={fraction!r}")
+    check_number("fraction", fraction, 0, 1, high_open=True)
+    check_int("seed", seed, 0)
     y = np.asarray(y)
     if y.ndim != 1 or len(y) != len(x):
         raise ValueError(f"`y` must be 1-D with one label per sample of `x`. Received: y.shape={y.shape} "
@@ -441,209 +453,3 @@ def split_validation(x, y, fraction=0.1, seed=0):
         members = np.flatnonzero(inverse == c)
         val[rng.permutation(members)[:take[c]]] = True
     return (x[~val], y[~val]), (x[val], y[val])
-
-
-def _scale_offset(info):
-    """float32 per-channel (scale, offset) such that (x / 255 - mean) / std == x * scale + offset."""
-    mean = np.asarray(info["mean"], np.float64)
-    std = np.asarray(info["std"], np.float64)
-    return (1 / (255 * std)).astype(np.float32), (-mean / std).astype(np.float32)
-
-
-def normalize(x, info):
-    """uint8 NHWC images -> float32 ``(x / 255 - mean) / std`` with ``info``'s per-channel statistics.
-
-    Works on numpy arrays (returns numpy) and TensorFlow tensors (returns a tensor).
-    """
-    scale, offset = _scale_offset(info)
-    if type(x).__module__.startswith("tensorflow"):
-        import tensorflow as tf
-
-        return tf.cast(x, tf.float32) * scale + offset
-    return np.asarray(x).astype(np.float32) * scale + offset
-
-
-def calibration_images(x, info, count=200, seed=0):
-    """A seeded random sample of ``min(count, len(x))`` images, normalised float32: int8 calibration data."""
-    if isinstance(count, bool) or not isinstance(count, int) or count < 1:
-        raise ValueError(f"`count` must be a positive int. Received: count={count!r}")
-    index = np.random.default_rng(seed).choice(len(x), size=min(count, len(x)), replace=False)
-    return normalize(x[np.sort(index)], info)
-
-
-# ---------------------------------------------------------------------------------------------------
-# The pipeline: one augmentation, two array libraries
-
-
-def _pad(side):
-    return side // 8  # 4 px at 32, 3 px at 28
-
-
-def _augment(x, u, info, erase, ops):
-    """Augments and normalises a uint8 batch ``(B, H, W, C)`` from uniform draws ``u`` ``(B, 8)``.
-
-    Reflect-pad by 1/8 of the side and crop back at a random offset, flip horizontally if ``info``
-    allows, then normalise and erase one random box with probability ``erase`` (filled with 0, the
-    dataset mean after normalisation). The pad and crop are one gather of reflected indices.
-    ``ops`` holds the few array functions used, from numpy or TensorFlow.
-    """
-    h, w = x.shape[1], x.shape[2]
-
-    def crop(offset, side):
-        pad = _pad(side)
-        i = ops.abs(ops.floor(offset * (2 * pad + 1)) - pad + ops.arange(side))
-        return ops.minimum(i, 2 * (side - 1) - i)  # reflect at both edges (pad < side)
-
-    rows, cols = crop(u[:, 0:1], h), crop(u[:, 1:2], w)
-    if info["flip"]:
-        cols = ops.where(u[:, 2:3] < 0.5, (w - 1) - cols, cols)
-    scale, offset = _scale_offset(info)
-    out = ops.float32(ops.take(x, rows, cols)) * scale + offset
-    if erase > 0:
-        lo, hi = ERASE_AREA
-        area = h * w * (lo + (hi - lo) * u[:, 3:4])
-        ratio = ops.exp(math.log(ERASE_RATIO) * (1 - 2 * u[:, 4:5]))
-        eh = ops.clip(ops.floor(ops.sqrt(area * ratio) + 0.5), 1, h)
-        ew = ops.clip(ops.floor(ops.sqrt(area / ratio) + 0.5), 1, w)
-        top = ops.minimum(ops.floor(u[:, 5:6] * (h - eh + 1)), h - eh)
-        left = ops.minimum(ops.floor(u[:, 6:7] * (w - ew + 1)), w - ew)
-        r, c = ops.arange(h), ops.arange(w)
-        in_rows = (r >= top) & (r < top + eh) & (u[:, 7:8] < erase)
-        in_cols = (c >= left) & (c < left + ew)
-        out = ops.where((in_rows[:, :, None] & in_cols[:, None, :])[..., None], 0.0, out)
-    return out
-
-
-NUMPY_OPS = SimpleNamespace(
-    abs=np.abs, floor=np.floor, sqrt=np.sqrt, exp=np.exp, minimum=np.minimum, clip=np.clip, where=np.where,
-    arange=lambda n: np.arange(n, dtype=np.float32),
-    float32=lambda a: a.astype(np.float32),
-    take=lambda x, rows, cols: x[np.arange(len(x))[:, None, None], rows.astype(np.intp)[:, :, None],
-                                 cols.astype(np.intp)[:, None, :]],
-)
-
-
-def _tf_ops():
-    import tensorflow as tf
-
-    def take(x, rows, cols):
-        x = tf.gather(x, tf.cast(rows, tf.int32), axis=1, batch_dims=1)
-        return tf.gather(x, tf.cast(cols, tf.int32), axis=2, batch_dims=1)
-
-    return SimpleNamespace(
-        abs=tf.abs, floor=tf.floor, sqrt=tf.sqrt, exp=tf.exp, minimum=tf.minimum,
-        clip=tf.clip_by_value, where=tf.where, arange=lambda n: tf.range(n, dtype=tf.float32),
-        float32=lambda a: tf.cast(a, tf.float32), take=take)
-
-
-def _check_pipeline_args(x, y, info, batch_size, erase):
-    x_shape = getattr(x, "shape", None)
-    if x_shape is None or len(x_shape) != 4 or getattr(x, "dtype", None) != np.uint8:
-        raise ValueError("`x` must be a uint8 array of images (N, H, W, C). Received: "
-                         f"x with shape={x_shape}, dtype={getattr(x, 'dtype', type(x).__name__)}")
-    if len(y) != len(x):
-        raise ValueError(f"`y` must hold one label per image. Received: {len(y)} labels for {len(x)} images")
-    if x_shape[-1] != len(info["mean"]):
-        raise ValueError(f"`x` has {x_shape[-1]} channel(s) but info['mean'] has {len(info['mean'])}.")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"`batch_size` must be a positive int. Received: batch_size={batch_size!r}")
-    if isinstance(erase, bool) or not isinstance(erase, (int, float)) or not 0 <= erase <= 1:
-        raise ValueError(f"`erase` must be a probability in [0, 1]. Received: erase={erase!r}")
-
-
-def tf_dataset(x, y, info, batch_size=128, training=False, augment=True, seed=0, erase=0.0):
-    """A tf.data pipeline of normalised float32 image batches and int64 labels from uint8 arrays.
-
-    In training: a seeded shuffle that changes every epoch, batches of exactly `batch_size` (the last
-    partial batch dropped), and with ``augment`` the augmentation of the module docstring, seeded and
-    different every epoch. Augmentation runs on whole batches (batch first, then map), in parallel.
-    Outside training: the arrays in order, every sample, normalisation only.
-
-    Args:
-        x: uint8 images ``(N, H, W, C)``.
-        y: int labels ``(N,)``; they stay sparse.
-        info: the dict from `load` (``mean``, ``std``, ``flip``).
-        batch_size: images per batch.
-        training: shuffle, augment and drop the remainder.
-        augment: augment in training (pad-crop, flip if ``info["flip"]``, erasing).
-        seed: seed of the shuffle and of the augmentation.
-        erase: probability of random erasing per image, in [0, 1].
-
-    Returns:
-        A ``tf.data.Dataset`` of ``(images, labels)``.
-    """
-    import tensorflow as tf
-
-    _check_pipeline_args(x, y, info, batch_size, erase)
-    images, labels = tf.constant(x), tf.constant(np.asarray(y, np.int64))
-    ds = tf.data.Dataset.range(len(x))
-    if training:
-        ds = ds.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
-    ds = ds.batch(batch_size, drop_remainder=training)
-    if training and augment:
-        ops = _tf_ops()
-        draws = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
-
-        def fn(index, draw_seed):
-            u = tf.random.stateless_uniform((tf.shape(index)[0], 8), seed=draw_seed)
-            return _augment(tf.gather(images, index), u, info, erase, ops), tf.gather(labels, index)
-
-        ds = tf.data.Dataset.zip(ds, draws).map(fn, num_parallel_calls=tf.data.AUTOTUNE)
-    else:
-        ds = ds.map(lambda index: (normalize(tf.gather(images, index), info), tf.gather(labels, index)),
-                    num_parallel_calls=tf.data.AUTOTUNE)
-    return ds.prefetch(tf.data.AUTOTUNE)
-
-
-class NumpyDataset(keras.utils.PyDataset):
-    """The `tf_dataset` recipe in numpy only: see `numpy_dataset`."""
-
-    def __init__(self, x, y, info, batch_size=128, training=False, augment=True, seed=0, erase=0.0,
-                 **kwargs):
-        super().__init__(**kwargs)
-        _check_pipeline_args(x, y, info, batch_size, erase)
-        self.x, self.y, self.info = x, np.asarray(y, np.int64), info
-        self.batch_size, self.training, self.augment = batch_size, training, augment
-        self.seed, self.erase = seed, erase
-        self.epoch = 0
-        self._order = self._permutation()
-
-    def _permutation(self):
-        if not self.training:
-            return np.arange(len(self.x))
-        return np.random.default_rng((self.seed, 0, self.epoch)).permutation(len(self.x))
-
-    def __len__(self):
-        n = len(self.x)
-        return n // self.batch_size if self.training else -(-n // self.batch_size)
-
-    def __getitem__(self, i):
-        if not 0 <= i < len(self):
-            raise IndexError(f"batch index {i} out of range for {len(self)} batches")
-        index = self._order[i * self.batch_size:(i + 1) * self.batch_size]
-        x = self.x[index]
-        if self.training and self.augment:
-            u = np.random.default_rng((self.seed, 1, self.epoch, i)).random((len(x), 8), np.float32)
-            x = _augment(x, u, self.info, self.erase, NUMPY_OPS)
-        else:
-            x = normalize(x, self.info)
-        return x, self.y[index]
-
-    def on_epoch_end(self):
-        self.epoch += 1
-        self._order = self._permutation()
-
-
-def numpy_dataset(x, y, info, batch_size=128, training=False, augment=True, seed=0, erase=0.0, **kwargs):
-    """The `tf_dataset` recipe as a ``keras.utils.PyDataset`` in numpy only (no TensorFlow import).
-
-    For training with the JAX or PyTorch backend where TensorFlow is not installed. Same arguments and
-    the same augmentation as `tf_dataset` (a different random stream); batch ``i`` of epoch ``e`` is a
-    function of ``(seed, e, i)`` only, so it is reproducible with any number of workers, and
-    ``on_epoch_end`` (called by ``fit``) reshuffles. ``kwargs`` go to ``PyDataset``
-    (``workers``, ``use_multiprocessing``, ``max_queue_size``).
-
-    Returns:
-        A `NumpyDataset` of ``(float32 images, int64 labels)`` batches.
-    """
-    return NumpyDataset(x, y, info, batch_size, training, augment, seed, erase, **kwargs)
