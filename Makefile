@@ -13,10 +13,10 @@ data:
 	  ($(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq dataset-fashion-mnist)
 
 install: data
-	$(PYTHON) -m pip install -q -e ".[cpu]"
+	$(PYTHON) -m pip install -q -e ".[all]"
 
 install-dev: data
-	$(PYTHON) -m pip install -q -e ".[cpu,dev]"
+	$(PYTHON) -m pip install -q -e ".[all,dev]"
 
 FMNIST := /usr/share/datasets/fashion-mnist
 

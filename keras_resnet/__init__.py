@@ -11,16 +11,24 @@ TensorFlow-only parts (tf.data pipelines, LiteRT export) are imported on first u
 """
 
 import importlib
+import os
+import sys
 
-from keras_resnet.layers import (
-    BottleneckBlock,
-    DropPath,
-    ProjectionShortcut,
-    ResidualBlock,
-)
-from keras_resnet.losses import SmoothedSparseCrossentropy
-from keras_resnet.models import IMAGENET_DEPTHS, build
-from keras_resnet.summary import count_macs, summarize
+from keras_resnet.io_utils import quiet_native_logs
+
+# The `keras-resnet` command (also `python -m keras_resnet.cli`) keeps TensorFlow's C++ start-up log
+# lines out of its output unless it runs with --debug; a library import leaves them as they are.
+_COMMAND = os.path.basename(sys.argv[0] if sys.argv else "") in ("keras-resnet", "-m")
+with quiet_native_logs(_COMMAND and "--debug" not in sys.argv):
+    from keras_resnet.layers import (
+        BottleneckBlock,
+        DropPath,
+        ProjectionShortcut,
+        ResidualBlock,
+    )
+    from keras_resnet.losses import SmoothedSparseCrossentropy
+    from keras_resnet.models import IMAGENET_DEPTHS, ResNet, build, config_of
+    from keras_resnet.summary import count_macs, summarize
 
 __version__ = "0.1.0"
 
@@ -48,10 +56,12 @@ __all__ = [
     "BottleneckBlock",
     "DropPath",
     "IMAGENET_DEPTHS",
+    "ResNet",
     "ProjectionShortcut",
     "ResidualBlock",
     "SmoothedSparseCrossentropy",
     "build",
+    "config_of",
     "count_macs",
     "summarize",
     "__version__",

@@ -1,23 +1,24 @@
-"""`keras-resnet`: thin argparse over the package. Every flag mirrors a library argument name.
+"""`keras-resnet`: build, train, search, export and run residual networks from the command line.
 
-Each concern registers its own subcommands in one function below (``_add_*``); the handlers import
-their module on first use, so ``keras-resnet summary`` does not load TensorFlow's data stack.
+Every flag is named after the library argument it sets (`--batch-size` is `Recipe.batch_size`); the
+recipe's, the search space's and the budget's flags are derived from their dataclasses
+(`keras_resnet.flags`). Errors are one line, ``keras-resnet <command>: error: ...``, with exit status
+2 for bad input and 1 for a failure while running; ``--debug`` shows the traceback and TensorFlow's
+native log lines instead.
 """
 
 import argparse
-import dataclasses
 import json
 import os
 import sys
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up chatter out of the output
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # keep TensorFlow's start-up chatter out of the output
 
+from keras_resnet import flags  # noqa: E402
+from keras_resnet.io_utils import quiet_native_logs  # noqa: E402
+from keras_resnet.runtime import DISTRIBUTE, PRECISIONS  # noqa: E402
 
-def _blocks(text):
-    try:
-        return tuple(int(b) for b in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"--blocks takes comma-separated integers, e.g. 2,2,2,2. Got {text!r}")
+_blocks = flags.int_list
 
 
 def _shape(text):
@@ -63,20 +64,21 @@ def _add_summary(sub):
 def _train(args):
     from keras_resnet import training
 
-    recipe = training.Recipe(**{f.name: getattr(args, f.name) for f in dataclasses.fields(training.Recipe)})
     kwargs = {k: v for k, v in model_kwargs(args).items() if v is not None}
     kwargs.pop("input_shape"), kwargs.pop("num_classes")  # both come from the dataset
     if "blocks" not in kwargs:
         kwargs.setdefault("depth", 20)
+    verbose = "auto" if args.verbose == "auto" else int(args.verbose)
     result = training.train(
-        dataset=args.dataset, data_dir=args.data_dir, download=args.download, recipe=recipe,
-        run_dir=args.run_dir,
-        precision=args.precision, distribute=args.distribute, pipeline=args.pipeline,
-        train_size=args.train_size, verbose=args.verbose, **kwargs)
+        dataset=args.dataset, data_dir=args.data_dir, download=args.download,
+        recipe=flags.from_args(training.Recipe, args), run_dir=args.run_dir, precision=args.precision,
+        distribute=args.distribute, pipeline=args.pipeline, train_size=args.train_size, verbose=verbose,
+        bad_images=args.bad_images, **kwargs)
     tta = (f", {result['test_accuracy_flip_tta']:.4f} with flip test-time augmentation"
            if "test_accuracy_flip_tta" in result else "")
+    best = result["best_val_accuracy"]
     print(f"{result['model']['name']} on {args.dataset}: test accuracy {result['test_accuracy']:.4f}{tta} "
-          f"(best validation {result['best_val_accuracy']:.4f}, {result['epochs_run']} epochs); "
+          f"({'' if best is None else f'best validation {best:.4f}, '}{result['epochs_run']} epochs); "
           f"run folder {result['run_dir']}")
 
 
@@ -96,35 +98,30 @@ def add_data_args(p):
     p.add_argument("--data-dir", default=None, help="where the dataset's files are")
     p.add_argument("--download", action="store_true",
                    help="let tensorflow-datasets or Keras download a missing dataset (needs internet)")
+    p.add_argument("--bad-images", choices=["error", "skip"], default="error",
+                   help="an image file of a folder that does not decode: stop, naming it (default), or skip it")
+
+
+def add_run_args(p):
+    """How a run executes: precision, distribution, input pipeline (arguments of `train`)."""
+    p.add_argument("--precision", choices=PRECISIONS, default="auto")
+    p.add_argument("--distribute", choices=DISTRIBUTE, default="auto")
+    p.add_argument("--pipeline", choices=["auto", "tf", "numpy"], default="auto")
 
 
 def _add_training(sub):
     """`train` and `evaluate` (keras_resnet.training)."""
-    from keras_resnet.training import DISTRIBUTE, PRECISIONS, SCHEDULES, Recipe
+    from keras_resnet.training import Recipe
 
-    r = Recipe()
     p = sub.add_parser("train", help="train a ResNet (resumes an interrupted run of the same command)")
     add_model_args(p)  # --depth defaults to 20 here, unless --blocks is given
     add_data_args(p)
-    g = p.add_argument_group("recipe (keras_resnet.training.Recipe)")
-    g.add_argument("--epochs", type=int, default=r.epochs)
-    g.add_argument("--batch-size", type=int, default=r.batch_size)
-    g.add_argument("--learning-rate", type=float, default=r.learning_rate)
-    g.add_argument("--momentum", type=float, default=r.momentum)
-    g.add_argument("--weight-decay", type=float, default=r.weight_decay)
-    g.add_argument("--warmup-epochs", type=float, default=None,
-                   help="linear warm-up epochs (default 2, or a fifth of a shorter run)")
-    g.add_argument("--schedule", choices=SCHEDULES, default=r.schedule)
-    g.add_argument("--label-smoothing", type=float, default=r.label_smoothing)
-    g.add_argument("--erase", type=float, default=r.erase, help="random-erasing probability")
-    g.add_argument("--val-fraction", type=float, default=r.val_fraction)
-    g.add_argument("--seed", type=int, default=r.seed)
+    flags.add_flags(p, Recipe, title="recipe (keras_resnet.training.Recipe)")
     p.add_argument("--run-dir", default=None, help="default saved_models/<model>_<dataset>")
-    p.add_argument("--precision", choices=PRECISIONS, default="auto")
-    p.add_argument("--distribute", choices=DISTRIBUTE, default="auto")
-    p.add_argument("--pipeline", choices=["auto", "tf", "numpy"], default="auto")
+    add_run_args(p)
     p.add_argument("--train-size", type=int, default=None, help="use only the first N training images")
-    p.add_argument("--verbose", type=int, default=1, choices=[0, 1, 2])
+    p.add_argument("--verbose", default="auto", choices=["auto", "0", "1", "2"],
+                   help="auto: a progress bar on a terminal, one line per epoch otherwise")
     p.set_defaults(func=_train)
 
     p = sub.add_parser("evaluate", help="test accuracy of a saved .keras model")
@@ -149,84 +146,33 @@ def _int_list(flag):
 def _tune(args):
     from keras_resnet import training, tuning
 
-    space = tuning.SearchSpace(
-        depths=args.depths, cifar_n=args.cifar_n, blocks=args.blocks, block=args.block,
-        width_min=args.width_min, width_max=args.width_max, width_step=args.width_step,
-        learning_rate=args.learning_rate, weight_decay=args.weight_decay)
-    budget = tuning.Budget(max_trials=args.max_trials or None, max_epochs=args.max_epochs,
-                           time_limit=args.time_limit, max_params=args.max_params, max_macs=args.max_macs)
-    recipe = training.Recipe(batch_size=args.batch_size, momentum=args.momentum,
-                             warmup_epochs=args.warmup_epochs, label_smoothing=args.label_smoothing,
-                             erase=args.erase, val_fraction=args.val_fraction, seed=args.seed)
+    tuned = ("learning_rate", "weight_decay", "epochs")  # searched (the space) or set by the budget
     result = tuning.run_search(
-        dataset=args.dataset, data_dir=args.data_dir, download=args.download, space=space, budget=budget,
-        recipe=recipe, tuner=args.tuner, search_name=args.search_name, directory=args.directory,
-        factor=args.factor, train_size=args.train_size, retrain_epochs=args.retrain_epochs,
-        retrain_seconds=args.retrain_seconds, retrain_min_epochs=args.retrain_min_epochs,
-        retrain_size=args.retrain_size, variant=args.variant,
-        precision=args.precision, pipeline=args.pipeline, overwrite=args.overwrite,
-        verbose=0 if args.quiet else 1)
+        flags.from_args(tuning.SearchSpace, args),
+        flags.from_args(tuning.Budget, args, max_trials=args.max_trials or None),
+        flags.from_args(training.Recipe, args, skip=tuned),
+        data=flags.from_args(tuning.SearchData, args), retrain=flags.from_args(tuning.Retrain, args),
+        setup=flags.from_args(tuning.SearchSetup, args), verbose=0 if args.quiet else 1)
     if result.get("role") == "worker":
         print(f"worker {result['tuner_id']}: no trials left after {result['search_seconds']:.0f} s")
 
 
 def _add_tuning(sub):
-    """`tune` (keras_resnet.tuning)."""
-    from keras_resnet.training import PRECISIONS, Recipe
+    """`tune` (keras_resnet.tuning): its flags are the fields of the tuning dataclasses and the Recipe."""
+    from keras_resnet import training, tuning
 
-    r = Recipe()
     p = sub.add_parser("tune", help="search depth and width with KerasTuner (the same command resumes it)",
                        description="Search depth and width with KerasTuner, then retrain the best model. "
                                    "Results in DIRECTORY/SEARCH_NAME: leaderboard.csv/.json, pareto.png, "
                                    "best.keras, results.json.")
-    add_data_args(p)
-    g = p.add_argument_group("search space (keras_resnet.tuning.SearchSpace); one value fixes an entry")
-    g.add_argument("--depths", type=_int_list("--depths"), default=None,
-                   help="depths to choose from, e.g. 8,14,20")
-    g.add_argument("--cifar-n", type=_int_list("--cifar-n"), default=None,
-                   help="N_MIN,N_MAX: depths 6n+2 for n in the range (the default, 1,5: depths 8 to 32)")
-    g.add_argument("--blocks", type=_blocks, nargs="+", default=None,
-                   help="per-stage block counts to choose from, e.g. 1,1,1 2,2,2 1,2,3")
-    g.add_argument("--block", choices=["basic", "bottleneck"], nargs="+", default=None, help="with --blocks")
-    g.add_argument("--width-min", type=float, default=0.5)
-    g.add_argument("--width-max", type=float, default=2.0)
-    g.add_argument("--width-step", type=float, default=0.25)
-    g.add_argument("--learning-rate", type=float, nargs="+", default=None, metavar="LR",
-                   help=f"one value fixes it, MIN MAX searches it on a log scale (default {r.learning_rate})")
-    g.add_argument("--weight-decay", type=float, nargs="+", default=None, metavar="WD",
-                   help=f"one value fixes it, MIN MAX searches it on a log scale (default {r.weight_decay})")
-    g.add_argument("--variant", choices=["v1.5", "preact", "plain"], default="v1.5")
-    g = p.add_argument_group("tuner and budget (keras_resnet.tuning.Budget)")
-    g.add_argument("--tuner", choices=["hyperband", "bayesian", "random"], default="hyperband")
-    g.add_argument("--max-trials", type=int, default=20, help="0: no cap (Hyperband's full iteration)")
-    g.add_argument("--max-epochs", type=int, default=10, help="epochs per trial (Hyperband's largest)")
-    g.add_argument("--factor", type=int, default=3, help="Hyperband's reduction factor")
-    g.add_argument("--time-limit", type=float, default=None, metavar="SECONDS",
-                   help="no new trial after this, and the running one stops at its next batch")
-    g.add_argument("--max-params", type=float, default=None, help="larger models are never trained, e.g. 1e6")
-    g.add_argument("--max-macs", type=float, default=None, help="MACs per image, e.g. 50e6")
-    g = p.add_argument_group("recipe of every trial (keras_resnet.training.Recipe)")
-    g.add_argument("--batch-size", type=int, default=r.batch_size)
-    g.add_argument("--momentum", type=float, default=r.momentum)
-    g.add_argument("--warmup-epochs", type=float, default=None,
-                   help="linear warm-up (default 2, at most a fifth of a trial)")
-    g.add_argument("--label-smoothing", type=float, default=r.label_smoothing)
-    g.add_argument("--erase", type=float, default=r.erase, help="random-erasing probability")
-    g.add_argument("--val-fraction", type=float, default=r.val_fraction, help="held out to rank the trials")
-    g.add_argument("--seed", type=int, default=r.seed)
-    p.add_argument("--search-name", default=None, help="default <tuner>_<dataset>")
-    p.add_argument("--directory", default="saved_models", help="where the search folder goes")
-    p.add_argument("--overwrite", action="store_true", help="start afresh instead of resuming")
-    p.add_argument("--train-size", type=int, default=None, help="search on the first N training images")
-    p.add_argument("--retrain-epochs", type=int, default=None,
-                   help="epochs to retrain the best model on train+val (default --max-epochs; 0 restores it)")
-    p.add_argument("--retrain-seconds", type=float, default=None,
-                   help="instead of --retrain-epochs: retrain for as many epochs as fit in this many seconds")
-    p.add_argument("--retrain-min-epochs", type=int, default=None,
-                   help="with --retrain-seconds: retrain the best-ranked trial that fits this many epochs")
-    p.add_argument("--retrain-size", type=int, default=None, help="retrain on the first N training images")
-    p.add_argument("--precision", choices=PRECISIONS, default="auto")
-    p.add_argument("--pipeline", choices=["auto", "tf", "numpy"], default="auto")
+    flags.add_flags(p, tuning.SearchData, title="data (keras_resnet.tuning.SearchData)")
+    flags.add_flags(p, tuning.SearchSpace, title="search space (keras_resnet.tuning.SearchSpace); one value "
+                                                  "fixes an entry")
+    flags.add_flags(p, tuning.Budget, title="budget (keras_resnet.tuning.Budget)")
+    flags.add_flags(p, tuning.SearchSetup, title="tuner and folder (keras_resnet.tuning.SearchSetup)")
+    flags.add_flags(p, training.Recipe, skip=("learning_rate", "weight_decay", "epochs"),
+                    title="recipe of every trial (keras_resnet.training.Recipe)")
+    flags.add_flags(p, tuning.Retrain, title="retraining of the best model (keras_resnet.tuning.Retrain)")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
     p.set_defaults(func=_tune)
 
@@ -344,17 +290,37 @@ def _add_export(sub):
     p.set_defaults(func=_predict)
 
 
+# Bad input (exit 2) and failures while running (exit 1), each reported in one line.
+USAGE_ERRORS = (ValueError, TypeError, FileNotFoundError, NotADirectoryError, IsADirectoryError)
+RUNTIME_ERRORS = (OSError, FloatingPointError, RuntimeError, ImportError)
+
+
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="keras-resnet", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="keras-resnet", description="Residual networks for Keras 3: build, train, search, export, "
+                                         "predict. `keras-resnet COMMAND --help` lists a command's flags.")
+    parser.add_argument("--debug", action="store_true", help="tracebacks and TensorFlow's native logs")
     sub = parser.add_subparsers(dest="command", required=True)
-    for add in (_add_summary, _add_training, _add_tuning, _add_export):
-        add(sub)
-    args = parser.parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    with quiet_native_logs("--debug" not in argv):  # TensorFlow's C++ log lines go nowhere
+        for add in (_add_summary, _add_training, _add_tuning, _add_export):
+            add(sub)
+        args = parser.parse_args(argv)
+        return _run(args)
+
+
+def _run(args):
     try:
         return args.func(args) or 0
-    except (ValueError, FileNotFoundError) as e:
-        print(f"keras-resnet {args.command}: error: {e}", file=sys.stderr)
-        return 2
+    except KeyboardInterrupt:
+        print(f"keras-resnet {args.command}: interrupted; the same command continues the run", file=sys.stderr)
+        return 130
+    except USAGE_ERRORS + RUNTIME_ERRORS as e:
+        if args.debug:
+            raise
+        message = " ".join(str(e).split()) or type(e).__name__
+        print(f"keras-resnet {args.command}: error: {message}", file=sys.stderr)
+        return 2 if isinstance(e, USAGE_ERRORS) else 1
 
 
 if __name__ == "__main__":

@@ -1,8 +1,11 @@
 """The depth table and `build()`: every ResNet is a stem, a list of stages of blocks, and a head."""
 
+import contextlib
+
 import keras
 from keras import layers
 
+from keras_resnet import checks
 from keras_resnet.layers import BottleneckBlock, ResidualBlock, StridedPad, batch_norm, conv
 
 # depth -> (block, blocks per stage), ImageNet family: 7x7 stem, four stages of 64-128-256-512 channels.
@@ -33,17 +36,10 @@ def supported_depths_message():
 
 def resolve_depth(depth=None, blocks=None, block=None):
     """Returns ``(block, blocks)`` for a depth, or checks and completes a custom stage list."""
-    if block is not None and block not in BLOCKS:
-        raise ValueError(f"`block` must be one of {sorted(BLOCKS)}. Received: block={block!r}")
+    if block is not None:
+        checks.check_choice("block", block, sorted(BLOCKS))
     if blocks is not None:
-        if not isinstance(blocks, (list, tuple)) or len(blocks) not in STAGE_WIDTHS or any(
-            isinstance(b, bool) or not isinstance(b, int) or b < 1 for b in blocks
-        ):
-            raise ValueError(
-                "`blocks` must list 3 (CIFAR layout) or 4 (ImageNet layout) positive block counts. "
-                f"Received: blocks={blocks!r}"
-            )
-        blocks = tuple(blocks)
+        blocks = checks.check_int_tuple("blocks", blocks, STAGE_WIDTHS)  # 3 (CIFAR) or 4 (ImageNet) stages
         block = block or "basic"
         if depth is not None and depth != block_depth(block, blocks):
             raise ValueError(
@@ -52,7 +48,7 @@ def resolve_depth(depth=None, blocks=None, block=None):
             )
         return block, blocks
     depth = DEFAULT_DEPTH if depth is None else depth
-    if isinstance(depth, bool) or not isinstance(depth, int) or depth < 1:
+    if not checks.is_int(depth) or depth < 1:
         raise ValueError(f"`depth` must be a positive integer. Received: depth={depth!r}. "
                          + supported_depths_message())
     if depth in IMAGENET_DEPTHS:
@@ -77,38 +73,36 @@ def block_depth(block, blocks):
 
 
 def _check_input_shape(input_shape):
-    if not isinstance(input_shape, (list, tuple)) or len(input_shape) != 3:
-        raise ValueError(f"`input_shape` must be (height, width, channels). "
-                         f"Received: input_shape={input_shape!r}")
+    if not isinstance(input_shape, (list, tuple)) or len(input_shape) != 3 or not all(
+            s is None or (checks.is_int(s) and s > 0) for s in input_shape):
+        raise ValueError(f"`input_shape` must be (height, width, channels) of positive integers "
+                         f"(None for a variable side). Received: input_shape={input_shape!r}")
     return tuple(input_shape)
 
 
 def _check_build_args(width, variant, num_classes, input_shape, include_top, pooling, total_stride,
-                      drop_path_rate):
-    if isinstance(drop_path_rate, bool) or not isinstance(drop_path_rate, (int, float)) or not (
-        0.0 <= drop_path_rate < 1.0
-    ):
-        raise ValueError(f"`drop_path_rate` must be a number in [0, 1). "
-                         f"Received: drop_path_rate={drop_path_rate!r}")
-    if isinstance(width, bool) or not isinstance(width, (int, float)) or width <= 0:
-        raise ValueError(f"`width` must be a number > 0 (a multiplier of the standard widths). "
-                         f"Received: width={width!r}")
-    if variant not in VARIANTS:
-        raise ValueError(f"`variant` must be one of {VARIANTS}. Received: variant={variant!r}")
-    if include_top and (isinstance(num_classes, bool) or not isinstance(num_classes, int)
-                        or num_classes < 1):
-        raise ValueError(f"`num_classes` must be an integer >= 1. Received: num_classes={num_classes!r}")
-    if pooling not in (None, "avg", "max"):
-        raise ValueError(f"`pooling` must be None, 'avg' or 'max'. Received: pooling={pooling!r}")
-    h, w, c = input_shape
-    if not isinstance(c, int) or c < 1:
-        raise ValueError(f"`input_shape` needs at least one channel. Received: input_shape={input_shape!r}")
-    for side in (h, w):
+                      drop_path_rate, classifier_activation):
+    checks.check_number("drop_path_rate", drop_path_rate, 0.0, 1.0, high_open=True)
+    checks.check_number("width", width, 0.0, low_open=True)
+    checks.check_choice("variant", variant, VARIANTS)
+    checks.check_bool("include_top", include_top)
+    if include_top:
+        checks.check_int("num_classes", num_classes, 1)
+    checks.check_choice("pooling", pooling, (None, "avg", "max"))
+    if input_shape[-1] is None:
+        raise ValueError(f"`input_shape` needs a known channel count. Received: input_shape={input_shape!r}")
+    for side in input_shape[:2]:
         if side is not None and side < total_stride:
             raise ValueError(
                 f"`input_shape`={input_shape!r} is too small: this network downsamples by "
                 f"{total_stride}, so each side must be at least {total_stride} pixels."
             )
+    if classifier_activation is not None:
+        try:
+            keras.activations.get(classifier_activation)
+        except (ValueError, TypeError):
+            raise ValueError(f"`classifier_activation` must be None or a Keras activation name such as "
+                             f"'softmax'. Received: classifier_activation={classifier_activation!r}") from None
 
 
 def build(
@@ -124,6 +118,7 @@ def build(
     pooling=None,
     drop_path_rate=0.0,
     classifier_activation="softmax",
+    weights=None,
 ):
     """Builds a ResNet as an uncompiled functional `keras.Model`.
 
@@ -154,9 +149,13 @@ def build(
         pooling: without the top, None (4D features), "avg" or "max".
         drop_path_rate: stochastic-depth rate of the last block, rising linearly from 0 at the first.
         classifier_activation: activation of the classifier ("softmax", or None for logits).
+        weights: None (random initialisation) or a checkpoint to load, as
+            `keras_resnet.pretrained.load_weights` takes it.
 
     Returns:
-        An uncompiled `keras.Model` named ``resnet{depth}`` (``plain{depth}``, ``preresnet{depth}``).
+        An uncompiled functional `ResNet` (a `keras.Model` whose config is these arguments, so a
+        saved file knows its architecture: see `config_of`) named ``resnet{depth}``
+        (``plain{depth}``, ``preresnet{depth}``).
 
     Example:
 
@@ -164,6 +163,19 @@ def build(
     >>> model.output_shape
     (None, 10)
     """
+    model = ResNet(depth, blocks=blocks, block=block, width=width, variant=variant, num_classes=num_classes,
+                   input_shape=input_shape, include_top=include_top, pooling=pooling,
+                   drop_path_rate=drop_path_rate, classifier_activation=classifier_activation)
+    if weights is not None:
+        from keras_resnet import pretrained
+
+        pretrained.load_weights(model, weights)
+    return model
+
+
+def _graph(depth, blocks, block, width, variant, num_classes, input_shape, include_top, pooling,
+           drop_path_rate, classifier_activation):
+    """``(inputs, outputs, name)`` of the network `build` describes."""
     block, blocks = resolve_depth(depth, blocks, block)
     widths = STAGE_WIDTHS[len(blocks)]
     input_shape = _check_input_shape(input_shape)
@@ -171,7 +183,7 @@ def build(
     small = len(blocks) == 3 or min(s or SMALL_INPUT for s in (h, w)) < SMALL_INPUT
     total_stride = (1 if small else 4) * 2 ** (len(blocks) - 1)
     _check_build_args(width, variant, num_classes, input_shape, include_top, pooling, total_stride,
-                      drop_path_rate)
+                      drop_path_rate, classifier_activation)
     preact, residual = variant == "preact", variant != "plain"
     block_cls = BLOCKS[block]
 
@@ -215,4 +227,64 @@ def build(
     d = block_depth(block, blocks)
     prefix = {"v1.5": "resnet", "preact": "preresnet", "plain": "plain"}[variant]
     suffix = "" if width == 1 else f"_w{width:g}"
-    return keras.Model(inputs, x, name=f"{prefix}{d}{suffix}")
+    return inputs, x, f"{prefix}{d}{suffix}"
+
+
+@keras.saving.register_keras_serializable(package="keras_resnet")
+class ResNet(keras.Model):
+    """The functional model that `build` returns; its config is the `build` arguments.
+
+    A `.keras` file of it records depth, blocks, block, width and the rest, and loads (with
+    ``safe_mode=True`` and no ``custom_objects``) by building the same network again.
+    """
+
+    def __init__(self, depth=None, *, blocks=None, block=None, width=1.0, variant="v1.5", num_classes=1000,
+                 input_shape=(224, 224, 3), include_top=True, pooling=None, drop_path_rate=0.0,
+                 classifier_activation="softmax", name=None, trainable=True, dtype=None, **kwargs):
+        block, blocks = resolve_depth(depth, blocks, block)
+        # The dtype policy the layers were made under (mixed precision): a loaded file gets it back.
+        dtype = dtype or keras.mixed_precision.dtype_policy().name
+        arguments = dict(depth=block_depth(block, blocks), blocks=blocks, block=block, width=width,
+                         variant=variant, num_classes=num_classes, input_shape=_check_input_shape(input_shape),
+                         include_top=include_top, pooling=pooling, drop_path_rate=drop_path_rate,
+                         classifier_activation=classifier_activation)
+        with dtype_policy_scope(dtype):
+            inputs, outputs, default_name = _graph(**arguments)
+        super().__init__(inputs, outputs, name=name or default_name, trainable=trainable, **kwargs)
+        self._build_arguments, self._policy_name = arguments, dtype
+
+    def get_config(self):
+        config = {k: list(v) if isinstance(v, tuple) else v for k, v in self._build_arguments.items()}
+        return {"name": self.name, "trainable": self.trainable, "dtype": self._policy_name, **config}
+
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        return cls(**config)
+
+
+@contextlib.contextmanager
+def dtype_policy_scope(policy):
+    """Sets Keras's global dtype policy inside the block and restores the one it found."""
+    previous = keras.mixed_precision.dtype_policy()
+    keras.mixed_precision.set_global_policy(policy)
+    try:
+        yield keras.mixed_precision.dtype_policy()
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
+
+
+def config_of(model):
+    """The `build` arguments of a model that `build` made (also after a `.keras` round trip).
+
+    Returns a dict with ``depth``, ``blocks``, ``block``, ``width``, ``variant``, ``num_classes``,
+    ``input_shape``, ``include_top``, ``pooling``, ``drop_path_rate`` and ``classifier_activation``;
+    ``build(**config_of(model))`` builds the same architecture. Raises `ValueError` for another model.
+    """
+    if not isinstance(model, ResNet):
+        raise ValueError(f"`model` must be a model made by keras_resnet.build (or loaded from its .keras "
+                         f"file). Received: model={getattr(model, 'name', model)!r} of type "
+                         f"{type(model).__name__}")
+    config = model.get_config()
+    for key in ("name", "trainable", "dtype"):
+        config.pop(key)
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in config.items()}

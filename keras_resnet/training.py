@@ -1,78 +1,108 @@
-"""The training recipe: compile + fit, callbacks, distribution, mixed precision, resumable runs.
+"""The training recipe and the one run path: compile, fit, resume, run folder, one test evaluation.
 
 Defaults follow the papers: SGD with Nesterov momentum 0.9, batch 128, peak learning rate 0.1 (He et
 al. 2015) reached after a linear warm-up (Goyal et al. 2017), cosine decay to zero (Loshchilov & Hutter
 2017), decoupled weight decay 5e-4 (Zagoruyko & Komodakis 2016) on convolution and dense kernels only,
 never on BatchNorm or biases.
 
-Every run writes to ``saved_models/<run>/``: ``model.keras`` (final), ``best.keras`` (best validation
-accuracy), ``history.csv``, ``run.json`` (config and metrics), ``curves.png`` and TensorBoard logs.
-Model files are written to a temporary name and renamed, so a crash never leaves a half-written model.
-A run killed at any point and started again with the same command resumes from its last finished
-epoch (``keras.callbacks.BackupAndRestore``).
+`fit_run` is the only place that trains a run: `train` calls it, and so does the search's retraining.
+It writes into the run folder ``model.keras`` (final), ``best.keras`` (best validation accuracy),
+``history.csv``, ``config.json``, ``run.json`` (config and metrics), ``curves.png``, TensorBoard logs
+and ``state/`` (see `keras_resnet.callbacks.RunState`). Every file is written atomically. A run that
+stopped for any reason (killed, full disk, power cut) continues from its last finished epoch when the
+same command runs again.
 
 TensorFlow is optional here: with another Keras backend (JAX on a GPU machine) the data come from the
 NumPy pipeline and TensorFlow is never imported.
 """
 
-import csv
 import dataclasses
-import json
-import math
 import os
-import threading
+import sys
 import time
-import warnings
 
 import keras
 import numpy as np
 
+from keras_resnet import checks, io_utils
 from keras_resnet import data as data_lib
+from keras_resnet.callbacks import NaNGuard, RunState
+from keras_resnet.flags import field
+from keras_resnet.history import plot_history, read_history
 from keras_resnet.losses import SmoothedSparseCrossentropy
 from keras_resnet.models import build
+from keras_resnet.runtime import (  # noqa: F401 -- part of this module's surface
+    DISTRIBUTE,
+    PRECISIONS,
+    cpu_has_native_bfloat16,
+    cpu_info_field,
+    distribution_scope,
+    precision_scope,
+    resolve_precision,
+)
 from keras_resnet.summary import summarize
 
 SCHEDULES = ("cosine", "step")
-PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
-DISTRIBUTE = ("auto", "none", "mirrored")
+PIPELINES = ("auto", "tf", "numpy")
 
 
 @dataclasses.dataclass
 class Recipe:
     """Optimisation settings of a run (the model's settings are `build()` arguments)."""
 
-    epochs: int = 30
-    batch_size: int = 128
-    learning_rate: float = 0.1
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    warmup_epochs: float = None  # None: 2 epochs, or a fifth of a shorter run
-    schedule: str = "cosine"
-    label_smoothing: float = 0.0
-    erase: float = 0.0
-    val_fraction: float = 0.1
-    seed: int = 0
+    epochs: int = field(30, "epochs of the run")
+    batch_size: int = field(128, "images per step (all devices together)")
+    learning_rate: float = field(0.1, "peak learning rate")
+    momentum: float = field(0.9, "Nesterov momentum")
+    weight_decay: float = field(5e-4, "decoupled weight decay of the kernels")
+    warmup_epochs: float = field(None, "linear warm-up epochs (default 2, or a fifth of a shorter run)",
+                                 type=float)
+    schedule: str = field("cosine", "learning-rate schedule after the warm-up", choices=SCHEDULES)
+    label_smoothing: float = field(0.0, "label smoothing of the cross-entropy")
+    erase: float = field(0.0, "random-erasing probability")
+    val_fraction: float = field(0.1, "training images held out for validation")
+    seed: int = field(0, "seed of the weights, the split, the shuffling and the augmentation")
 
     def __post_init__(self):
-        for name in ("epochs", "batch_size"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"`{name}` must be a positive integer. Received: {name}={value!r}")
-        if not self.learning_rate > 0:
-            raise ValueError(f"`learning_rate` must be > 0. Received: learning_rate={self.learning_rate!r}")
-        if self.weight_decay < 0:
-            raise ValueError(f"`weight_decay` must be >= 0. Received: weight_decay={self.weight_decay!r}")
+        checks.check_int("epochs", self.epochs, 1)
+        checks.check_int("batch_size", self.batch_size, 1)
+        checks.check_number("learning_rate", self.learning_rate, 0, low_open=True)
+        checks.check_number("momentum", self.momentum, 0, 1, high_open=True)
+        checks.check_number("weight_decay", self.weight_decay, 0)
         if self.warmup_epochs is None:
             self.warmup_epochs = min(2.0, self.epochs / 5)
-        if not 0 <= self.warmup_epochs < self.epochs:
-            raise ValueError(f"`warmup_epochs` must be in [0, epochs={self.epochs}). "
-                             f"Received: warmup_epochs={self.warmup_epochs!r}")
-        if self.schedule not in SCHEDULES:
-            raise ValueError(f"`schedule` must be one of {SCHEDULES}. Received: schedule={self.schedule!r}")
+        checks.check_number("warmup_epochs", self.warmup_epochs, 0, self.epochs, high_open=True)
+        checks.check_choice("schedule", self.schedule, SCHEDULES)
         for name in ("label_smoothing", "erase", "val_fraction"):
-            value = getattr(self, name)
-            if not 0 <= value < 1:
-                raise ValueError(f"`{name}` must be in [0, 1). Received: {name}={value!r}")
+            checks.check_number(name, getattr(self, name), 0, 1, high_open=True)
+        checks.check_int("seed", self.seed, 0)
+
+
+@dataclasses.dataclass
+class RunData:
+    """The arrays of a run: images (N, H, W, C) as loaded, integer labels, and `data.load`'s info."""
+
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_val: np.ndarray
+    y_val: np.ndarray
+    info: dict
+    x_test: np.ndarray = None
+    y_test: np.ndarray = None
+
+
+def load_run_data(dataset="fashion_mnist", recipe=None, *, data_dir=None, download=False, train_size=None,
+                  bad_images="error"):
+    """Loads `dataset` and splits the recipe's validation fraction off its training images."""
+    recipe = recipe or Recipe()
+    checks.check_int("train_size", train_size, 1, none_ok=True)
+    (x_train, y_train), (x_test, y_test), info = data_lib.load(dataset, data_dir=data_dir, download=download,
+                                                                bad_images=bad_images)
+    if train_size is not None:
+        x_train, y_train = x_train[:train_size], y_train[:train_size]
+    (x_train, y_train), (x_val, y_val) = data_lib.split_validation(
+        x_train, y_train, recipe.val_fraction, seed=recipe.seed)
+    return RunData(x_train, y_train, x_val, y_val, info, x_test, y_test)
 
 
 def learning_rate_schedule(recipe, steps_per_epoch):
@@ -109,178 +139,91 @@ def compile_model(model, recipe, steps_per_epoch):
     return model
 
 
-def save_model_atomic(model, path):
-    """Saves `model` to `path` (.keras) through a temporary file in the same folder, then renames."""
-    path = os.fspath(path)
-    tmp = f"{path[:-len('.keras')]}.partial-{os.getpid()}.keras"
-    try:
-        model.save(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+def steps_per_epoch(recipe, images):
+    """Whole batches per epoch; a clear error, with a batch size that fits, when there is not one."""
+    return data_lib.check_batch_size(recipe.batch_size, images) and images // recipe.batch_size
 
 
-class BestModelCheckpoint(keras.callbacks.Callback):
-    """Keeps the model with the best `monitor` value, written atomically."""
-
-    def __init__(self, path, monitor="val_accuracy"):
-        super().__init__()
-        self.path, self.monitor, self.best = path, monitor, -math.inf
-
-    def on_epoch_end(self, epoch, logs=None):
-        value = (logs or {}).get(self.monitor)
-        if value is not None and value > self.best:
-            self.best = value
-            save_model_atomic(self.model, self.path)
-
-
-class NaNGuard(keras.callbacks.Callback):
-    """Stops training the moment the loss is not finite, and says so plainly."""
-
-    def __init__(self):
-        super().__init__()
-        self.message = None
-
-    def on_train_batch_end(self, batch, logs=None):
-        loss = (logs or {}).get("loss")
-        if loss is not None and not math.isfinite(float(loss)):
-            self.message = (
-                f"the training loss became {float(loss)} at batch {batch}; training stopped. "
-                "Lower --learning-rate, raise --warmup-epochs, or use float32 precision."
-            )
-            self.model.stop_training = True
-
-
-def set_precision(precision):
-    """Sets Keras's global dtype policy and returns the precision it chose.
-
-    "auto": mixed precision on a GPU (bfloat16 on Ampere and newer, float16 before); on a CPU,
-    bfloat16 where the TensorFlow backend can run it natively (AVX512-BF16 or AMX), else float32.
-    An explicit mixed precision on a CPU that lacks native support warns: it is emulated there and
-    trains several times slower than float32 (about 9x for a ResNet-20 at width 1.5 on an AVX2-only
-    CPU).
-    """
-    if precision not in PRECISIONS:
-        raise ValueError(f"`precision` must be one of {PRECISIONS}. Received: precision={precision!r}")
-    gpus = _gpu_names() if precision != "float32" else []
-    if precision == "auto":
-        if gpus:
-            modern = any(any(t in g for t in ("A100", "H100", "H200", "L4", "L40", "RTX 30", "RTX 40"))
-                         for g in gpus)
-            precision = "mixed_bfloat16" if modern else "mixed_float16"
-        elif keras.backend.backend() == "tensorflow" and cpu_has_native_bfloat16():
-            precision = "mixed_bfloat16"
-        else:
-            precision = "float32"
-    elif precision != "float32" and not gpus and not (
-            precision == "mixed_bfloat16" and cpu_has_native_bfloat16()):
-        warnings.warn(
-            f"precision={precision!r} on a CPU without native {precision[6:]} arithmetic is emulated and "
-            "trains several times slower than float32; use precision='float32' or 'auto' here.",
-            stacklevel=2)
-    keras.mixed_precision.set_global_policy(precision)
-    return precision
-
-
-def cpu_has_native_bfloat16(cpuinfo="/proc/cpuinfo"):
-    """True when the CPU advertises bfloat16 arithmetic (AVX512-BF16 or AMX-BF16); False if unknown."""
-    return bool(set((cpu_info_field("flags", cpuinfo) or "").split()) & {"avx512_bf16", "amx_bf16"})
-
-
-def cpu_info_field(name, cpuinfo="/proc/cpuinfo"):
-    """The first CPU's `name` field of Linux's cpuinfo (e.g. "flags", "model name"); None if unknown."""
-    try:
-        with open(cpuinfo) as f:
-            for line in f:
-                key, _, value = line.partition(":")
-                if key.strip() == name:
-                    return value.strip()
-    except OSError:
-        pass
-    return None
-
-
-def _gpu_names():
-    backend = keras.backend.backend()
-    if backend == "jax":
-        import jax
-
-        return [d.device_kind for d in jax.devices() if d.platform == "gpu"]
-    if backend == "tensorflow":
-        import tensorflow as tf
-
-        return [tf.config.experimental.get_device_details(g).get("device_name", "GPU")
-                for g in tf.config.list_physical_devices("GPU")]
-    if backend == "torch":
-        import torch
-
-        return [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
-    return []
-
-
-def distribution_scope(distribute="auto"):
-    """A `tf.distribute.MirroredStrategy` scope when several GPUs are visible (TensorFlow backend).
-
-    ``"mirrored"`` forces it over every visible device of the preferred kind (GPUs, else the logical
-    CPUs), which is how it is tested on one machine. With JAX, several GPUs use Keras's DataParallel.
-    Returns ``(scope, replicas)``.
-    """
-    import contextlib
-
-    if distribute not in DISTRIBUTE:
-        raise ValueError(f"`distribute` must be one of {DISTRIBUTE}. Received: distribute={distribute!r}")
-    backend = keras.backend.backend()
-    if distribute == "none" or backend not in ("tensorflow", "jax"):
-        return contextlib.nullcontext(), 1
-    if backend == "jax":
-        import jax
-
-        gpus = [d for d in jax.devices() if d.platform == "gpu"]
-        if len(gpus) > 1 or (distribute == "mirrored" and len(jax.devices()) > 1):
-            keras.distribution.set_distribution(keras.distribution.DataParallel())
-            return contextlib.nullcontext(), len(gpus or jax.devices())
-        return contextlib.nullcontext(), 1
-    import tensorflow as tf
-
-    gpus = tf.config.list_logical_devices("GPU")
-    if distribute == "mirrored" or len(gpus) > 1:
-        devices = [d.name for d in (gpus or tf.config.list_logical_devices("CPU"))]
-        strategy = tf.distribute.MirroredStrategy(devices)
-        return strategy.scope(), strategy.num_replicas_in_sync
-    return contextlib.nullcontext(), 1
+def _pipeline(pipeline):
+    checks.check_choice("pipeline", pipeline, PIPELINES)
+    return ("tf" if keras.backend.backend() == "tensorflow" else "numpy") if pipeline == "auto" else pipeline
 
 
 def make_datasets(x_train, y_train, x_val, y_val, info, recipe, pipeline="auto"):
     """The training and validation inputs, with tf.data on TensorFlow and NumPy elsewhere."""
-    pipeline = _pipeline(pipeline)
-    if pipeline not in ("tf", "numpy"):
-        raise ValueError(f"`pipeline` must be 'auto', 'tf' or 'numpy'. Received: pipeline={pipeline!r}")
-    make = data_lib.tf_dataset if pipeline == "tf" else data_lib.numpy_dataset
+    make = data_lib.tf_dataset if _pipeline(pipeline) == "tf" else data_lib.numpy_dataset
     train = make(x_train, y_train, info, batch_size=recipe.batch_size, training=True,
                  seed=recipe.seed, erase=recipe.erase)
     val = make(x_val, y_val, info, batch_size=recipe.batch_size) if len(x_val) else None
     return train, val
 
 
+def _verbosity(verbose):
+    """Keras's progress bar within the epoch on a terminal, one line per epoch otherwise."""
+    if verbose == "auto":
+        return 1 if sys.stdout.isatty() else 2
+    return checks.check_choice("verbose", verbose, (0, 1, 2))
+
+
+def fit_run(model, recipe, data, run_dir, *, pipeline="auto", verbose="auto", config=None, chief=True):
+    """Trains `model` with `recipe` on `data` into `run_dir`, resumably; tests it once if `data` has a
+    test split. The only training loop of the package.
+
+    Args:
+        model: a built, uncompiled model (inside the caller's precision and distribution scopes).
+        recipe: a `Recipe`; data: a `RunData` (no validation images: no ``best.keras``).
+        run_dir: the run folder; a folder with committed state continues from its last epoch.
+        pipeline: "auto", "tf" or "numpy"; verbose: "auto", 0, 1 or 2.
+        config: what describes the run, written to ``config.json`` and ``run.json``.
+        chief: False in the processes of a multi-process job that train but do not write.
+
+    Returns:
+        The metrics written to ``run.json``, with ``run_dir``.
+    """
+    run_dir = os.fspath(run_dir)
+    compile_model(model, recipe, steps_per_epoch(recipe, len(data.x_train)))
+    train_ds, val_ds = make_datasets(data.x_train, data.y_train, data.x_val, data.y_val, data.info, recipe,
+                                     pipeline)
+    config = {**(config or {}), "recipe": dataclasses.asdict(recipe), "backend": keras.backend.backend(),
+              "train_images": int(len(data.x_train)), "val_images": int(len(data.x_val)),
+              "normalization": {"mean": data.info["mean"], "std": data.info["std"]},
+              "class_names": data.info["class_names"]}
+    if chief:
+        os.makedirs(run_dir, exist_ok=True)
+        io_utils.write_json(os.path.join(run_dir, "config.json"), config, indent=2)
+    state = RunState(run_dir, monitor="val_accuracy" if val_ds is not None else None, chief=chief)
+    initial_epoch = state.restore(model)
+    guard = NaNGuard()
+    callbacks = [state, guard]
+    if chief and keras.backend.backend() == "tensorflow":
+        callbacks.append(keras.callbacks.TensorBoard(os.path.join(run_dir, "logs")))
+    start = time.perf_counter()
+    if initial_epoch < recipe.epochs:
+        model.fit(train_ds, validation_data=val_ds, epochs=recipe.epochs, initial_epoch=initial_epoch,
+                  callbacks=callbacks, shuffle=False, verbose=_verbosity(verbose))
+    seconds = time.perf_counter() - start
+    if guard.message:
+        raise FloatingPointError(guard.message)
+    metrics = {**config, "model": summarize(model), "epochs_run": state.epoch,
+               "best_val_accuracy": None if state.best_epoch is None else state.best,
+               "fit_seconds_this_process": round(seconds, 1)}
+    if data.x_test is not None:
+        x_test = data_lib.normalize(data.x_test, data.info)
+        metrics.update(test_accuracies(model, x_test, data.y_test, data.info), test_images=len(data.y_test))
+    if chief:
+        io_utils.save_model(model, os.path.join(run_dir, "model.keras"))
+        io_utils.write_json(os.path.join(run_dir, "run.json"), metrics, indent=2)
+        plot_history(read_history(state.history_path), os.path.join(run_dir, "curves.png"), title=model.name)
+    return {**metrics, "run_dir": run_dir}
+
+
 def run_name(model_name, dataset):
     return f"{model_name}_{os.path.basename(os.path.normpath(str(dataset)))}"
 
 
-def train(
-    *,
-    dataset="fashion_mnist",
-    data_dir=None,
-    download=False,
-    recipe=None,
-    run_dir=None,
-    precision="auto",
-    distribute="auto",
-    pipeline="auto",
-    train_size=None,
-    verbose=1,
-    **build_kwargs,
-):
+def train(*, dataset="fashion_mnist", data_dir=None, download=False, recipe=None, run_dir=None,
+          precision="auto", distribute="auto", pipeline="auto", train_size=None, verbose="auto",
+          bad_images="error", **build_kwargs):
     """Trains a ResNet with the recipe, evaluates it on the test split, and writes the run folder.
 
     Args:
@@ -289,88 +232,37 @@ def train(
         recipe: a `Recipe` (defaults from the papers).
         run_dir: the run's folder; defaults to ``saved_models/<model>_<dataset>``. Running the same
             command again resumes an interrupted run in that folder.
-        precision: "auto" (mixed on GPU, float32 on CPU), "float32", "mixed_float16", "mixed_bfloat16".
+        precision: "auto" (mixed on GPU, bfloat16 on CPUs that run it natively, else float32),
+            "float32", "mixed_float16" or "mixed_bfloat16"; set for this call only.
         distribute: "auto" (mirrored over several GPUs), "none", or "mirrored" (force it).
         pipeline: "auto", "tf" or "numpy".
         train_size: use only the first N training images (quick experiments and tests).
+        bad_images: "error" (a file of an image folder that does not decode stops the run, named) or
+            "skip" (such files are left out, with one warning line).
+        verbose: "auto" (a progress bar on a terminal, a line per epoch otherwise), 0, 1 or 2.
         **build_kwargs: `keras_resnet.build` arguments (depth, width, variant, ...); the input shape
             and class count come from the dataset.
 
     Returns:
-        The metrics dict also written to ``run.json``.
+        The metrics dict also written to ``run.json``, with ``run_dir``.
     """
     recipe = recipe or Recipe()
     keras.utils.set_random_seed(recipe.seed)
-    (x_train, y_train), (x_test, y_test), info = data_lib.load(dataset, data_dir=data_dir,
-                                                                download=download)
-    if train_size is not None:
-        x_train, y_train = x_train[:train_size], y_train[:train_size]
-    (x_train, y_train), (x_val, y_val) = data_lib.split_validation(
-        x_train, y_train, recipe.val_fraction, seed=recipe.seed)
-    build_kwargs.setdefault("input_shape", tuple(info["input_shape"]))
-    build_kwargs.setdefault("num_classes", info["num_classes"])
-
-    precision = set_precision(precision)
-    scope, replicas = distribution_scope(distribute)
-    steps = len(x_train) // recipe.batch_size
-    if steps < 1:
-        raise ValueError(f"`batch_size`={recipe.batch_size} is larger than the {len(x_train)} "
-                         "training images left after the validation split.")
-    with scope:
+    data = load_run_data(dataset, recipe, data_dir=data_dir, download=download, train_size=train_size,
+                         bad_images=bad_images)
+    build_kwargs.setdefault("input_shape", tuple(data.info["input_shape"]))
+    build_kwargs.setdefault("num_classes", data.info["num_classes"])
+    steps_per_epoch(recipe, len(data.x_train))  # fail before building anything
+    with precision_scope(precision) as policy, distribution_scope(distribute) as replicas:
         model = build(**build_kwargs)
-        compile_model(model, recipe, steps)
-    run_dir = os.fspath(run_dir or os.path.join("saved_models", run_name(model.name, dataset)))
-    os.makedirs(run_dir, exist_ok=True)
-    train_ds, val_ds = make_datasets(x_train, y_train, x_val, y_val, info, recipe, pipeline)
-
-    nan_guard = NaNGuard()
-    callbacks = [
-        keras.callbacks.BackupAndRestore(os.path.join(run_dir, "backup"), double_checkpoint=True),
-        keras.callbacks.CSVLogger(os.path.join(run_dir, "history.csv"), append=True),
-        nan_guard,
-    ]
-    if val_ds is not None:
-        callbacks.append(BestModelCheckpoint(os.path.join(run_dir, "best.keras")))
-    if keras.backend.backend() == "tensorflow":
-        callbacks.append(keras.callbacks.TensorBoard(os.path.join(run_dir, "logs")))
-
-    config = {
-        "dataset": str(dataset), "build": _jsonable(build_kwargs), "recipe": dataclasses.asdict(recipe),
-        "precision": precision, "replicas": replicas, "backend": keras.backend.backend(),
-        "train_images": int(len(x_train)), "val_images": int(len(x_val)),
-        "normalization": {"mean": info["mean"], "std": info["std"]}, "class_names": info["class_names"],
-    }
-    write_json_atomic(os.path.join(run_dir, "config.json"), config)
-    start = time.perf_counter()
-    model.fit(train_ds, validation_data=val_ds, epochs=recipe.epochs, callbacks=callbacks, shuffle=False,
-              verbose=verbose)
-    seconds = time.perf_counter() - start
-    if nan_guard.message:
-        raise FloatingPointError(nan_guard.message)
-
-    save_model_atomic(model, os.path.join(run_dir, "model.keras"))
-    test_ds = (data_lib.tf_dataset if _pipeline(pipeline) == "tf" else data_lib.numpy_dataset)(
-        x_test, y_test, info, batch_size=256)
-    test_loss, test_accuracy = model.evaluate(test_ds, verbose=0)
-    history = read_history(os.path.join(run_dir, "history.csv"))
-    metrics = {
-        **config,
-        "model": summarize(model),
-        "test_accuracy": float(test_accuracy),
-        "test_loss": float(test_loss),
-        **{k: v for k, v in test_accuracies(model, data_lib.normalize(x_test, info), y_test, info).items()
-           if k != "test_accuracy"},
-        "best_val_accuracy": max(history.get("val_accuracy", [float("nan")])),
-        "epochs_run": len(history.get("epoch", [])),
-        "fit_seconds_this_process": round(seconds, 1),
-    }
-    write_json_atomic(os.path.join(run_dir, "run.json"), metrics)
-    plot_history(history, os.path.join(run_dir, "curves.png"), title=model.name)
-    return {**metrics, "run_dir": run_dir}
+        run_dir = run_dir or os.path.join("saved_models", run_name(model.name, dataset))
+        config = {"dataset": str(dataset), "build": _jsonable(build_kwargs), "precision": policy,
+                  "replicas": replicas}
+        return fit_run(model, recipe, data, run_dir, pipeline=pipeline, verbose=verbose, config=config)
 
 
-def _pipeline(pipeline):
-    return ("tf" if keras.backend.backend() == "tensorflow" else "numpy") if pipeline == "auto" else pipeline
+def _jsonable(d):
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
 
 
 def _mirror(x):
@@ -393,10 +285,11 @@ def predict_probs(model, x, flip=False, batch_size=256):
 
 
 def test_accuracies(model, x, y, info, batch_size=256):
-    """``{"test_accuracy": plain, "test_accuracy_flip_tta": with mirrored images}`` for normalised `x`;
-    the second only where the data's training used flips (``info["flip"]``)."""
+    """``{"test_accuracy", "test_loss"}`` (plain cross-entropy) for normalised `x`, and
+    ``"test_accuracy_flip_tta"`` (mirrored images averaged in) where the training used flips."""
     probs = predict_probs(model, x, batch_size=batch_size)
-    result = {"test_accuracy": _accuracy(probs, y)}
+    loss = -np.mean(np.log(np.clip(probs[np.arange(len(y)), np.asarray(y).astype(int)], 1e-12, None)))
+    result = {"test_accuracy": _accuracy(probs, y), "test_loss": float(loss)}
     if info.get("flip"):
         result["test_accuracy_flip_tta"] = _accuracy(
             probs + predict_probs(model, _mirror(x), batch_size=batch_size), y)
@@ -406,9 +299,7 @@ def test_accuracies(model, x, y, info, batch_size=256):
 def evaluate(model_path, dataset="fashion_mnist", data_dir=None, download=False, batch_size=256, tta=False):
     """Test-split accuracy of a saved `.keras` model; ``tta=True`` averages each image's prediction
     with its mirror image's (refused for data whose training does not flip, such as digits)."""
-    if not os.path.exists(model_path):
-        raise FileNotFoundError(f"No model at {model_path!r}: pass the path of a .keras file.")
-    model = keras.saving.load_model(model_path)
+    model = io_utils.load_model(model_path, "model_path")
     _, (x_test, y_test), info = data_lib.load(dataset, data_dir=data_dir, download=download)
     if tuple(model.input_shape[1:]) != tuple(info["input_shape"]):
         raise ValueError(f"The model takes inputs of shape {model.input_shape[1:]}, but {dataset!r} "
@@ -420,55 +311,3 @@ def evaluate(model_path, dataset="fashion_mnist", data_dir=None, download=False,
     probs = predict_probs(model, x, flip=tta, batch_size=batch_size)
     return {"test_accuracy": _accuracy(probs, y_test), "test_images": int(len(y_test)),
             "tta": "flip" if tta else None}
-
-
-def read_history(path):
-    """history.csv as columns, one row per epoch (a row written twice around a resume counts once)."""
-    rows = {}
-    if os.path.exists(path):
-        with open(path, newline="") as f:
-            for row in csv.DictReader(f):
-                rows[int(row["epoch"])] = row
-    columns = {}
-    for epoch in sorted(rows):
-        for key, value in rows[epoch].items():
-            # CSVLogger writes "NA" for the validation metrics of a run without validation data.
-            columns.setdefault(key, []).append(
-                int(value) if key == "epoch" else float("nan") if value in ("NA", "") else float(value))
-    return {key: values for key, values in columns.items() if not all(v != v for v in values)}
-
-
-def plot_history(history, path, title=""):
-    """Loss and accuracy curves (train and validation) in one PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    epochs = [e + 1 for e in history.get("epoch", [])]
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-    for ax, metric in zip(axes, ("loss", "accuracy")):
-        for prefix, style in (("", "-"), ("val_", "--")):
-            if prefix + metric in history:
-                ax.plot(epochs, history[prefix + metric], style, label=(prefix or "train_") + metric)
-        ax.set_xlabel("epoch")
-        ax.set_title(f"{title} {metric}")
-        ax.grid(alpha=0.3)
-        ax.legend()
-    fig.tight_layout()
-    tmp = path + ".partial.png"
-    fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    os.replace(tmp, path)
-
-
-def _jsonable(d):
-    return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
-
-
-def write_json_atomic(path, obj, indent=2):
-    """Writes JSON through a temporary file unique to this process and thread, then renames."""
-    tmp = f"{path}.partial-{os.getpid()}-{threading.get_ident()}"
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=indent)
-    os.replace(tmp, path)

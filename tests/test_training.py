@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 import keras_resnet
-from keras_resnet import training
+from keras_resnet import io_utils, runtime, training
 from keras_resnet.training import Recipe
 
 TINY = dict(depth=8, width=0.25)
@@ -151,7 +151,7 @@ def test_atomic_save_keeps_the_old_file_when_saving_fails(tmp_path, monkeypatch)
 
     monkeypatch.setattr(keras.Model, "save", broken_save)
     with pytest.raises(OSError):
-        training.save_model_atomic(model, str(path))
+        io_utils.save_model(model, str(path))
     assert path.read_bytes() == b"previous model"
     assert [p.name for p in tmp_path.iterdir()] == ["model.keras"]
 
@@ -173,7 +173,6 @@ def test_killed_run_resumes_from_its_last_finished_epoch(tmp_path):
     deadline = time.time() + 240
     while len(_history_epochs(history)) < 2 and time.time() < deadline and first.poll() is None:
         time.sleep(0.2)
-    time.sleep(0.5)  # let the backup of that epoch land (it is written right after the CSV row)
     first.send_signal(signal.SIGKILL)
     first.wait()
     done_before_kill = _history_epochs(history)
@@ -249,20 +248,40 @@ def test_cpu_bfloat16_support_is_read_from_the_cpu_flags(tmp_path):
 @pytest.mark.parametrize("native, expected", [(True, "mixed_bfloat16"), (False, "float32")])
 def test_auto_precision_on_cpu_uses_bfloat16_only_where_the_cpu_runs_it_natively(
         monkeypatch, native, expected):
-    monkeypatch.setattr(training, "_gpu_names", lambda: [])
-    monkeypatch.setattr(training, "cpu_has_native_bfloat16", lambda: native)
-    try:
-        assert training.set_precision("auto") == expected
-        assert keras.mixed_precision.dtype_policy().name == expected
-    finally:
-        keras.mixed_precision.set_global_policy("float32")
+    monkeypatch.setattr(runtime, "gpu_names", lambda: [])
+    monkeypatch.setattr(runtime, "cpu_has_native_bfloat16", lambda: native)
+    assert runtime.resolve_precision("auto") == expected
+    with runtime.precision_scope("auto") as policy:
+        assert policy == keras.mixed_precision.dtype_policy().name == expected
+    assert keras.mixed_precision.dtype_policy().name == "float32"
 
 
 def test_mixed_precision_on_a_cpu_that_emulates_it_warns(monkeypatch):
-    monkeypatch.setattr(training, "_gpu_names", lambda: [])
-    monkeypatch.setattr(training, "cpu_has_native_bfloat16", lambda: False)
-    try:
-        with pytest.warns(UserWarning, match="precision='mixed_bfloat16'.*emulated"):
-            assert training.set_precision("mixed_bfloat16") == "mixed_bfloat16"
-    finally:
-        keras.mixed_precision.set_global_policy("float32")
+    monkeypatch.setattr(runtime, "gpu_names", lambda: [])
+    monkeypatch.setattr(runtime, "cpu_has_native_bfloat16", lambda: False)
+    with pytest.warns(UserWarning, match="precision='mixed_bfloat16'.*emulated"):
+        assert runtime.resolve_precision("mixed_bfloat16") == "mixed_bfloat16"
+
+
+def test_train_leaves_the_global_dtype_policy_and_distribution_as_it_found_them(tmp_path, monkeypatch):
+    monkeypatch.setattr(runtime, "cpu_has_native_bfloat16", lambda: True)  # "auto" picks bfloat16
+    before = keras.mixed_precision.dtype_policy().name
+    result = training.train(recipe=Recipe(epochs=1, batch_size=64), train_size=256, run_dir=tmp_path,
+                            verbose=0, **TINY)
+    assert result["precision"] == "mixed_bfloat16"
+    assert keras.mixed_precision.dtype_policy().name == before == "float32"
+    assert keras.distribution.distribution() is None
+
+
+def test_recipe_flags_are_derived_from_the_dataclass():
+    import argparse
+
+    from keras_resnet import flags
+
+    parser = argparse.ArgumentParser()
+    flags.add_flags(parser, Recipe)
+    args = parser.parse_args(["--epochs", "7", "--label-smoothing", "0.1", "--warmup-epochs", "0.5"])
+    assert flags.from_args(Recipe, args) == Recipe(epochs=7, label_smoothing=0.1, warmup_epochs=0.5)
+    assert parser.parse_args([]).warmup_epochs is None
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--schedule", "linear"])

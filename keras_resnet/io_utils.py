@@ -1,0 +1,148 @@
+"""One atomic writer: every file the package writes goes through a temporary name and a rename.
+
+A reader (or a resumed run) sees either the previous complete file or the new complete one, never a
+half-written file, whatever kills the process. The temporary name is unique to the process and the
+thread, so concurrent writers (a search's chief and its workers) never share one. A failure while
+writing (a full disk) removes the temporary file, leaves the previous file in place, and raises an
+`OSError` whose message names the path.
+"""
+
+import contextlib
+import errno
+import json
+import os
+import sys
+import threading
+
+
+@contextlib.contextmanager
+def atomic_path(path, suffix=""):
+    """Yields a temporary path next to `path`; on success renames it over `path`, else removes it.
+
+    `suffix` keeps the extension that a writer needs (``".keras"`` for Keras, ``".png"`` for
+    matplotlib).
+    """
+    path = os.fspath(path)
+    folder = os.path.dirname(path) or "."
+    base, ext = os.path.splitext(os.path.basename(path))
+    tmp = os.path.join(folder, f".{base}.partial-{os.getpid()}-{threading.get_ident()}{suffix or ext}")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except OSError as e:
+        if e.errno == errno.ENOSPC:
+            raise OSError(e.errno, f"no space left on the device while writing {path!r}: free some "
+                                   "space and run the same command again") from e
+        raise
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def write_bytes(path, data):
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+    return os.fspath(path)
+
+
+def write_text(path, text):
+    return write_bytes(path, text.encode("utf-8"))
+
+
+def write_json(path, obj, indent=1):
+    return write_text(path, json.dumps(obj, indent=indent))
+
+
+def read_json(path):
+    """The JSON object in `path`, or None if it is missing or unreadable."""
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
+def save_model(model, path):
+    """Saves a Keras model (``.keras``) atomically."""
+    with atomic_path(path, suffix=".keras") as tmp:
+        model.save(tmp)
+    return os.fspath(path)
+
+
+def save_weights(model, path):
+    """Saves a Keras model's weights (``.weights.h5``) atomically."""
+    with atomic_path(path, suffix=".weights.h5") as tmp:
+        model.save_weights(tmp)
+    return os.fspath(path)
+
+
+def new_figure(**kwargs):
+    """A `matplotlib.figure.Figure` with its own canvas: the global plotting backend is never touched."""
+    from matplotlib.figure import Figure
+
+    return Figure(**kwargs)
+
+
+def save_figure(fig, path, dpi=100):
+    """Writes a figure (PNG) atomically."""
+    with atomic_path(path, suffix=".png") as tmp:
+        fig.savefig(tmp, dpi=dpi)
+    return os.fspath(path)
+
+
+def load_model(path, argument="model"):
+    """Loads a ``.keras`` file, or raises a one-line error that names the path and what is wrong."""
+    import zipfile
+
+    import keras
+
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"`{argument}`: no file at {path!r}; pass the path of a .keras file")
+    if os.path.isdir(path) or not path.endswith(".keras"):
+        raise ValueError(f"`{argument}` must be the path of a .keras file. Received: {argument}={path!r}")
+    if not zipfile.is_zipfile(path):
+        raise ValueError(f"{path!r} is not a readable .keras file (truncated or corrupt?): it is not a zip "
+                         "archive. Train or export it again.")
+    try:
+        return keras.saving.load_model(path)
+    except Exception as e:  # noqa: BLE001 -- Keras raises many kinds for a damaged archive
+        raise ValueError(f"{path!r} is not a readable .keras file (truncated or corrupt?): "
+                         f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from e
+
+
+@contextlib.contextmanager
+def quiet_native_logs(enabled=True):
+    """Inside the block, what native code (TensorFlow's and MLIR's C++ logging) writes to file
+    descriptor 2 goes to /dev/null, while Python's `sys.stderr` (warnings, error messages) still
+    reaches the original standard error."""
+    if not enabled:
+        yield
+        return
+    sys.stderr.flush()
+    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    python_stderr = sys.stderr
+    sys.stderr = os.fdopen(os.dup(saved), "w", buffering=1, encoding="utf-8", errors="replace")
+    os.dup2(devnull, 2)
+    try:
+        yield
+    finally:
+        _flush_c_streams()  # native code may hold log lines in C stdio buffers
+        sys.stderr.flush()
+        sys.stderr.close()
+        sys.stderr = python_stderr
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
+def _flush_c_streams():
+    try:
+        import ctypes
+
+        ctypes.CDLL(None).fflush(None)
+    except (OSError, AttributeError):
+        pass
