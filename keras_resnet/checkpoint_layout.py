@@ -1,0 +1,255 @@
+"""torchvision's tensor names -> our variables, the architecture read from a checkpoint, and every check.
+
+torchvision's ResNets, and timm's ``resnet18`` ... ``resnet152`` that share their layout, name their
+tensors ``conv1``, ``bn1``, ``layer{s}.{b}.conv{k}/bn{k}``, ``layer{s}.0.downsample.0/1`` and ``fc``;
+they load into ``variant="v1.5"`` (the same padding, BatchNorm epsilon and stride placement).
+`load_state_dict` reads the architecture from the tensors, checks it against the model, then every
+tensor's name and shape, and assigns only when all checks pass. The sources (files, Hub names) are
+in `keras_resnet.pretrained`.
+"""
+
+import re
+
+import numpy as np
+
+from keras_resnet import models
+
+TORCHVISION = "torchvision"
+# torchvision's per-channel statistics, in [0, 1] scale as data.normalize takes them (it computes
+# (x / 255 - mean) / std on uint8 images).
+IMAGENET_NORMALIZATION = {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
+SUPPORTED = (
+    "torchvision and timm resnet18, resnet34, resnet50, resnet101 and resnet152 (and other stage lists "
+    "of the same blocks, e.g. timm resnet26), into build(depth, variant='v1.5')"
+)
+
+# Our layer -> torchvision's module; blocks are stage{s}_block{b} -> layer{s}.{b - 1}.
+_MODULES = {"stem_conv": "conv1", "stem_bn": "bn1", "logits": "fc", "shortcut/conv": "downsample.0",
+            "shortcut/bn": "downsample.1"}
+_BLOCK = re.compile(r"layer(\d+)\.(\d+)\.")
+# Keras variable -> PyTorch parameter or buffer.
+PARAMS = {"kernel": "weight", "bias": "bias", "gamma": "weight", "beta": "bias",
+          "moving_mean": "running_mean", "moving_variance": "running_var"}
+HEAD_KEYS = ("fc.weight", "fc.bias")
+
+
+def checkpoint_key(path):
+    """The torchvision tensor that holds a model variable, or None where there is none.
+
+    >>> checkpoint_key("stage2_block1/shortcut/bn/gamma")
+    'layer2.0.downsample.1.weight'
+    """
+    *layer, param = path.split("/")
+    if param not in PARAMS or not layer:
+        return None
+    block = re.fullmatch(r"stage(\d+)_block(\d+)", layer[0])
+    if block is None:
+        module = _MODULES.get("/".join(layer))
+    else:
+        inner = "/".join(layer[1:])
+        sub = inner if re.fullmatch(r"(conv|bn)\d", inner) else _MODULES.get(inner)
+        module = sub and f"layer{block[1]}.{int(block[2]) - 1}.{sub}"
+    return module and f"{module}.{PARAMS[param]}"
+
+
+def in_file_layout(shape):
+    """A Keras variable shape as PyTorch stores it: kernels (h, w, in, out) -> (out, in, h, w)."""
+    shape = tuple(shape)
+    if len(shape) == 4:
+        h, w, i, o = shape
+        return (o, i, h, w)
+    return shape[::-1]
+
+
+def to_keras(array):
+    return array.transpose(2, 3, 1, 0) if array.ndim == 4 else array.T
+
+
+def to_state_dict(model):
+    """A model's weights as NumPy arrays under torchvision's names and shapes.
+
+    The inverse of loading: ``safetensors.numpy.save_file(to_state_dict(model), "m.safetensors")``
+    writes a file that `keras_resnet.pretrained.load_weights`, torchvision and timm read back.
+    """
+    variant = models.config_of(model)["variant"]
+    if variant != "v1.5":
+        raise ValueError(f"torchvision's layout holds variant='v1.5' models. Received: a model of "
+                         f"variant={variant!r}")
+    state = {}
+    for var in model.weights:
+        key, value = checkpoint_key(var.path), np.asarray(var.numpy())
+        if key is not None:
+            state[key] = np.ascontiguousarray(value.transpose(3, 2, 0, 1) if value.ndim == 4 else value.T)
+    return state
+
+
+# ------------------------------------------------------------------ the checkpoint's architecture
+
+
+def _unsupported(shapes):
+    """``(what, tensor)`` naming a ResNet variant that torchvision's layout does not cover, or None."""
+    for pattern, what in (
+        (r"^conv1\.0\.weight$", "a ResNet with a deep 3x3 stem (timm resnet50c/resnet50d/resnet50s, "
+                                "resnet18d, resnet26t ...)"),
+        (r"^stem\.conv1?\.weight$", "a timm ResNetV2 (resnetv2_50, resnetv2_50d, resnetv2_50x1_bit ...). "
+         "Its pre-activation layout maps onto build(variant='preact') name for name, but timm's stem "
+         "max-pool pads with -inf where variant='preact' pads with zeros (its stem has no ReLU before the "
+         "pool), so the outputs would not agree"),
+        (r"\.(se|attn|aa)\.", "a ResNet with attention or anti-aliasing modules (seresnet50, ecaresnet50d, "
+                              "resnetaa50 ...)"),
+        (r"^layer\d+\.0\.downsample\.2\.", "a ResNet with an average-pool shortcut (timm resnet*d)"),
+    ):
+        key = next((k for k in shapes if re.search(pattern, k)), None)
+        if key is not None:
+            return what, key
+    if "conv1.weight" not in shapes:
+        return "not a ResNet in torchvision's layout (it has no conv1.weight)", None
+    if shapes["conv1.weight"][2:] != (7, 7):
+        return "a ResNet without the 7x7 ImageNet stem", "conv1.weight"
+    if "layer1.0.bn1.weight" in shapes and "layer1.0.bn1.running_var" not in shapes:
+        return "a ResNet without BatchNorm statistics (GroupNorm or frozen-norm variants)", "layer1.0.bn1.weight"
+    if "layer1.0.conv3.weight" in shapes:
+        c1, c2, c3 = (shapes[f"layer1.0.conv{k}.weight"] for k in (1, 2, 3))
+        if c2[1] != c1[0]:
+            return ("a ResNeXt (grouped 3x3 convolutions: resnext50_32x4d, resnext101_32x8d ...)",
+                    "layer1.0.conv2.weight")
+        if c1[0] * 4 != c3[0]:
+            return ("a Wide ResNet (wide_resnet50_2, wide_resnet101_2: bottlenecks twice as wide)",
+                    "layer1.0.conv1.weight")
+    return None
+
+
+def read_architecture(shapes):
+    """The architecture a checkpoint's tensors describe, from ``{tensor name: shape}``.
+
+    Returns ``{"block", "blocks", "num_classes", "in_channels", "stem_width", "name"}``; raises
+    `ValueError` naming an unsupported variant and the tensor that shows it.
+    """
+    shapes = {k: tuple(v) for k, v in shapes.items()}
+    found = _unsupported(shapes)
+    if found is not None:
+        what, key = found
+        shown = f" ({key}: shape {shapes[key]})" if key else f" (first tensors: {sorted(shapes)[:4]})"
+        raise ValueError(f"The checkpoint is {what}{shown}; it is not supported. Supported: {SUPPORTED}.")
+    last = {}
+    for key in shapes:
+        match = _BLOCK.match(key)
+        if match:
+            last[int(match[1])] = max(last.get(int(match[1]), 0), int(match[2]) + 1)
+    blocks = tuple(last[s] for s in sorted(last))
+    if len(blocks) != 4:
+        raise ValueError(f"The checkpoint has {len(blocks)} stages (layer1 ...); ImageNet ResNets have 4. "
+                         f"Supported: {SUPPORTED}.")
+    block = "bottleneck" if "layer1.0.conv3.weight" in shapes else "basic"
+    depth = models.block_depth(block, blocks)
+    standard = models.IMAGENET_DEPTHS.get(depth) == (block, blocks)
+    head, stem = shapes.get("fc.weight"), shapes["conv1.weight"]
+    return {"block": block, "blocks": blocks, "num_classes": head[0] if head else None,
+            "in_channels": stem[1], "stem_width": stem[0],
+            "name": f"resnet{depth}" if standard else f"a ResNet of {block} blocks {blocks}"}
+
+
+def model_problems(model, config, arch):
+    """Why the model cannot take the checkpoint's architecture (empty when it can)."""
+    problems = []
+    if config["variant"] != "v1.5":
+        problems.append(f"the checkpoint is {arch['name']} in torchvision's layout, which needs "
+                        f"variant='v1.5'; the model has variant={config['variant']!r}")
+    if (config["block"], config["blocks"]) != (arch["block"], arch["blocks"]):
+        depth = models.block_depth(arch["block"], arch["blocks"])
+        how = (f"depth={depth}" if models.IMAGENET_DEPTHS.get(depth) == (arch["block"], arch["blocks"])
+               else f"block={arch['block']!r}, blocks={arch['blocks']}")
+        evidence = f"layer1.0.conv3.weight {'present' if arch['block'] == 'bottleneck' else 'absent'}"
+        problems.append(f"the checkpoint is {arch['name']} ({arch['block']} blocks per stage {arch['blocks']}: "
+                        f"{evidence}); the model is {model.name} ({config['block']} blocks "
+                        f"{config['blocks']}): build it with {how}")
+    if config["width"] != 1:
+        problems.append(f"the checkpoint has the standard widths (conv1.weight has {arch['stem_width']} "
+                        f"filters); the model has width={config['width']}: build it with width=1.0")
+    stem = tuple(model.get_layer("stem_conv").kernel.shape)
+    if stem[:2] != (7, 7):
+        problems.append(
+            f"the model has the small-input stem (stem_conv {stem}: 3x3 stride 1, no max-pool), which "
+            f"build() picks for inputs under {models.SMALL_INPUT} pixels (input_shape={config['input_shape']}); "
+            "a pretrained network keeps its ImageNet stem (7x7 stride 2 and max-pool): build with "
+            f"image_size/input_shape of at least {models.SMALL_INPUT} pixels a side, e.g. "
+            "input_shape=(224, 224, 3), and resize the images up")
+    return problems
+
+
+def head_decision(config, file_classes, name):
+    """``(load_head, note)``: the classifier is loaded only when the model's matches the checkpoint's."""
+    if not config["include_top"]:
+        return False, f"include_top=False: loaded the backbone of {name}; its classifier is not used"
+    if file_classes is None:
+        return False, (f"the checkpoint has no classifier: loaded the backbone of {name}; the classifier "
+                       f"'logits' ({config['num_classes']} classes) keeps its fresh initialisation")
+    if file_classes != config["num_classes"]:
+        return False, (f"loaded the backbone of {name}; the classifier 'logits' ({config['num_classes']} "
+                       f"classes) keeps its fresh initialisation (the checkpoint's has {file_classes})")
+    return True, None
+
+
+# ------------------------------------------------------------------ checks, then assignment
+
+
+def plan_assignment(model, arrays, key_of, file_shape_of, load_head, ignored=()):
+    """``([(variable, key)], problems)``: every model variable's tensor, or what is wrong (names, shapes)."""
+    plan, problems, used = [], [], set()
+    for var in model.weights:
+        if var.path.split("/")[-1] not in PARAMS:
+            continue  # not a weight (e.g. a seed generator's state)
+        if var.path.startswith("logits/") and not load_head:
+            continue
+        key = key_of(var.path)
+        want = file_shape_of(var.shape)
+        if key is None:
+            problems.append(f"the model's {var.path} {tuple(var.shape)} has no counterpart in the checkpoint")
+        elif key not in arrays:
+            problems.append(f"missing tensor {key}: the model's {var.path} needs shape {want}")
+        else:
+            used.add(key)
+            if tuple(arrays[key].shape) != want:
+                problems.append(f"shape mismatch for {key}: {tuple(arrays[key].shape)} in the file, {want} "
+                                f"in the model ({var.path}, {tuple(var.shape)} in Keras layout)")
+            else:
+                plan.append((var, key))
+    for key in sorted(set(arrays) - used):
+        if not (key.endswith("num_batches_tracked") or key in ignored):
+            problems.append(f"unexpected tensor {key} {tuple(arrays[key].shape)}: the model has no place for it")
+    return plan, problems
+
+
+def raise_problems(source, headline, problems, limit=12):
+    lines = problems[:limit] + ([f"... and {len(problems) - limit} more"] if len(problems) > limit else [])
+    raise ValueError(f"{source}: {headline}. Nothing was loaded; the model keeps its weights.\n  - "
+                     + "\n  - ".join(lines))
+
+
+def assign(plan, arrays, convert):
+    """Assigns every planned tensor; called only once all checks have passed."""
+    for var, key in plan:
+        var.assign(np.asarray(convert(arrays[key]), dtype=var.dtype))
+    return len(plan)
+
+
+def load_state_dict(model, arrays, source):
+    """Checks a torchvision state dict (NumPy arrays) against the model, then assigns it.
+
+    Returns ``(architecture, tensors assigned, head loaded, transfer note or None)``.
+    """
+    config = models.config_of(model)
+    try:
+        arch = read_architecture({k: v.shape for k, v in arrays.items()})
+    except ValueError as e:
+        raise ValueError(f"{source}: {e} Nothing was loaded; the model keeps its weights.") from None
+    problems = model_problems(model, config, arch)
+    if problems:
+        raise_problems(source, f"the checkpoint ({arch['name']}) does not fit the model {model.name}", problems)
+    load_head, note = head_decision(config, arch["num_classes"], arch["name"])
+    plan, problems = plan_assignment(model, arrays, checkpoint_key, in_file_layout, load_head,
+                                     ignored=() if load_head else HEAD_KEYS)
+    if problems:
+        raise_problems(source, f"{len(problems)} tensor(s) of the checkpoint ({arch['name']}) do not fit "
+                               f"the model {model.name}", problems)
+    return arch, assign(plan, arrays, to_keras), load_head, note
