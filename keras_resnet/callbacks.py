@@ -76,6 +76,9 @@ class RunState(keras.callbacks.Callback):
             optimizer.build(model.trainable_variables)
         variables = list(model.variables) + (list(optimizer.variables) if optimizer is not None else [])
         initial = [v.numpy() for v in variables]
+        if self.chief:  # what a process killed while committing left behind
+            for partial in glob.glob(os.path.join(self.state_dir, ".epoch-*.partial-*")):
+                shutil.rmtree(partial, ignore_errors=True)
         for folder in self.committed():
             try:
                 with open(os.path.join(folder, STATE_FILE)) as f:

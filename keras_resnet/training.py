@@ -26,6 +26,7 @@ import numpy as np
 
 from keras_resnet import checks, io_utils
 from keras_resnet import data as data_lib
+from keras_resnet import distributed
 from keras_resnet.callbacks import NaNGuard, RunState
 from keras_resnet.flags import field
 from keras_resnet.history import plot_history, read_history
@@ -60,6 +61,8 @@ class Recipe:
     schedule: str = field("cosine", "learning-rate schedule after the warm-up", choices=SCHEDULES)
     label_smoothing: float = field(0.0, "label smoothing of the cross-entropy")
     erase: float = field(0.0, "random-erasing probability")
+    ema: float = field(0.0, "momentum of an exponential moving average of the weights that replaces "
+                            "them at the end (0: off; e.g. 0.999)")
     val_fraction: float = field(0.1, "training images held out for validation")
     seed: int = field(0, "seed of the weights, the split, the shuffling and the augmentation")
 
@@ -73,7 +76,7 @@ class Recipe:
             self.warmup_epochs = min(2.0, self.epochs / 5)
         checks.check_number("warmup_epochs", self.warmup_epochs, 0, self.epochs, high_open=True)
         checks.check_choice("schedule", self.schedule, SCHEDULES)
-        for name in ("label_smoothing", "erase", "val_fraction"):
+        for name in ("label_smoothing", "erase", "ema", "val_fraction"):
             checks.check_number(name, getattr(self, name), 0, 1, high_open=True)
         checks.check_int("seed", self.seed, 0)
 
@@ -128,6 +131,8 @@ def compile_model(model, recipe, steps_per_epoch):
         momentum=recipe.momentum,
         nesterov=True,
         weight_decay=recipe.weight_decay or None,
+        use_ema=recipe.ema > 0,
+        ema_momentum=recipe.ema or 0.99,
     )
     # Decay kernels only: BatchNorm's scale and shift and the biases stay free.
     optimizer.exclude_from_weight_decay(var_names=["gamma", "beta", "bias"])
@@ -165,7 +170,8 @@ def _verbosity(verbose):
     return checks.check_choice("verbose", verbose, (0, 1, 2))
 
 
-def fit_run(model, recipe, data, run_dir, *, pipeline="auto", verbose="auto", config=None, chief=True):
+def fit_run(model, recipe, data, run_dir, *, pipeline="auto", verbose="auto", config=None, chief=True,
+            callbacks=()):
     """Trains `model` with `recipe` on `data` into `run_dir`, resumably; tests it once if `data` has a
     test split. The only training loop of the package.
 
@@ -176,6 +182,7 @@ def fit_run(model, recipe, data, run_dir, *, pipeline="auto", verbose="auto", co
         pipeline: "auto", "tf" or "numpy"; verbose: "auto", 0, 1 or 2.
         config: what describes the run, written to ``config.json`` and ``run.json``.
         chief: False in the processes of a multi-process job that train but do not write.
+        callbacks: more Keras callbacks, called after the run's own (its state is committed first).
 
     Returns:
         The metrics written to ``run.json``, with ``run_dir``.
@@ -184,6 +191,7 @@ def fit_run(model, recipe, data, run_dir, *, pipeline="auto", verbose="auto", co
     compile_model(model, recipe, steps_per_epoch(recipe, len(data.x_train)))
     train_ds, val_ds = make_datasets(data.x_train, data.y_train, data.x_val, data.y_val, data.info, recipe,
                                      pipeline)
+    train_ds, val_ds = distributed.process_datasets(train_ds, val_ds)  # each process's rows of a batch
     config = {**(config or {}), "recipe": dataclasses.asdict(recipe), "backend": keras.backend.backend(),
               "train_images": int(len(data.x_train)), "val_images": int(len(data.x_val)),
               "normalization": {"mean": data.info["mean"], "std": data.info["std"]},
@@ -192,9 +200,9 @@ def fit_run(model, recipe, data, run_dir, *, pipeline="auto", verbose="auto", co
         os.makedirs(run_dir, exist_ok=True)
         io_utils.write_json(os.path.join(run_dir, "config.json"), config, indent=2)
     state = RunState(run_dir, monitor="val_accuracy" if val_ds is not None else None, chief=chief)
-    initial_epoch = state.restore(model)
+    initial_epoch = distributed.check_same("the epoch to resume from", state.restore(model))
     guard = NaNGuard()
-    callbacks = [state, guard]
+    callbacks = [state, guard, *callbacks]
     if chief and keras.backend.backend() == "tensorflow":
         callbacks.append(keras.callbacks.TensorBoard(os.path.join(run_dir, "logs")))
     start = time.perf_counter()
@@ -209,7 +217,9 @@ def fit_run(model, recipe, data, run_dir, *, pipeline="auto", verbose="auto", co
                "fit_seconds_this_process": round(seconds, 1)}
     if data.x_test is not None:
         x_test = data_lib.normalize(data.x_test, data.info)
-        metrics.update(test_accuracies(model, x_test, data.y_test, data.info), test_images=len(data.y_test))
+        with distributed.process_local():
+            metrics.update(test_accuracies(model, x_test, data.y_test, data.info),
+                           test_images=len(data.y_test))
     if chief:
         io_utils.save_model(model, os.path.join(run_dir, "model.keras"))
         io_utils.write_json(os.path.join(run_dir, "run.json"), metrics, indent=2)
@@ -234,7 +244,8 @@ def train(*, dataset="fashion_mnist", data_dir=None, download=False, recipe=None
             command again resumes an interrupted run in that folder.
         precision: "auto" (mixed on GPU, bfloat16 on CPUs that run it natively, else float32),
             "float32", "mixed_float16" or "mixed_bfloat16"; set for this call only.
-        distribute: "auto" (mirrored over several GPUs), "none", or "mirrored" (force it).
+        distribute: "auto" (mirrored over several GPUs), "none", "mirrored" (force it), or
+            "data-parallel" (every device of a multi-process JAX job: `keras_resnet.distributed`).
         pipeline: "auto", "tf" or "numpy".
         train_size: use only the first N training images (quick experiments and tests).
         bad_images: "error" (a file of an image folder that does not decode stops the run, named) or
@@ -253,12 +264,15 @@ def train(*, dataset="fashion_mnist", data_dir=None, download=False, recipe=None
     build_kwargs.setdefault("input_shape", tuple(data.info["input_shape"]))
     build_kwargs.setdefault("num_classes", data.info["num_classes"])
     steps_per_epoch(recipe, len(data.x_train))  # fail before building anything
-    with precision_scope(precision) as policy, distribution_scope(distribute) as replicas:
+    # The distribution first: a multi-process job must start before anything asks JAX for its devices.
+    with distribution_scope(distribute) as replicas, precision_scope(precision) as policy:
+        data, layout = distributed.plan(data, recipe)  # the global batch across processes and devices
         model = build(**build_kwargs)
         run_dir = run_dir or os.path.join("saved_models", run_name(model.name, dataset))
         config = {"dataset": str(dataset), "build": _jsonable(build_kwargs), "precision": policy,
-                  "replicas": replicas}
-        return fit_run(model, recipe, data, run_dir, pipeline=pipeline, verbose=verbose, config=config)
+                  "replicas": replicas, **layout}
+        return fit_run(model, recipe, data, run_dir, pipeline=pipeline, verbose=verbose, config=config,
+                       chief=distributed.is_chief())
 
 
 def _jsonable(d):

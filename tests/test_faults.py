@@ -1,0 +1,188 @@
+"""Real faults during a run: a full disk, kill -9 inside a checkpoint, truncated model files, and a
+resume that must not lose the best model. After each, the same command finishes the run, the history
+has each epoch once, and no earlier good file is lost."""
+
+import hashlib
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+
+import keras
+import pytest
+
+from keras_resnet import callbacks, history, training
+from keras_resnet.training import Recipe
+
+TINY = dict(depth=8, width=0.25)
+ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONUNBUFFERED": "1"}
+
+
+def _train(run_dir, epochs=3, extra=(), learning_rate=0.05, **kwargs):
+    data = training.load_run_data(recipe=Recipe(seed=1), train_size=2000)
+    model = keras_resnet_build(data)
+    recipe = Recipe(epochs=epochs, batch_size=64, learning_rate=learning_rate, seed=1)
+    return training.fit_run(model, recipe, data, run_dir, verbose=0, callbacks=extra, **kwargs)
+
+
+def keras_resnet_build(data):
+    from keras_resnet import build
+
+    keras.utils.set_random_seed(1)
+    return build(input_shape=data.info["input_shape"], num_classes=data.info["num_classes"], **TINY)
+
+
+def _epochs(run_dir):
+    return history.read_history(os.path.join(run_dir, "history.csv")).get("epoch", [])
+
+
+def _digest(path):
+    return hashlib.sha256(open(path, "rb").read()).hexdigest()
+
+
+class _StopAfter(keras.callbacks.Callback):
+    """A crash right after epoch `epoch` was committed (an exception out of fit)."""
+
+    def __init__(self, epoch):
+        super().__init__()
+        self.epoch = epoch
+
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch == self.epoch:
+            raise RuntimeError("simulated crash")
+
+
+def test_resumed_run_keeps_the_best_model_of_before_the_interruption(tmp_path, monkeypatch):
+    run_dir = str(tmp_path / "run")
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        _train(run_dir, epochs=4, extra=[_StopAfter(1)])
+    state = callbacks.RunState(run_dir)
+    best_before = max(history.read_history(state.history_path)["val_accuracy"])
+    digest = _digest(state.best_path)
+
+    # The resumed epochs are made worse on purpose: a learning rate far too high for this network.
+    monkeypatch.setattr(training, "learning_rate_schedule",
+                        lambda recipe, steps: keras.optimizers.schedules.CosineDecay(40.0, 10**6))
+    result = _train(run_dir, epochs=4)
+    val = history.read_history(state.history_path)["val_accuracy"]
+    assert _epochs(run_dir) == [0, 1, 2, 3]
+    assert max(val[2:]) < best_before, "the resumed epochs were meant to be worse"
+    assert result["best_val_accuracy"] == pytest.approx(best_before)
+    assert _digest(state.best_path) == digest, "a worse epoch after the resume replaced best.keras"
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 4 MiB tmpfs (root only); skipped where this process may not mount one."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    made = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mount)],
+                          capture_output=True, text=True)
+    if made.returncode != 0:
+        pytest.skip(f"cannot mount a small filesystem here: {made.stderr.strip()}")
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+class _FillDisk(keras.callbacks.Callback):
+    """After epoch 0 is committed, fills the filesystem up to `leave` free bytes."""
+
+    def __init__(self, path, leave):
+        super().__init__()
+        self.path, self.leave = path, leave
+
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch == 0:
+            st = os.statvfs(os.path.dirname(self.path))
+            with open(self.path, "wb") as f:
+                f.write(b"\0" * max(st.f_bavail * st.f_frsize - self.leave, 0))
+
+
+def test_full_disk_during_a_checkpoint_then_the_same_run_resumes(small_disk):
+    run_dir = str(small_disk / "run")
+    filler = str(small_disk / "filler")
+    with pytest.raises(OSError, match="no space left on the device while writing") as err:
+        _train(run_dir, extra=[_FillDisk(filler, leave=20_000)])
+    assert run_dir in str(err.value)
+    assert _epochs(run_dir) == [0], "history.csv should hold the epoch committed before the disk filled"
+    assert [os.path.basename(f) for f in callbacks.RunState(run_dir).committed()] == ["epoch-0001"]
+
+    os.remove(filler)  # space freed: the same run again
+    result = _train(run_dir)
+    assert _epochs(run_dir) == [0, 1, 2]
+    assert result["epochs_run"] == 3
+    assert callbacks.readable_keras_file(os.path.join(run_dir, "model.keras"))
+    assert not [f for f in os.listdir(os.path.join(run_dir, "state")) if "partial" in f]
+
+
+KILLED_WHILE_COMMITTING = textwrap.dedent("""
+    import os, signal, sys
+    from keras_resnet import io_utils, training
+
+    real_write_json = io_utils.write_json
+
+    def write_json(path, obj, **kwargs):
+        # kill -9 between the two files of the second epoch's checkpoint: weights written, state not
+        if path.endswith("state.json") and obj["epoch"] == int(os.environ["KILL_AT_EPOCH"]):
+            os.kill(os.getpid(), signal.SIGKILL)
+        return real_write_json(path, obj, **kwargs)
+
+    if os.environ.get("KILL_AT_EPOCH"):
+        io_utils.write_json = write_json
+    r = training.train(depth=8, width=0.25, recipe=training.Recipe(epochs=3, batch_size=64, seed=1),
+                       train_size=600, run_dir=sys.argv[1], verbose=2)
+    print("EPOCHS_RUN", r["epochs_run"])
+""")
+
+
+def test_kill_9_inside_a_checkpoint_then_the_same_command_resumes(tmp_path):
+    run_dir = str(tmp_path / "run")
+    command = [sys.executable, "-c", KILLED_WHILE_COMMITTING, run_dir]
+    killed = subprocess.run(command, env={**ENV, "KILL_AT_EPOCH": "2"}, capture_output=True, text=True,
+                            timeout=400)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    assert _epochs(run_dir) == [0]
+    assert [f for f in os.listdir(os.path.join(run_dir, "state")) if "partial" in f], \
+        "the kill should leave a half-written checkpoint behind"
+
+    again = subprocess.run(command, env=ENV, capture_output=True, text=True, timeout=400)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "Epoch 1/3" not in again.stdout and "Epoch 2/3" in again.stdout
+    assert "EPOCHS_RUN 3" in again.stdout
+    assert _epochs(run_dir) == [0, 1, 2]
+    assert not [f for f in os.listdir(os.path.join(run_dir, "state")) if "partial" in f]
+
+
+def test_truncated_model_files_and_state_are_set_aside_and_the_run_finishes(tmp_path):
+    run_dir = str(tmp_path / "run")
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        _train(run_dir, epochs=4, extra=[_StopAfter(1)])
+    state = callbacks.RunState(run_dir)
+    newest = state.committed()[0]
+    for path in (state.best_path, os.path.join(newest, callbacks.WEIGHTS_FILE)):
+        with open(path, "r+b") as f:
+            f.truncate(os.path.getsize(path) // 2)
+
+    with pytest.warns(UserWarning, match="could not be read") as warned:
+        result = _train(run_dir, epochs=4)
+    set_aside = sorted(os.path.basename(p) for p in os.listdir(tmp_path / "run") if ".unreadable-" in p)
+    assert sum("could not be read" in str(w.message) for w in warned) == 2
+    assert set_aside and set_aside[0].startswith("best.keras.unreadable-")
+    assert [f for f in os.listdir(state.state_dir) if ".unreadable-" in f], "the bad state was deleted"
+    # The newest state was unreadable: the run went back to the one before and redid that epoch.
+    assert _epochs(run_dir) == [0, 1, 2, 3] and result["epochs_run"] == 4
+    for name in ("best.keras", "model.keras"):
+        assert callbacks.readable_keras_file(os.path.join(run_dir, name))
+
+
+def test_finished_run_with_a_truncated_final_model_writes_it_again(tmp_path):
+    run_dir = str(tmp_path / "run")
+    first = _train(run_dir, epochs=1)
+    path = os.path.join(run_dir, "model.keras")
+    with open(path, "r+b") as f:
+        f.truncate(100)
+    again = _train(run_dir, epochs=1)
+    assert callbacks.readable_keras_file(path)
+    assert again["test_accuracy"] == pytest.approx(first["test_accuracy"])
+    assert _epochs(run_dir) == [0]
