@@ -23,62 +23,43 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-from keras_resnet import training, tuning  # noqa: E402
+from keras_resnet import flags, training, tuning  # noqa: E402
+
+RECIPE_FLAGS = ("batch_size", "label_smoothing", "erase", "seed")
+# This experiment's settings, where they differ from the library's defaults.
+DEFAULTS = dict(search_name="fmnist_search", cifar_n=(1, 3), width_min=1.0, width_max=3.0, width_step=0.5,
+                max_macs=130e6, max_epochs=6, max_trials=40, time_limit=2400, train_size=20000,
+                retrain_seconds=3400, retrain_min_epochs=30, label_smoothing=0.1, erase=0.2)
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--search-name", default="fmnist_search")
-    p.add_argument("--directory", default="saved_models")
-    p.add_argument("--data-dir", default=None, help="folder of the Fashion-MNIST IDX files (default: found)")
-    p.add_argument("--tuner", choices=sorted(tuning.TUNERS), default="hyperband")
-    p.add_argument("--cifar-n", type=int, nargs=2, default=(1, 3), metavar=("N_MIN", "N_MAX"),
-                   help="depths 6n+2 (default 1 3: depths 8, 14, 20)")
-    p.add_argument("--width-min", type=float, default=1.0)
-    p.add_argument("--width-max", type=float, default=3.0)
-    p.add_argument("--width-step", type=float, default=0.5)
-    p.add_argument("--max-macs", type=float, default=130e6, help="MACs per image; 0 for no limit")
-    p.add_argument("--max-params", type=float, default=0, help="parameters; 0 for no limit")
-    p.add_argument("--max-epochs", type=int, default=6, help="epochs of Hyperband's longest trials")
-    p.add_argument("--max-trials", type=int, default=40)
-    p.add_argument("--time-limit", type=float, default=2400, help="seconds of search; 0 for no limit")
-    p.add_argument("--train-size", type=int, default=20000, help="training images the search uses")
-    p.add_argument("--retrain-epochs", type=int, default=None,
-                   help="epochs of the final training, instead of --retrain-seconds (0 keeps the best "
-                        "trial's own weights)")
-    p.add_argument("--retrain-seconds", type=float, default=3400,
-                   help="time budget of the final training: as many epochs as fit (default 3400)")
-    p.add_argument("--retrain-min-epochs", type=int, default=30,
-                   help="retrain the best-ranked trial whose model fits this many epochs in --retrain-seconds "
-                        "(default 30; 0 retrains the best-ranked one whatever its speed)")
-    p.add_argument("--retrain-size", type=int, default=None, help="default: all 60,000 training images")
-    p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--label-smoothing", type=float, default=0.1)
-    p.add_argument("--erase", type=float, default=0.2, help="random-erasing probability")
-    p.add_argument("--precision", choices=training.PRECISIONS, default="auto")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--overwrite", action="store_true", help="start afresh instead of resuming")
+    epilog = "This experiment's defaults, in place of the library's shown above: " + ", ".join(
+        f"--{k.replace('_', '-')} {','.join(map(str, v)) if isinstance(v, tuple) else v}" for k, v in DEFAULTS.items())
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0], epilog=epilog)
+    flags.add_flags(p, tuning.SearchData, only=("data_dir", "train_size"))
+    flags.add_flags(p, tuning.SearchSpace, only=("cifar_n", "width_min", "width_max", "width_step"))
+    flags.add_flags(p, tuning.Budget)
+    flags.add_flags(p, tuning.SearchSetup, only=("tuner", "search_name", "directory", "overwrite", "precision"))
+    flags.add_flags(p, training.Recipe, only=RECIPE_FLAGS)
+    flags.add_flags(p, tuning.Retrain)
     p.add_argument("--top", type=int, default=10, help="leaderboard rows to print")
+    p.set_defaults(**DEFAULTS)
     return p.parse_args(argv)
 
 
 def main(argv=None):
     args = parse_args(argv)
-    space = tuning.SearchSpace(cifar_n=tuple(args.cifar_n), width_min=args.width_min,
-                               width_max=args.width_max, width_step=args.width_step)
-    budget = tuning.Budget(max_trials=args.max_trials, max_epochs=args.max_epochs,
-                           time_limit=args.time_limit or None, max_params=args.max_params or None,
-                           max_macs=args.max_macs or None)
-    recipe = training.Recipe(batch_size=args.batch_size, label_smoothing=args.label_smoothing, erase=args.erase,
-                             seed=args.seed)
+    # 0 means "no limit" for the limits, and --retrain-epochs replaces the time-budgeted retraining.
+    no_limit = {name: getattr(args, name) or None for name in ("max_trials", "time_limit", "max_params",
+                                                               "max_macs")}
+    timed = args.retrain_epochs is None
+    retrain = flags.from_args(tuning.Retrain, args, retrain_seconds=args.retrain_seconds if timed else None,
+                              retrain_min_epochs=(args.retrain_min_epochs or None) if timed else None)
     results = tuning.run_search(
-        dataset="fashion_mnist", data_dir=args.data_dir, space=space, budget=budget, recipe=recipe,
-        tuner=args.tuner, search_name=args.search_name, directory=args.directory, train_size=args.train_size,
-        retrain_epochs=args.retrain_epochs,
-        retrain_seconds=None if args.retrain_epochs is not None else args.retrain_seconds,
-        retrain_min_epochs=args.retrain_min_epochs or None if args.retrain_epochs is None else None,
-        retrain_size=args.retrain_size, precision=args.precision, overwrite=args.overwrite,
-        verbose=1)
+        flags.from_args(tuning.SearchSpace, args), flags.from_args(tuning.Budget, args, **no_limit),
+        flags.from_args(training.Recipe, args, only=RECIPE_FLAGS),
+        data=flags.from_args(tuning.SearchData, args), retrain=retrain,
+        setup=flags.from_args(tuning.SearchSetup, args), verbose=1)
     print(f"\nsearch time this run: {results['search_seconds_this_run']:.0f} s; trials: {results['trials']}; "
           f"architectures skipped for size this run: {results['skipped_for_size_this_run']}")
     print("results:", results["files"])

@@ -135,12 +135,7 @@ def test_retrain_time_budget_gives_the_whole_epochs_that_fit(seconds, startup, e
 def test_retrain_time_budget_plans_epochs_from_the_measured_speed(hyperband_search, tmp_path):
     folder, _ = hyperband_search
     shutil.copytree(folder, tmp_path / "hb")
-    result = tuning.run_search(
-        space=SearchSpace(depths=(8, 14), **TINY),
-        budget=Budget(max_trials=4, max_epochs=3, max_params=15000),
-        recipe=training.Recipe(batch_size=32, seed=3), tuner="hyperband", search_name="hb",
-        directory=str(tmp_path), train_size=320, retrain_seconds=4, retrain_size=320,
-        hyperparameters=_fixed_learning_rate(), verbose=0)
+    result = _tiny_search(tmp_path, tuning.Retrain(retrain_seconds=4, retrain_size=320))
     plan = json.loads((tmp_path / "hb" / "retrain" / "plan.json").read_text())
     assert plan["request"]["seconds"] == 4 and plan["measured_step_seconds"] > 0
     assert plan["epochs"] == tuning.epochs_within(4, plan["measured_step_seconds"], 320 // 32,
@@ -155,12 +150,8 @@ def test_retrain_min_epochs_retrains_the_best_ranked_model_that_fits_them(min_ep
                                                                           tmp_path):
     folder, _ = hyperband_search
     shutil.copytree(folder, tmp_path / "hb")
-    result = tuning.run_search(
-        space=SearchSpace(depths=(8, 14), **TINY),
-        budget=Budget(max_trials=4, max_epochs=3, max_params=15000),
-        recipe=training.Recipe(batch_size=32, seed=3), tuner="hyperband", search_name="hb",
-        directory=str(tmp_path), train_size=320, retrain_seconds=4, retrain_min_epochs=min_epochs,
-        retrain_size=320, hyperparameters=_fixed_learning_rate(), verbose=0)
+    result = _tiny_search(tmp_path, tuning.Retrain(retrain_seconds=4, retrain_min_epochs=min_epochs,
+                                                   retrain_size=320))
     plan = json.loads((tmp_path / "hb" / "retrain" / "plan.json").read_text())
     board = json.loads((tmp_path / "hb" / "leaderboard.json").read_text())["trials"]
     ranked = [r["trial_id"] for r in board if r["val_accuracy"] is not None]
@@ -188,7 +179,7 @@ def test_retrain_min_epochs_retrains_the_best_ranked_model_that_fits_them(min_ep
 ])
 def test_bad_retrain_budget_raises_value_error_before_any_work(kwargs, match, tmp_path):
     with pytest.raises(ValueError, match=match):
-        tuning.run_search(directory=str(tmp_path), **kwargs)
+        tuning.run_search(retrain=tuning.Retrain(**kwargs), setup=tuning.SearchSetup(directory=str(tmp_path)))
     assert not list(tmp_path.iterdir())
 
 
@@ -226,7 +217,7 @@ def test_every_tuner_proposes_only_models_within_the_size_limit(kind, tmp_path, 
     assert all(r["values"] for r in responses)
     assert {(r["values"]["depth"], r["values"]["width"]) for r in responses} <= small
     # A model-based proposal over the limit (Bayesian optimisation's, say) gives way to one within it.
-    base = type(tuner.oracle).__mro__[2]
+    base = next(c for c in type(tuner.oracle).__mro__ if c.__module__.startswith("keras_tuner"))
     monkeypatch.setattr(base, "populate_space", lambda self, trial_id: {
         "status": "RUNNING", "values": {"depth": 14, "width": 0.5, "tuner/epochs": 3}})
     values = tuner.oracle.populate_space("7")["values"]
@@ -264,19 +255,19 @@ def test_pareto_front_keeps_the_trials_nothing_beats():
 @pytest.fixture(scope="module")
 def hyperband_search(tmp_path_factory):
     folder = tmp_path_factory.mktemp("search")
-    result = tuning.run_search(
-        space=SearchSpace(depths=(8, 14), **TINY),
-        budget=Budget(max_trials=4, max_epochs=3, max_params=15000),
-        recipe=training.Recipe(batch_size=32, seed=3), tuner="hyperband", search_name="hb",
-        directory=str(folder), train_size=320, retrain_epochs=1, retrain_size=320,
-        hyperparameters=_fixed_learning_rate(), verbose=0)
+    result = _tiny_search(folder, tuning.Retrain(retrain_epochs=1, retrain_size=320))
     return folder / "hb", result
 
 
-def _fixed_learning_rate():
+def _tiny_search(directory, retrain, **budget):
+    """Hyperband over depths 8/14 at widths 0.25-0.5 (the ones under 15,000 parameters), 320 images."""
     hp = keras_tuner.HyperParameters()
     hp.Fixed("learning_rate", 0.05)
-    return hp
+    return tuning.run_search(
+        SearchSpace(depths=(8, 14), **TINY), Budget(**{"max_trials": 4, "max_epochs": 3, "max_params": 15000,
+                                                        **budget}),
+        training.Recipe(batch_size=32, seed=3), data=tuning.SearchData(train_size=320), retrain=retrain,
+        setup=tuning.SearchSetup(search_name="hb", directory=str(directory)), hyperparameters=hp, verbose=0)
 
 
 def test_search_writes_leaderboard_plot_and_best_model(hyperband_search):

@@ -1,0 +1,190 @@
+"""The whole job: load the data, search, write the results, retrain the best model and test it once."""
+
+import contextlib
+import dataclasses
+import logging
+import os
+import time
+
+import keras
+
+from keras_resnet import io_utils, training
+from keras_resnet import data as data_lib
+from keras_resnet.flags import field
+from keras_resnet.models import VARIANTS
+from keras_resnet.runtime import PRECISIONS, precision_scope
+from keras_resnet.tuning.budget import Budget
+from keras_resnet.tuning.deploy import deploy_best
+from keras_resnet.tuning.latency import CALIBRATION_IMAGES, LatencyMeter
+from keras_resnet.tuning.oracles import TUNERS
+from keras_resnet.tuning.report import leaderboard, pareto_front, plot_pareto, print_summary, write_leaderboard
+from keras_resnet.tuning.retrain import Retrain, finish_best
+from keras_resnet.tuning.space import ResNetHyperModel, SearchSpace
+from keras_resnet.tuning.tuner import OBJECTIVE, make_tuner, role
+
+
+@dataclasses.dataclass
+class SearchData:
+    """The images of a search: what `keras_resnet.data.load` takes, and how many training images."""
+
+    dataset: str = field("fashion_mnist", "fashion_mnist (default, offline), a tensorflow-datasets name, "
+                                          "or a folder of class folders")
+    data_dir: str = field(None, "where the dataset's files are", type=str)
+    download: bool = field(False, "let tensorflow-datasets or Keras download a missing dataset (needs "
+                                  "internet)")
+    train_size: int = field(None, "search on the first N training images (validation included)", type=int)
+
+
+@dataclasses.dataclass
+class SearchSetup:
+    """Where and how a search runs: the tuner, its folder, the models' variant and the run settings."""
+
+    tuner: str = field("hyperband", "the search algorithm", choices=sorted(TUNERS))
+    factor: int = field(3, "Hyperband's reduction factor")
+    search_name: str = field(None, "the search folder's name (default <tuner>_<dataset>)", type=str)
+    directory: str = field("saved_models", "where the search folder goes")
+    overwrite: bool = field(False, "start afresh instead of resuming")
+    variant: str = field("v1.5", "the build variant of every model", choices=VARIANTS)
+    precision: str = field("auto", "as in keras-resnet train", choices=PRECISIONS)
+    pipeline: str = field("auto", "tf.data or NumPy input pipeline", choices=training.PIPELINES)
+
+    def name(self, dataset):
+        return self.search_name or f"{self.tuner}_{os.path.basename(os.path.normpath(str(dataset)))}"
+
+
+def run_search(space=None, budget=None, recipe=None, *, data=None, retrain=None, setup=None,
+               hyperparameters=None, verbose=1):
+    """Searches depth and width on a dataset, then retrains the best model and tests it once.
+
+    The search trains on the training split minus a stratified validation split
+    (``recipe.val_fraction``) and ranks trials by ``val_accuracy``. Then, in
+    ``directory/search_name/``: ``leaderboard.csv`` and ``leaderboard.json`` (every trial: depth,
+    width, blocks, parameters, MACs, validation accuracy, epochs, seconds), ``pareto.png``
+    (validation accuracy against MACs, Pareto front marked), ``best.keras`` (the best trial's
+    model retrained on the training split, validation included, see `Retrain`), ``retrain/`` (the
+    run folder of that training) and ``results.json`` with its test accuracy, measured once. Running
+    the same call again continues an interrupted search, and an interrupted retraining from its last
+    finished epoch. In a distributed search, workers only run trials; the chief writes the results.
+
+    Args:
+        space: a `SearchSpace`; budget: a `Budget`; recipe: the base `Recipe` of every trial.
+        data: a `SearchData` (the dataset and how many of its training images the search uses).
+        retrain: a `Retrain` (how long, and on how many images, the best model is retrained).
+        setup: a `SearchSetup` (tuner, folder, variant, precision, pipeline, overwrite).
+        hyperparameters: a `keras_tuner.HyperParameters` overriding entries of the space.
+        verbose: 1 prints a line per trial and a summary, 0 nothing.
+
+    Returns:
+        The dict written to ``results.json`` (``{"role": "worker", ...}`` on a worker).
+    """
+    space, budget, recipe = space or SearchSpace(), budget or Budget(), recipe or training.Recipe()
+    data, retrain, setup = data or SearchData(), retrain or Retrain(), setup or SearchSetup()
+    if not recipe.val_fraction > 0:
+        raise ValueError("The search ranks trials on a validation split: `val_fraction` must be > 0. "
+                         f"Received: val_fraction={recipe.val_fraction!r}")
+    keras.utils.set_random_seed(recipe.seed)
+    (x_train, y_train), (x_test, y_test), info = data_lib.load(data.dataset, data_dir=data.data_dir,
+                                                               download=data.download)
+    (x_tr, y_tr), (x_val, y_val) = data_lib.split_validation(
+        x_train[:data.train_size], y_train[:data.train_size], recipe.val_fraction, seed=recipe.seed)
+    search = training.RunData(x_tr, y_tr, x_val, y_val, info)
+    final = training.RunData(x_train[:retrain.retrain_size], y_train[:retrain.retrain_size], x_train[:0],
+                             y_train[:0], info, x_test, y_test)
+    with precision_scope(setup.precision) as policy:
+        hypermodel = ResNetHyperModel(space, input_shape=info["input_shape"], num_classes=info["num_classes"],
+                                      steps_per_epoch=training.steps_per_epoch(recipe, len(x_tr)),
+                                      epochs=budget.max_epochs, recipe=recipe, variant=setup.variant)
+        meter = _meter(hypermodel, budget, os.path.join(setup.directory, setup.name(data.dataset)), search)
+        tuner = make_tuner(hypermodel, budget, tuner=setup.tuner, search_name=setup.name(data.dataset),
+                           directory=setup.directory, factor=setup.factor, hyperparameters=hyperparameters,
+                           overwrite=setup.overwrite, seed=recipe.seed, verbose=verbose, meter=meter)
+        seconds = _search(tuner, search, recipe, budget, setup, data.dataset, verbose)
+        if role() == "worker":
+            return {"role": "worker", "tuner_id": tuner.tuner_id, "search_seconds": seconds}
+        config = {
+            "dataset": str(data.dataset), "tuner": setup.tuner, "space": dataclasses.asdict(space),
+            "budget": dataclasses.asdict(budget), "recipe": dataclasses.asdict(recipe),
+            "variant": setup.variant, "precision": policy,
+            "search_images": {"train": int(len(x_tr)), "val": int(len(x_val))},
+        }
+        results, rows = _write_results(tuner, config, setup.name(data.dataset), seconds)
+        completed = [r for r in rows if r["val_accuracy"] is not None]
+        if completed:
+            request = retrain.request(completed[0]["trial_id"], len(final.x_train), budget.max_epochs)
+            best = finish_best(tuner, completed, tuner.project_dir, retrain, request, final, setup.pipeline,
+                               verbose)
+            if meter is not None and not os.path.exists((best.get("deployed") or {}).get("file") or ""):
+                best["deployed"] = deploy_best(meter, best, tuner.project_dir, final, tuner.log)
+            results["best"] = best
+            results["files"]["best_model"] = best["model"]
+            if "file" in best.get("deployed", {}):
+                results["files"]["deployed"] = best["deployed"]["file"]
+    io_utils.write_json(os.path.join(tuner.project_dir, "results.json"), results)
+    if verbose:
+        print_summary(results, rows)
+    return results
+
+
+def _meter(hypermodel, budget, folder, search):
+    """The `LatencyMeter` of a budget that measures deployed files (None otherwise): int8 calibration on
+    real training images, and the normalisation and class names the deployed file will carry."""
+    if not budget.measures_deployment:
+        return None
+    info = search.info
+    calibration = data_lib.calibration_images(search.x_train, info, count=CALIBRATION_IMAGES)
+    return LatencyMeter(hypermodel, budget, folder, calibration,
+                        {"mean": info["mean"], "std": info["std"], "class_names": info["class_names"]})
+
+
+def _search(tuner, search, recipe, budget, setup, dataset, verbose):
+    """Runs the trials; returns the seconds it took."""
+    if verbose:
+        print(f"search {setup.name(dataset)} ({setup.tuner}, {role()}): {len(search.x_train)} training and "
+              f"{len(search.x_val)} validation images of {dataset}; results in {tuner.project_dir}", flush=True)
+    train_ds, val_ds = training.make_datasets(search.x_train, search.y_train, search.x_val, search.y_val,
+                                              search.info, recipe, setup.pipeline)
+    start = time.perf_counter()
+    # Every trial traces a new model, so TensorFlow's warning about retracing is expected: keep it out of
+    # the one line per trial.
+    with _quiet_logger("tensorflow"):
+        tuner.search(train_ds, validation_data=val_ds, epochs=budget.max_epochs, shuffle=False, verbose=0)
+    return round(time.perf_counter() - start, 1)
+
+
+@contextlib.contextmanager
+def _quiet_logger(name):
+    logger = logging.getLogger(name)
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+def _write_results(tuner, config, search_name, seconds):
+    """Writes the leaderboard and the Pareto plot; returns the results so far and the rows."""
+    folder = tuner.project_dir
+    rows = leaderboard(tuner)
+    cost = "macs" if tuner.meter is None else "latency_ms"
+    csv_path, json_path = write_leaderboard(rows, folder, {"config": config}, cost=cost)
+    files = {"leaderboard_csv": csv_path, "leaderboard_json": json_path}
+    if tuner.meter is not None:  # accuracy against measured latency; against MACs next to it
+        files["pareto_macs_png"] = plot_pareto(rows, os.path.join(folder, "pareto_macs.png"),
+                                               title=f"{search_name}: {OBJECTIVE} vs MACs")
+    files["pareto_png"] = plot_pareto(rows, os.path.join(folder, "pareto.png"), cost=cost,
+                                      title=f"{search_name}: {OBJECTIVE} vs {cost.replace('_', ' ')}")
+    results = {
+        **config,
+        "search_name": search_name,
+        "trials": {status: sum(r["status"] == status for r in rows)
+                   for status in sorted({r["status"] for r in rows})},
+        "skipped_for_size_this_run": len(tuner.skipped),
+        "search_seconds_this_run": seconds,
+        "pareto_front": pareto_front(rows, cost),
+        "pareto_front_macs": pareto_front(rows),
+        "latency": None if tuner.meter is None else tuner.meter.describe(),
+        "files": files,
+        "best": None,
+    }
+    return results, rows
