@@ -13,7 +13,7 @@ import keras
 from keras_resnet import checks
 
 PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
-DISTRIBUTE = ("auto", "none", "mirrored")
+DISTRIBUTE = ("auto", "none", "mirrored", "data-parallel")
 _BF16_GPUS = ("A100", "H100", "H200", "L4", "L40", "RTX 30", "RTX 40")
 
 
@@ -107,10 +107,18 @@ def distribution_scope(distribute="auto"):
     TensorFlow: a `tf.distribute.MirroredStrategy` when several GPUs are visible, or over every
     visible device with ``"mirrored"`` (the logical CPUs where there is no GPU, which is how it is
     tested on one machine). JAX: Keras's `DataParallel` over several GPUs (or every device with
-    ``"mirrored"``). ``"none"`` uses one device. Yields the number of replicas; the caller must build
+    ``"mirrored"``). ``"data-parallel"``: every device of every process of a multi-process JAX job
+    (`keras_resnet.distributed`), or ``"mirrored"`` where the process trains alone. ``"none"`` uses
+    one device. Yields the number of replicas; the caller must build
     and compile the model inside the block.
     """
     checks.check_choice("distribute", distribute, DISTRIBUTE)
+    if distribute == "data-parallel":
+        from keras_resnet.distributed import data_parallel_scope
+
+        with data_parallel_scope() as replicas:
+            yield replicas
+        return
     backend = keras.backend.backend()
     if distribute == "none" or backend not in ("tensorflow", "jax"):
         yield 1

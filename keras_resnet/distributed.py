@@ -1,0 +1,385 @@
+"""Data-parallel training across processes and machines: Keras's distribution API on JAX.
+
+One model trains on the devices of every process of a job: each process holds a replica of the
+weights, feeds its share of each global batch, and JAX all-reduces the gradients (gloo between CPUs,
+NCCL between GPUs). A process learns that it belongs to a job from Keras's variables
+
+    KERAS_DISTRIBUTION_JOB_ADDRESSES   host:port of process 0 (the coordinator), or all addresses
+    KERAS_DISTRIBUTION_NUM_PROCESSES   how many processes the job has
+    KERAS_DISTRIBUTION_PROCESS_ID      this process's index, 0 .. N-1
+
+or, without them, from a Slurm job step of several tasks, whose coordinator JAX finds itself.
+`initialize` joins the job with ``jax.distributed.initialize`` (what ``keras.distribution.initialize``
+calls, here with a time limit: ``KERAS_RESNET_COORDINATOR_TIMEOUT`` seconds, default 300), and
+`data_parallel_scope` sets ``keras.distribution.DataParallel`` over ``keras.distribution.list_devices()``
+(every device of the job). A process that trains alone gets the same scope over its own devices, so
+the same command runs unchanged on one machine or many.
+
+Inputs: under a multi-process ``DataParallel``, Keras's JAX trainer turns what each process yields
+into one global batch with ``jax.make_array_from_process_local_data``: each process must yield its
+own rows, not the global batch. `process_datasets` gives each process rows ``p*B/N .. (p+1)*B/N`` of
+every global batch of the recipe's seeded NumPy pipeline, with the same per-image augmentation draws,
+so the job sees every training image once per epoch and trains as one process would with batch B.
+BatchNorm statistics are computed over the global batch (the jitted step is one program over the
+global arrays).
+"""
+
+import contextlib
+import dataclasses
+import os
+import socket
+import sys
+import threading
+import time
+import zlib
+
+import keras
+import numpy as np
+
+from keras_resnet.pipelines import NUMPY_OPS, NumpyDataset, _augment, normalize
+
+ADDRESSES = "KERAS_DISTRIBUTION_JOB_ADDRESSES"
+NUM_PROCESSES = "KERAS_DISTRIBUTION_NUM_PROCESSES"
+PROCESS_ID = "KERAS_DISTRIBUTION_PROCESS_ID"
+TIMEOUT = "KERAS_RESNET_COORDINATOR_TIMEOUT"
+DEFAULT_TIMEOUT = 300
+# The variables JAX's Slurm detection reads (a task of an `srun` step has them all).
+SLURM_VARS = ("SLURM_JOB_ID", "SLURM_STEP_NODELIST", "SLURM_NTASKS", "SLURM_PROCID", "SLURM_LOCALID")
+
+
+@dataclasses.dataclass(frozen=True)
+class Job:
+    """A multi-process job as this process sees it.
+
+    coordinator: ``host:port`` of process 0, or None where JAX finds it (Slurm).
+    source: where the description came from, for messages.
+    """
+
+    num_processes: int
+    process_id: int
+    coordinator: str = None
+    source: str = "Keras's variables"
+
+
+def _env_int(env, name, low, high=None):
+    text = env.get(name)
+    try:
+        value = int(text)
+    except (TypeError, ValueError):
+        value = None
+    if value is None or value < low or (high is not None and value > high):
+        allowed = f"an integer from {low} to {high}" if high is not None else f"an integer >= {low}"
+        got = "it is not set" if text is None else f"Received: {name}={text!r}"
+        raise ValueError(f"{name} must be {allowed} in a multi-process job; {got}.")
+    return value
+
+
+def _coordinator(addresses, num_processes):
+    parts = [a.strip() for a in addresses.split(",") if a.strip()]
+    if not parts:
+        raise ValueError(f"{ADDRESSES} must name process 0's host:port (e.g. 10.0.0.1:1234) when "
+                         f"{NUM_PROCESSES}={num_processes}; it is not set.")
+    if len(parts) > 1 and len(parts) != num_processes:
+        raise ValueError(f"Inconsistent process counts: {ADDRESSES} lists {len(parts)} addresses but "
+                         f"{NUM_PROCESSES}={num_processes}. Give one address per process, or only "
+                         "process 0's.")
+    host, _, port = parts[0].rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"{ADDRESSES} must start with host:port (e.g. 10.0.0.1:1234). Received: "
+                         f"{ADDRESSES}={addresses!r}")
+    return parts[0]
+
+
+def job_from_env(environ=None):
+    """The job this process belongs to according to `environ` (default ``os.environ``), or None when
+    it trains alone. Raises a ValueError naming the variable when the description is incomplete or
+    inconsistent."""
+    env = os.environ if environ is None else environ
+    if any(name in env for name in (ADDRESSES, NUM_PROCESSES, PROCESS_ID)):
+        n = _env_int(env, NUM_PROCESSES, 1)
+        if n == 1:
+            return None
+        process_id = _env_int(env, PROCESS_ID, 0, n - 1)
+        return Job(n, process_id, _coordinator(env.get(ADDRESSES, ""), n))
+    if all(name in env for name in SLURM_VARS):
+        # Tasks of this step (SLURM_NTASKS can be the allocation's, larger than an `srun -n` step).
+        n = _env_int(env, "SLURM_STEP_NUM_TASKS" if "SLURM_STEP_NUM_TASKS" in env else "SLURM_NTASKS", 1)
+        if n > 1:
+            return Job(n, _env_int(env, "SLURM_PROCID", 0, n - 1), None, "Slurm's variables")
+    return None
+
+
+def _timeout(timeout):
+    if timeout is None:
+        timeout = os.environ.get(TIMEOUT, DEFAULT_TIMEOUT)
+    try:
+        value = float(timeout)
+    except (TypeError, ValueError):
+        value = 0
+    if value <= 0:
+        raise ValueError(f"The coordinator timeout must be a number of seconds > 0. Received: "
+                         f"{TIMEOUT}={timeout!r}")
+    return value
+
+
+def _split_address(address):
+    host, _, port = address.rpartition(":")
+    return host.strip("[]"), int(port)
+
+
+def _wait_for_coordinator(job, timeout):
+    """Waits until process 0's port accepts connections; a clear TimeoutError after `timeout` s."""
+    host, port = _split_address(job.coordinator)
+    deadline, why = time.monotonic() + timeout, None
+    while True:
+        try:
+            with socket.create_connection((host, port), timeout=min(5.0, timeout)):
+                return
+        except OSError as e:
+            why = e
+        if time.monotonic() >= deadline:
+            raise TimeoutError(
+                f"Process {job.process_id} of {job.num_processes} could not reach the coordinator at "
+                f"{job.coordinator} (the first address of {ADDRESSES}) within {timeout:g} s "
+                f"({type(why).__name__}: {why}). Start process 0 ({PROCESS_ID}=0) on that host, check "
+                f"the address and port and the firewall, or raise {TIMEOUT}.")
+        time.sleep(0.5)
+
+
+def _check_port_free(job):
+    _, port = _split_address(job.coordinator)
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("", port))
+        except OSError as e:
+            raise OSError(e.errno, f"Process 0 serves the job on port {port} ({ADDRESSES}="
+                                   f"{job.coordinator}), but that port is in use ({e.strerror}): "
+                                   "choose another port, or stop the process holding it.") from e
+
+
+def _warn_before_abort(job, timeout):
+    """JAX ends the process (SIGABRT) when the job does not assemble in time; say why first."""
+    where = job.coordinator or "the address JAX derives from Slurm's variables"
+    print(f"keras-resnet: process {job.process_id}: the job at {where} did not assemble within "
+          f"{timeout:g} s ({TIMEOUT}); it needs {job.num_processes} processes with the same "
+          f"{NUM_PROCESSES} and each its own {PROCESS_ID} in 0..{job.num_processes - 1}. JAX stops "
+          "this process now.", file=sys.stderr, flush=True)
+
+
+def initialize(job=None, timeout=None):
+    """Joins this process to its job (`job_from_env` by default); returns the `Job`, or None when the
+    process trains alone. Call it before any JAX computation; a second call returns at once.
+
+    Args:
+        job: a `Job`, or None to read the environment.
+        timeout: seconds to wait for the coordinator and for every process to connect (default
+            ``KERAS_RESNET_COORDINATOR_TIMEOUT``, else 300).
+    """
+    job = job_from_env() if job is None else job
+    if job is None:
+        return None
+    _check_backend(job)
+    import jax
+
+    if not jax.distributed.is_initialized():
+        timeout = _timeout(timeout)
+        if job.coordinator and job.process_id == 0:
+            _check_port_free(job)
+        elif job.coordinator:
+            _wait_for_coordinator(job, timeout)
+        watchdog = threading.Timer(max(timeout - 1, 0.5), _warn_before_abort, (job, timeout))
+        watchdog.daemon = True
+        watchdog.start()
+        try:
+            jax.distributed.initialize(job.coordinator, job.num_processes, job.process_id,
+                                       initialization_timeout=max(int(timeout), 1))
+        except RuntimeError as e:
+            raise RuntimeError(f"Process {job.process_id} could not join its job: {e} Start the "
+                               "program with keras_resnet.distributed.initialize(), before any JAX "
+                               "computation.") from e
+        finally:
+            watchdog.cancel()
+    declared = _allgather([job.num_processes])[:, 0]
+    if jax.process_count() != job.num_processes or len(set(declared.tolist())) > 1:
+        raise ValueError(f"Inconsistent process counts: the job at {job.coordinator} has "
+                         f"{jax.process_count()} processes, but they declare {NUM_PROCESSES}="
+                         f"{declared.tolist()} (by process). Give every process the same {NUM_PROCESSES}.")
+    return job
+
+
+def _check_backend(job):
+    backend = keras.backend.backend()
+    if backend != "jax":
+        raise ValueError(
+            f"Training across processes ({job.num_processes} processes, from {job.source}) needs the JAX "
+            f"backend; this process runs Keras on {backend!r}. Set KERAS_BACKEND=jax on every process "
+            "(TensorFlow's multi-worker strategy does not work with Keras 3), or run one process per "
+            "machine without the job's variables to use that machine's GPUs.")
+
+
+def _allgather(values):
+    """(processes, len(values)) int32: `values` of every process, in process order."""
+    from jax.experimental import multihost_utils
+
+    return np.asarray(multihost_utils.process_allgather(np.asarray(values, np.int32)))
+
+
+@contextlib.contextmanager
+def data_parallel_scope():
+    """Trains one model on every device of this process's job inside the block; yields the number of
+    devices. Joins the job first (`initialize`). A process that trains alone uses its own devices:
+    Keras's ``DataParallel`` on JAX, a ``MirroredStrategy`` on TensorFlow."""
+    job = job_from_env()
+    if job is not None:
+        _check_backend(job)
+    if keras.backend.backend() != "jax":
+        from keras_resnet.runtime import distribution_scope
+
+        with distribution_scope("mirrored") as replicas:
+            yield replicas
+        return
+    initialize(job)
+    devices = keras.distribution.list_devices()
+    if len(devices) == 1:
+        yield 1
+        return
+    # Each process feeds its own rows (`process_datasets`): Keras must not shard the input again.
+    with keras.distribution.DataParallel(devices=devices, auto_shard_dataset=False).scope():
+        yield len(devices)
+
+
+def _current():
+    """(this process's index, processes, devices) of Keras's current JAX distribution."""
+    distribution = keras.distribution.distribution() if keras.backend.backend() == "jax" else None
+    if distribution is None:
+        return 0, 1, 1
+    import jax
+
+    return jax.process_index(), distribution.num_processes, int(distribution.device_mesh.devices.size)
+
+
+def is_chief():
+    """True unless this process is one of a multi-process job's processes other than process 0."""
+    return _current()[0] == 0
+
+
+def plan(data, recipe):
+    """Checks that the recipe's global batch divides across the job's devices and that every process
+    runs the same command on the same data; trims the validation images to a multiple of the device
+    count (each device evaluates whole rows). Returns ``(data, layout)``, where layout holds
+    ``processes``, ``devices``, ``global_batch`` and ``per_process_batch`` for ``run.json``."""
+    _, processes, devices = _current()
+    batch = recipe.batch_size
+    if batch % devices:
+        below, above = batch - batch % devices, batch - batch % devices + devices
+        raise ValueError(f"`batch_size`={batch} (the global batch) does not divide across the {devices} "
+                         f"devices of {processes} process(es); use a multiple of {devices}, e.g. "
+                         f"{below or above} or {above}.")
+    keep = len(data.x_val) - len(data.x_val) % devices
+    data = dataclasses.replace(data, x_val=data.x_val[:keep], y_val=data.y_val[:keep])
+    if processes > 1:
+        check_same("the recipe", _crc(repr(sorted(dataclasses.asdict(recipe).items())).encode()))
+        check_same("the training images", len(data.x_train))
+        check_same("the training labels", _crc(np.ascontiguousarray(data.y_train).tobytes()))
+    return data, {"processes": processes, "devices": devices, "global_batch": batch,
+                  "per_process_batch": batch // processes}
+
+
+def _crc(data):
+    return zlib.crc32(data) & 0x7FFFFFFF  # fits the int32 of an all-gather
+
+
+def check_same(what, value):
+    """Raises the same ValueError on every process of the job unless all pass the same integer."""
+    _, processes, _ = _current()
+    if processes == 1:
+        return value
+    values = _allgather([int(value)])[:, 0].tolist()
+    if len(set(values)) > 1:
+        raise ValueError(f"The {processes} processes disagree on {what}: {values} (by process). Run "
+                         "the same command on every process, with a run folder on storage they all see.")
+    return value
+
+
+class ProcessShare(NumpyDataset):
+    """This process's rows of each batch of the NumPy pipeline (`numpy_dataset`): rows
+    ``share*p .. share*(p+1)`` of every batch, with the draws those rows get in the whole batch."""
+
+    def __init__(self, dataset, process, processes):
+        super().__init__(dataset.x, dataset.y, dataset.info, dataset.batch_size, dataset.training,
+                         dataset.augment, dataset.seed, dataset.erase)
+        self.process, self.processes = process, processes
+
+    def __getitem__(self, i):
+        if not 0 <= i < len(self):
+            raise IndexError(f"batch index {i} out of range for {len(self)} batches")
+        batch = self._order[i * self.batch_size:(i + 1) * self.batch_size]
+        share = len(batch) // self.processes
+        if share * self.processes != len(batch):
+            raise ValueError(f"A batch of {len(batch)} images does not divide across {self.processes} "
+                             "processes.")
+        rows = slice(share * self.process, share * (self.process + 1))
+        index = batch[rows]
+        if not (self.training and self.augment):
+            return normalize(self.x[index], self.info), self.y[index]
+        u = np.random.default_rng((self.seed, 1, self.epoch, i)).random((len(batch), 8), np.float32)
+        return _augment(self.x[index], u[rows], self.info, self.erase, NUMPY_OPS), self.y[index]
+
+
+def process_datasets(*datasets):
+    """Each NumPy pipeline as this process's share of its batches when Keras's current distribution
+    spans several processes; unchanged otherwise (None stays None)."""
+    process, processes, _ = _current()
+    if processes == 1:
+        return datasets
+    for ds in datasets:
+        if ds is not None and not isinstance(ds, NumpyDataset):
+            raise ValueError("Training across processes feeds each process's rows from the NumPy "
+                             f"pipeline; pass pipeline='numpy' (or 'auto'). Received: {type(ds).__name__}")
+    return tuple(None if ds is None else ProcessShare(ds, process, processes) for ds in datasets)
+
+
+@contextlib.contextmanager
+def process_local():
+    """Inside the block, Keras's distribution is unset when it spans several processes, so that
+    `model.predict` returns this process's NumPy arrays (each process predicts every row itself)."""
+    if _current()[1] == 1:
+        yield
+        return
+    previous = keras.distribution.distribution()
+    keras.distribution.set_distribution(None)
+    try:
+        yield
+    finally:
+        keras.distribution.set_distribution(previous)
+
+
+class ProcessLocal(keras.callbacks.Callback):
+    """Calls `callback`'s hooks inside `process_local`: what process 0 alone writes (a ``.keras``
+    file creates variables while saving) must not become a collective that the others never join."""
+
+    def __init__(self, callback):
+        super().__init__()
+        self.callback = callback
+
+    def set_model(self, model):
+        super().set_model(model)
+        self.callback.set_model(model)
+
+    def set_params(self, params):
+        super().set_params(params)
+        self.callback.set_params(params)
+
+
+def _process_local_hook(name):
+    def hook(self, *args, **kwargs):
+        with process_local():
+            return getattr(self.callback, name)(*args, **kwargs)
+
+    hook.__name__ = name
+    return hook
+
+
+for _name in [n for n in dir(keras.callbacks.Callback) if n.startswith("on_")]:
+    setattr(ProcessLocal, _name, _process_local_hook(_name))
