@@ -13,7 +13,6 @@ Prints a table and writes JSON.
 """
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -27,7 +26,8 @@ import numpy as np  # noqa: E402
 from ai_edge_litert.interpreter import Interpreter  # noqa: E402
 
 import keras_resnet  # noqa: E402
-from keras_resnet import data, export, training  # noqa: E402
+from keras_resnet import data, export, io_utils, runtime  # noqa: E402
+from keras_resnet.export.runtime import input_values  # noqa: E402
 
 MODES = ("float32", "float16", "dynamic", "int8")
 TARGETS = {"int8_accuracy_drop_points": 0.5, "int8_size_ratio": 0.26, "float16_size_ratio": 0.51,
@@ -49,6 +49,8 @@ def parse_args(argv=None):
     p.add_argument("--min-agreement", type=float, default=None,
                    help="verification threshold of the quantized modes (default: the library's)")
     p.add_argument("--strip-names", action="store_true", help="export without inner tensor names")
+    p.add_argument("--rgb-input", action=argparse.BooleanOptionalAction, default=None,
+                   help="camera-ready files (RGB pixels in; the library's default) or the model's own input")
     p.add_argument("--runs", type=int, default=300, help="timed single-image runs per measurement")
     p.add_argument("--warmup", type=int, default=30)
     p.add_argument("--keras-runs", type=int, default=50)
@@ -75,7 +77,7 @@ def get_model(args, x_train, y_train, info):
     model.fit(data.normalize(x_train[:n], info), y_train[:n], batch_size=128, epochs=args.train_epochs,
               verbose=2)
     path = Path(args.out_dir) / f"{model.name}_trained.keras"
-    model.save(path)
+    io_utils.save_model(model, path)
     return model, str(path)
 
 
@@ -121,9 +123,9 @@ def keras_latency_ms(fn, x, runs, warmup):
     return 1000 * statistics.median(times)
 
 
-def keras_vs_litert_ms(model, path, x, runs, warmup, threads=2):
-    """Median ms of Keras ``predict`` and of a LiteRT invoke on one image, timed in alternation so that
-    a noisy machine slows both alike."""
+def keras_vs_litert_ms(model, path, x, x_file, runs, warmup, threads=2):
+    """Median ms of Keras ``predict`` on `x` and of a LiteRT invoke on `x_file` (the same image as the
+    file's input), timed in alternation so that a noisy machine slows both alike."""
     interpreter = Interpreter(model_path=str(path), num_threads=threads)
     inp = interpreter.get_input_details()[0]
     interpreter.resize_tensor_input(inp["index"], [1] + list(inp["shape"][1:]))
@@ -131,7 +133,7 @@ def keras_vs_litert_ms(model, path, x, runs, warmup, threads=2):
     inp = interpreter.get_input_details()[0]
 
     def litert():
-        interpreter.set_tensor(inp["index"], x.astype(inp["dtype"]))
+        interpreter.set_tensor(inp["index"], x_file.astype(inp["dtype"]))
         interpreter.invoke()
 
     times = {"keras": [], "litert": []}
@@ -172,20 +174,21 @@ def main(argv=None):
             verify_data=x_eval[:args.verify_count], verify_labels=y_test[:args.verify_count],
             calibration_count=args.calibration_count, mean=info["mean"], std=info["std"],
             class_names=info["class_names"], min_agreement=None if mode == "float32" else args.min_agreement,
-            strip_names=args.strip_names)
+            strip_names=args.strip_names, rgb_input=args.rgb_input)
         export_s = time.perf_counter() - start
-        probs = export.run(path, x_eval, batch_size=256)
+        probs = export.run(path, input_values(sidecar, x_test), batch_size=256)
         rows[mode] = {
             "file": str(path), "bytes": sidecar["file_size"], "export_s": round(export_s, 1),
             "ms_1_thread": litert_latency_ms(path, 1, args.runs, args.warmup),
             "ms_2_threads": litert_latency_ms(path, 2, args.runs, args.warmup),
             "test_accuracy": float(np.mean(probs.argmax(-1) == y_test)),
-            "ops": sidecar["ops"], "batch_norm": sidecar["batch_norm"],
+            "input": sidecar["input"], "ops": sidecar["ops"], "batch_norm": sidecar["batch_norm"],
             "verification": sidecar["verification"],
         }
         top1[mode] = probs.argmax(-1)
     base = rows["float32"]
-    paired = keras_vs_litert_ms(model, base["file"], x_eval[:1], args.keras_runs, 5)
+    x_file = input_values(export.read_sidecar(base["file"]), x_test[:1])
+    paired = keras_vs_litert_ms(model, base["file"], x_eval[:1], x_file, args.keras_runs, 5)
     for mode, r in rows.items():
         r["size_ratio"] = r["bytes"] / base["bytes"]
         r["speedup_1_thread"] = base["ms_1_thread"] / r["ms_1_thread"]
@@ -201,7 +204,8 @@ def main(argv=None):
         "litert_float32_speedup_over_keras_predict": paired["keras"] / paired["litert"],
         "litert_float32_gflops": gflops,
         "litert_float32_fraction_of_peak": {t: g / args.peak_gflops for t, g in gflops.items()},
-        "peak_gflops": args.peak_gflops, "cpu": training.cpu_info_field("model name"),
+        "peak_gflops": args.peak_gflops, "cpu": runtime.cpu_info_field("model name"),
+        "avx512_vnni": "avx512_vnni" in (runtime.cpu_info_field("flags") or "").split(),
         "runs": args.runs, "warmup": args.warmup,
         "cpu_count": os.cpu_count(), "modes": rows,
     }
@@ -220,7 +224,8 @@ def main(argv=None):
         for name, (value, op, bound) in checks.items()
     }
 
-    print(f"\n{model.name} ({macs / 1e6:.1f} M MACs/image), {args.dataset} test set of {len(y_test)} images; "
+    print(f"\nCPU: {result['cpu']} (avx512_vnni: {'yes' if result['avx512_vnni'] else 'no'})")
+    print(f"{model.name} ({macs / 1e6:.1f} M MACs/image), {args.dataset} test set of {len(y_test)} images; "
           f"Keras accuracy {keras_acc:.4f}, Keras predict {keras_ms:.2f} ms/image "
           f"(model(x) {keras_call_ms:.2f} ms)")
     print(f"{'mode':8} {'KiB':>8} {'size':>6} {'ms 1thr':>8} {'ms 2thr':>8} {'x 1thr':>7} {'x 2thr':>7} "
@@ -238,7 +243,7 @@ def main(argv=None):
     for name, v in t.items():
         print(f"target {name}: {v['value']:.3f} ({v['target']}) {'met' if v['met'] else 'NOT met'}")
     json_path = out / "bench_export.json"
-    json_path.write_text(json.dumps(result, indent=2) + "\n")
+    io_utils.write_json(json_path, result, indent=2)
     print(f"wrote {json_path}")
     return 0
 

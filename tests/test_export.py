@@ -7,11 +7,12 @@ import pytest
 from PIL import Image
 
 from keras_resnet import build, cli, export
-from keras_resnet.export import EDGE_OPS, ExportError, analyze, to_tflite
+from keras_resnet.export import EDGE_OPS, ExportError, analyze, graph, to_tflite
 
 MEAN, STD = 0.2, 0.25
 CLASSES = [f"class_{k}" for k in range(10)]
-# blocks=(1, 1, 1): the stem, two convolutions per block, and the projections of stages 2 and 3.
+# blocks=(1, 1, 1): the stem, two convolutions per block, and the projections of stages 2 and 3;
+# a camera-ready file (RGB pixels in) has one more, the 1x1 convolution in front.
 CONVS, BATCH_NORMS, BLOCKS = 9, 9, 3
 
 
@@ -52,27 +53,56 @@ def trained():
     return model, normalize(x[:200]), normalize(x_val), y_val
 
 
-def test_float32_file_matches_keras_within_1e_4_and_writes_sidecar(tmp_path):
+def test_float32_file_takes_rgb_pixels_matches_keras_within_1e_4_and_writes_sidecar(tmp_path):
     keras.utils.set_random_seed(1)
     model = build(depth=8, input_shape=(32, 32, 3), width=0.5, num_classes=10)
     randomize_batch_norms(model)
-    x = np.random.default_rng(0).standard_normal((16, 32, 32, 3)).astype(np.float32)
+    mean, std = np.array([0.5, 0.4, 0.3]), 0.25
+    pixels = np.random.default_rng(0).integers(0, 256, (16, 32, 32, 3)).astype(np.uint8)
+    x = ((pixels / 255 - mean) / std).astype(np.float32)
     path = tmp_path / "model.tflite"
-    info = to_tflite(model, path, verify_data=x, mean=[0.5, 0.4, 0.3], std=0.25, class_names=CLASSES)
+    info = to_tflite(model, path, verify_data=x, mean=mean, std=std, class_names=CLASSES)
 
-    diff = np.abs(export.run(path, x) - model.predict(x, verbose=0)).max()
+    # the file normalises 0-255 pixels inside, as training normalised them
+    diff = np.abs(export.run(path, pixels) - model.predict(x, verbose=0)).max()
     assert diff < 1e-4
     sidecar = json.loads((tmp_path / "model.json").read_text())
     assert sidecar == info
-    assert sidecar["input"] == {"shape": [-1, 32, 32, 3], "dtype": "float32", "scale": 0.0, "zero_point": 0}
-    assert sidecar["output"]["shape"] == [-1, 10]
+    assert sidecar["input"]["shape"] == [-1, 32, 32, 3] and sidecar["input"]["dtype"] == "float32"
+    assert sidecar["input"]["color_space"] == "RGB" and sidecar["input"]["normalized_inside"] is True
+    assert sidecar["input"]["normalization"] == {"mean": [0.0] * 3, "std": [1.0] * 3}
+    assert sidecar["input"]["range"] == [0.0, 255.0]
+    assert sidecar["output"]["shape"] == [-1, 10] and sidecar["output"]["range"] == [0.0, 1.0]
     assert sidecar["normalization"]["mean"] == [0.5, 0.4, 0.3]
     assert sidecar["normalization"]["std"] == [0.25, 0.25, 0.25]
     assert sidecar["class_names"] == CLASSES
+    assert sidecar["architecture"]["depth"] == 8 and sidecar["architecture"]["width"] == 0.5
     assert sidecar["file_size"] == path.stat().st_size
-    assert sidecar["ops"]["CONV_2D"] == CONVS and "MUL" not in sidecar["ops"]
+    assert sidecar["ops"]["CONV_2D"] == CONVS + 1 and "MUL" not in sidecar["ops"]
     assert sidecar["verification"]["max_abs_diff"] < 1e-4
     assert sidecar["verification"]["images"] == 16
+
+
+def test_grayscale_model_without_rgb_input_keeps_its_normalised_input(trained, tmp_path):
+    model, _, x_val, _ = trained
+    path = tmp_path / "gray.tflite"
+    info = to_tflite(model, path, verify_data=x_val, mean=MEAN, std=STD, rgb_input=False)
+
+    assert info["input"]["shape"] == [-1, 28, 28, 1] and info["input"]["color_space"] == "GRAYSCALE"
+    assert info["input"]["normalization"] == {"mean": [255 * MEAN], "std": [255 * STD]}
+    assert info["ops"]["CONV_2D"] == CONVS
+    np.testing.assert_allclose(export.run(path, x_val), model.predict(x_val, verbose=0), atol=1e-4)
+
+
+def test_grayscale_model_gets_the_luminance_of_rgb_pixels(trained, tmp_path):
+    model, _, x_val, _ = trained
+    path = tmp_path / "rgb.tflite"
+    to_tflite(model, path, verify_data=x_val, mean=MEAN, std=STD)
+    rgb = np.random.default_rng(3).integers(0, 256, (8, 28, 28, 3)).astype(np.uint8)
+    gray = rgb @ np.array(export.camera.LUMA)  # what Pillow's convert("L") computes, unrounded
+
+    expected = model.predict(((gray[..., None] / 255 - MEAN) / STD).astype(np.float32), verbose=0)
+    np.testing.assert_allclose(export.run(path, rgb), expected, atol=1e-4)
 
 
 def test_mixed_precision_model_is_exported_and_verified_as_float32(tmp_path):
@@ -102,10 +132,10 @@ def test_weight_quantized_modes_write_builtin_ops_with_batchnorm_folded(trained,
     path = tmp_path / f"{quantize}.tflite"
     info = to_tflite(model, path, quantize, verify_data=x_val, verify_labels=y_val, mean=MEAN, std=STD)
 
-    graph = analyze(path)
-    assert not [op for op in graph["ops"] if op.startswith("CUSTOM")]
-    assert graph["ops"]["CONV_2D"] == CONVS and graph["ops"]["ADD"] == BLOCKS and "MUL" not in graph["ops"]
-    assert graph["bn_unfolded"] == 0 and info["batch_norm"]["keras_layers"] == BATCH_NORMS
+    ops = analyze(path)
+    assert not [op for op in ops["ops"] if op.startswith("CUSTOM")]
+    assert ops["ops"]["CONV_2D"] == CONVS + 1 and ops["ops"]["ADD"] == BLOCKS and "MUL" not in ops["ops"]
+    assert ops["bn_unfolded"] == 0 and info["batch_norm"]["keras_layers"] == BATCH_NORMS
     assert info["input"]["dtype"] == "float32"
     v = info["verification"]
     assert v["top1_agreement"] >= 0.99 and v["tflite_accuracy"] >= v["keras_accuracy"] - 0.01
@@ -118,7 +148,7 @@ def test_int8_file_has_integer_io_and_sidecar_scale_and_zero_point(trained, tmp_
     model, calibration, x_val, y_val = trained
     path = tmp_path / "int8.tflite"
     info = to_tflite(model, path, "int8", calibration, verify_data=x_val, verify_labels=y_val,
-                     io_dtype=io_dtype, mean=MEAN, std=STD)
+                     io_dtype=io_dtype, mean=MEAN, std=STD, rgb_input=False)
 
     interpreter = Interpreter(model_path=str(path))
     inp, out = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
@@ -132,12 +162,31 @@ def test_int8_file_has_integer_io_and_sidecar_scale_and_zero_point(trained, tmp_
     q = np.iinfo(io_dtype)
     scale, zero = info["input"]["scale"], info["input"]["zero_point"]
     assert (q.min - zero) * scale <= lo + scale and (q.max - zero) * scale >= hi - scale
-    graph = analyze(path)
-    assert not [op for op in graph["ops"] if op.startswith("CUSTOM")]
-    assert graph["ops"]["CONV_2D"] == CONVS and "MUL" not in graph["ops"] and graph["bn_unfolded"] == 0
+    ops = analyze(path)
+    assert not [op for op in ops["ops"] if op.startswith("CUSTOM")]
+    assert ops["ops"]["CONV_2D"] == CONVS and "MUL" not in ops["ops"] and ops["bn_unfolded"] == 0
     assert info["calibration_images"] == len(calibration)
     v = info["verification"]
     assert v["top1_agreement"] >= 0.97 and v["tflite_accuracy"] >= v["keras_accuracy"] - 0.01
+
+
+def test_int8_camera_file_takes_uint8_pixels_and_gives_uint8_scores(trained, tmp_path):
+    model, calibration, x_val, y_val = trained
+    path = tmp_path / "int8.tflite"
+    info = to_tflite(model, path, "int8", calibration, verify_data=x_val, verify_labels=y_val,
+                     mean=MEAN, std=STD, class_names=CLASSES)
+
+    assert info["input"] | {"range": None} == {
+        "shape": [-1, 28, 28, 3], "dtype": "uint8", "scale": 1.0, "zero_point": 0, "color_space": "RGB",
+        "normalization": {"mean": [0.0] * 3, "std": [1.0] * 3}, "normalized_inside": True, "range": None}
+    assert info["output"]["dtype"] == "uint8" and info["output"]["scale"] == pytest.approx(1 / 256)
+    assert info["output"]["range"] == [0.0, pytest.approx(255 / 256)]
+    v = info["verification"]
+    assert v["top1_agreement"] >= 0.97 and v["tflite_accuracy"] >= v["keras_accuracy"] - 0.01
+    # raw pixels in, the same classes out as Keras on the normalised images
+    pixels = np.round((x_val * STD + MEAN) * 255).astype(np.uint8)
+    lite = export.run(path, np.repeat(pixels, 3, axis=-1))
+    assert np.mean(lite.argmax(-1) == model.predict(x_val, verbose=0).argmax(-1)) >= 0.97
 
 
 def test_failed_verification_writes_nothing_and_keeps_the_existing_file(trained, tmp_path):
@@ -176,6 +225,12 @@ def test_bad_arguments_raise_value_errors_naming_them(tmp_path):
         to_tflite(model, tmp_path / "model.bin")
     with pytest.raises(FileNotFoundError, match="missing.keras"):
         to_tflite(tmp_path / "missing.keras", path)
+    with pytest.raises(ValueError, match="rgb_input=True .*pass `mean` and `std`"):
+        to_tflite(model, path, rgb_input=True)
+    with pytest.raises(TypeError, match="`rgb_input` must be None, True or False"):
+        to_tflite(model, path, rgb_input="yes", mean=MEAN, std=STD)
+    with pytest.raises(ValueError, match="`class_names` must be non-empty names without line breaks"):
+        to_tflite(model, path, class_names=["a\nb"] + CLASSES[1:])
     assert os.listdir(tmp_path) == []
 
 
@@ -221,10 +276,10 @@ def test_edge_profile_writes_only_allowlisted_integer_ops_at_batch_1(trained, tm
     info = to_tflite(model, path, representative_data=calibration, verify_data=x_val, verify_labels=y_val,
                      edge=True, io_dtype="uint8", mean=MEAN, std=STD)
 
-    graph = analyze(path)
-    assert set(graph["ops"]) <= EDGE_OPS and graph["float_tensors"] == 0
+    ops = analyze(path)
+    assert set(ops["ops"]) <= EDGE_OPS and ops["float_tensors"] == 0
     assert info["quantize"] == "int8" and info["edge"] is True
-    assert info["input"]["shape"] == [1, 28, 28, 1] and info["input"]["dtype"] == "uint8"
+    assert info["input"]["shape"] == [1, 28, 28, 3] and info["input"]["dtype"] == "uint8"
     assert info["verification"]["images"] == len(x_val)  # run one image at a time
 
 
@@ -246,58 +301,49 @@ def test_analyze_finds_the_batchnorms_a_concrete_function_leaves_unfolded():
     function = tf.function(lambda x: model(x, training=False)).get_concrete_function(
         tf.TensorSpec((1, 28, 28, 1), tf.float32))
     converter = tf.lite.TFLiteConverter.from_concrete_functions([function], model)
-    graph = analyze(converter.convert())  # Keras 3 variables stay variables: no BatchNorm folds
-    assert graph["bn_unfolded"] == BATCH_NORMS
+    ops = analyze(converter.convert())  # Keras 3 variables stay variables: no BatchNorm folds
+    assert ops["bn_unfolded"] == BATCH_NORMS
     with pytest.raises(ExportError, match="9 BatchNorm"):
-        export._check_graph(graph, "unfolded.tflite", edge=False)
+        graph.check_graph(ops, "unfolded.tflite", edge=False)
 
 
-def test_cli_export_calibrates_and_verifies_on_the_dataset(tmp_path, capsys):
+def test_cli_export_without_a_run_folder_says_it_uses_fashion_mnist_and_stays_quiet(tmp_path, capfd):
     data = pytest.importorskip("keras_resnet.data")
     model = build(blocks=(1, 1, 1), input_shape=(28, 28, 1), width=0.25, num_classes=10)
     model.save(tmp_path / "model.keras")
     out = tmp_path / "model_int8.tflite"
     code = cli.main(["export", str(tmp_path / "model.keras"), "--quantize", "int8", "--calibration-count",
                      "50", "--verify-count", "100", "--min-agreement", "0", "--max-accuracy-drop", "1"])
-    assert code == 0, capsys.readouterr().err
-    assert "verified on 100 fashion_mnist test images" in capsys.readouterr().out
+    captured = capfd.readouterr()
+    assert code == 0, captured.err
+    lines = captured.out.splitlines()
+    assert lines[0].startswith("no config.json or run.json next to") and "using fashion_mnist" in lines[0]
+    assert "verified on 100 fashion_mnist test images" in captured.out
     sidecar = json.loads(out.with_suffix(".json").read_text())
     assert sidecar["class_names"] == data.FASHION_MNIST_CLASSES
     assert sidecar["normalization"]["mean"][0] == pytest.approx(0.286, abs=1e-3)
     assert sidecar["calibration_images"] == 50 and sidecar["verification"]["images"] == 100
-    assert sidecar["input"]["dtype"] == "int8"
+    assert sidecar["input"]["dtype"] == "uint8" and sidecar["input"]["shape"] == [-1, 28, 28, 3]
 
 
-def _quantization_and_output(content, x):
-    """Every tensor's (name, scales, zero points) and the output for `x` of a .tflite buffer."""
-    from ai_edge_litert.interpreter import Interpreter
-
-    interpreter = Interpreter(model_content=content)
-    interpreter.allocate_tensors()
-    quantization = [(t["name"], t["quantization_parameters"]["scales"].tolist(),
-                     t["quantization_parameters"]["zero_points"].tolist())
-                    for t in interpreter.get_tensor_details()]
-    inp = interpreter.get_input_details()[0]
-    if inp["dtype"] == np.int8:
-        scale, zero = inp["quantization"]
-        x = np.clip(np.round(x / scale + zero), -128, 127).astype(np.int8)
-    interpreter.set_tensor(inp["index"], x)
-    interpreter.invoke()
-    return quantization, interpreter.get_tensor(interpreter.get_output_details()[0]["index"]).copy()
+QUIET_AND_VERBOSE = """
+import sys
+from keras_resnet import build, export
+model = build(blocks=(1, 1, 1), input_shape=(28, 28, 1), width=0.25, num_classes=10)
+for verbose in (False, True):
+    print(f"--- verbose={verbose}", file=sys.stderr, flush=True)
+    export.to_tflite(model, sys.argv[1] + f"/{verbose}.tflite", mean=0.3, std=0.3, verbose=verbose)
+"""
 
 
-@pytest.mark.parametrize("quantize", ["dynamic", "int8"])
-def test_quantized_file_stores_identical_zero_points_once_and_computes_the_same(trained, quantize):
-    model, calibration, x_val, _ = trained
-    int8 = quantize == "int8"
-    raw = export._convert(model, quantize, calibration if int8 else None, "int8" if int8 else None,
-                          (1, 28, 28, 1))
-    compact = export._rewrite(raw, strip_names=False)
+def test_to_tflite_keeps_native_conversion_logs_quiet_unless_verbose(tmp_path):
+    import subprocess
+    import sys
 
-    raw_quantization, raw_output = _quantization_and_output(raw, x_val[:1])
-    quantization, output = _quantization_and_output(compact, x_val[:1])
-    assert quantization == raw_quantization
-    np.testing.assert_array_equal(output, raw_output)
-    # each int64 zero point took 8 bytes; one vector per distinct content is left
-    zero_point_bytes = sum(8 * len(zero_points) for _, _, zero_points in raw_quantization)
-    assert len(raw) - len(compact) >= zero_point_bytes // 2 > 0
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "0"}  # TensorFlow's default: everything is logged
+    result = subprocess.run([sys.executable, "-c", QUIET_AND_VERBOSE, str(tmp_path)], env=env,
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    quiet, verbose = result.stderr.split("--- verbose=False")[1].split("--- verbose=True")
+    assert "reader.cc" not in quiet and "flatbuffer_export.cc" not in quiet
+    assert "reader.cc" in verbose  # the converter's lines, passed through on request

@@ -1,0 +1,58 @@
+"""What a run folder says about the model files in it: dataset, normalisation and class names.
+
+A training run writes ``config.json`` (and ``run.json``, the config with the metrics) next to its
+``model.keras`` and ``best.keras``; `run_defaults` reads them back, so that ``export`` and
+``evaluate`` use the data the model was trained on when no dataset is given.
+"""
+
+import os
+
+from keras_resnet import io_utils
+
+DEFAULT_DATASET = "fashion_mnist"
+RUN_FILES = ("config.json", "run.json")
+
+
+def run_defaults(model_path):
+    """The training facts recorded next to a ``.keras`` file, or None when there is no run folder.
+
+    Args:
+        model_path: the path of a ``.keras`` file.
+
+    Returns:
+        None, or a dict with ``dataset`` (the name or folder it was trained on), ``normalization``
+        (``{"mean": [...], "std": [...]}``, [0, 1] pixel scale, or None), ``class_names`` (a list or
+        None) and ``source`` (the file read). The first of ``config.json`` and ``run.json`` in the
+        model's folder that holds a ``dataset`` is used.
+    """
+    if not isinstance(model_path, (str, os.PathLike)) or not os.fspath(model_path):
+        raise TypeError(f"`model_path` must be a file path (str or os.PathLike). Received: "
+                        f"model_path={model_path!r}")
+    folder = os.path.dirname(os.path.abspath(os.fspath(model_path)))
+    for name in RUN_FILES:
+        source = os.path.join(folder, name)
+        config = io_utils.read_json(source)
+        if isinstance(config, dict) and config.get("dataset"):
+            norm = config.get("normalization")
+            if not (isinstance(norm, dict) and "mean" in norm and "std" in norm):
+                norm = None
+            return {"dataset": str(config["dataset"]),
+                    "normalization": None if norm is None else {"mean": norm["mean"], "std": norm["std"]},
+                    "class_names": config.get("class_names"), "source": source}
+    return None
+
+
+def dataset_for(model_path, dataset=None):
+    """``(dataset, defaults, note)``: `dataset` if given, else the run folder's, else fashion_mnist.
+
+    `defaults` is `run_defaults(model_path)` when the dataset comes from the run folder (else None);
+    `note` is one line for people saying which data is used and why, or None when `dataset` was given.
+    """
+    if dataset is not None:
+        return dataset, None, None
+    defaults = run_defaults(model_path)
+    if defaults is not None:
+        return defaults["dataset"], defaults, (f"using dataset {defaults['dataset']!r}, its normalisation "
+                                               f"and class names from {defaults['source']}")
+    return DEFAULT_DATASET, None, (f"no config.json or run.json next to {os.fspath(model_path)}: using "
+                                   f"{DEFAULT_DATASET} (pass --dataset to choose)")
