@@ -107,7 +107,8 @@ def _unsupported(shapes):
     if shapes["conv1.weight"][2:] != (7, 7):
         return "a ResNet without the 7x7 ImageNet stem", "conv1.weight"
     if "layer1.0.bn1.weight" in shapes and "layer1.0.bn1.running_var" not in shapes:
-        return "a ResNet without BatchNorm statistics (GroupNorm or frozen-norm variants)", "layer1.0.bn1.weight"
+        return ("a ResNet without BatchNorm statistics (GroupNorm or frozen-norm variants)",
+                "layer1.0.bn1.weight")
     if "layer1.0.conv3.weight" in shapes:
         c1, c2, c3 = (shapes[f"layer1.0.conv{k}.weight"] for k in (1, 2, 3))
         if c2[1] != c1[0]:
@@ -160,17 +161,20 @@ def model_problems(model, config, arch):
         how = (f"depth={depth}" if models.IMAGENET_DEPTHS.get(depth) == (arch["block"], arch["blocks"])
                else f"block={arch['block']!r}, blocks={arch['blocks']}")
         evidence = f"layer1.0.conv3.weight {'present' if arch['block'] == 'bottleneck' else 'absent'}"
-        problems.append(f"the checkpoint is {arch['name']} ({arch['block']} blocks per stage {arch['blocks']}: "
-                        f"{evidence}); the model is {model.name} ({config['block']} blocks "
-                        f"{config['blocks']}): build it with {how}")
-    if config["width"] != 1:
-        problems.append(f"the checkpoint has the standard widths (conv1.weight has {arch['stem_width']} "
-                        f"filters); the model has width={config['width']}: build it with width=1.0")
+        problems.append(f"the checkpoint is {arch['name']} ({arch['block']} blocks per stage "
+                        f"{arch['blocks']}: {evidence}); the model is {model.name} ({config['block']} "
+                        f"blocks {config['blocks']}): build it with {how}")
+    if max(1, round(64 * config["width"])) != arch["stem_width"]:
+        problems.append(f"the checkpoint's stem has {arch['stem_width']} filters (conv1.weight), width="
+                        f"{arch['stem_width'] / 64:g} of the standard 64; the model has "
+                        f"width={config['width']}: "
+                        f"build it with width={arch['stem_width'] / 64:g}")
     stem = tuple(model.get_layer("stem_conv").kernel.shape)
     if stem[:2] != (7, 7):
         problems.append(
             f"the model has the small-input stem (stem_conv {stem}: 3x3 stride 1, no max-pool), which "
-            f"build() picks for inputs under {models.SMALL_INPUT} pixels (input_shape={config['input_shape']}); "
+            f"build() picks for inputs under {models.SMALL_INPUT} pixels (input_shape="
+            f"{config['input_shape']}); "
             "a pretrained network keeps its ImageNet stem (7x7 stride 2 and max-pool): build with "
             f"image_size/input_shape of at least {models.SMALL_INPUT} pixels a side, e.g. "
             "input_shape=(224, 224, 3), and resize the images up")
@@ -216,7 +220,8 @@ def plan_assignment(model, arrays, key_of, file_shape_of, load_head, ignored=())
                 plan.append((var, key))
     for key in sorted(set(arrays) - used):
         if not (key.endswith("num_batches_tracked") or key in ignored):
-            problems.append(f"unexpected tensor {key} {tuple(arrays[key].shape)}: the model has no place for it")
+            problems.append(f"unexpected tensor {key} {tuple(arrays[key].shape)}: the model has no place "
+                            "for it")
     return plan, problems
 
 
@@ -245,7 +250,8 @@ def load_state_dict(model, arrays, source):
         raise ValueError(f"{source}: {e} Nothing was loaded; the model keeps its weights.") from None
     problems = model_problems(model, config, arch)
     if problems:
-        raise_problems(source, f"the checkpoint ({arch['name']}) does not fit the model {model.name}", problems)
+        raise_problems(source, f"the checkpoint ({arch['name']}) does not fit the model {model.name}",
+                       problems)
     load_head, note = head_decision(config, arch["num_classes"], arch["name"])
     plan, problems = plan_assignment(model, arrays, checkpoint_key, in_file_layout, load_head,
                                      ignored=() if load_head else HEAD_KEYS)

@@ -23,7 +23,7 @@ import numpy as np
 
 from keras_resnet import checkpoint_layout as ckpt
 from keras_resnet import models
-from keras_resnet.checkpoint_layout import (  # noqa: F401 - the public names of the pretrained API
+from keras_resnet.checkpoint_layout import (  # re-exported: the public names of the pretrained API
     IMAGENET_NORMALIZATION,
     SUPPORTED,
     checkpoint_key,
@@ -31,7 +31,11 @@ from keras_resnet.checkpoint_layout import (  # noqa: F401 - the public names of
     to_state_dict,
 )
 
+__all__ = ["IMAGENET_NORMALIZATION", "SUPPORTED", "checkpoint_key", "load_weights", "normalization_of",
+           "read_architecture", "to_state_dict"]
+
 _TORCH_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt", ".tar")
+_FILE_SUFFIXES = _TORCH_SUFFIXES + (".safetensors", ".keras", ".h5")
 
 
 def _load_keras_file(model, path, source):
@@ -44,8 +48,8 @@ def _load_keras_file(model, path, source):
         try:
             other_config = models.config_of(other)
         except ValueError:
-            raise ValueError(f"{source}: the file holds {other.name!r} of type {type(other).__name__}, not a "
-                             "model made by keras_resnet.build.") from None
+            raise ValueError(f"{source}: the file holds {other.name!r} of type {type(other).__name__}, "
+                             "not a model made by keras_resnet.build.") from None
         name = other.name
         file_classes = other_config["num_classes"] if other_config["include_top"] else None
     else:
@@ -64,7 +68,8 @@ def _load_keras_file(model, path, source):
                              f"loads only into the architecture that wrote it; use its .keras file to change "
                              f"the classifier). Nothing was loaded; the model keeps its weights. {error}")
         file_classes = config["num_classes"] if config["include_top"] else None
-    arrays = {v.path: np.asarray(v.numpy()) for v in other.weights if v.path.split("/")[-1] in ckpt.PARAMS}
+    arrays = {v.path: np.asarray(v.numpy()) for v in other.weights
+              if v.path.split("/")[-1] in ckpt.PARAMS}
     load_head, note = ckpt.head_decision(config, file_classes, name)
     plan, problems = ckpt.plan_assignment(model, arrays, lambda p: p, tuple, load_head,
                                           ignored=() if load_head else ("logits/kernel", "logits/bias"))
@@ -93,7 +98,8 @@ def _read_torch(path):
         if isinstance(state, dict) and isinstance(state.get(wrapper), dict):
             state = state[wrapper]
     if not isinstance(state, dict):
-        raise ValueError(f"{path}: expected a state_dict (a dict of tensors). Received: {type(state).__name__}")
+        raise ValueError(f"{path}: expected a state_dict (a dict of tensors). "
+                         f"Received: {type(state).__name__}")
     arrays = {}
     for key, value in state.items():
         if torch.is_tensor(value):
@@ -165,10 +171,11 @@ def _resolve(source):
         path = next((os.path.join(text, f) for f in ("model.safetensors", "pytorch_model.bin")
                      if os.path.isfile(os.path.join(text, f))), None)
         if path is None:
-            raise FileNotFoundError(f"The folder {text!r} holds neither model.safetensors nor pytorch_model.bin.")
+            raise FileNotFoundError(f"The folder {text!r} holds neither model.safetensors nor "
+                                    "pytorch_model.bin.")
         text = path
     elif not os.path.exists(text):
-        if hub and (text.startswith("hf-hub:") or not text.endswith(_TORCH_SUFFIXES + (".safetensors", ".keras", ".h5"))):
+        if hub and (text.startswith("hf-hub:") or not text.endswith(_FILE_SUFFIXES)):
             path, config = _hub_download(hub[1])
             return "hub", path, config
         raise FileNotFoundError(f"No such checkpoint file: {text!r}. `source` is a .pth/.safetensors/.keras/"
@@ -202,7 +209,8 @@ def _timm_config(config_path):
 
 def _normalization(kind, config):
     if kind in ("keras", "weights.h5"):
-        return {"mean": None, "std": None, "from": "not recorded in Keras files: use the dataset's statistics"}
+        return {"mean": None, "std": None,
+                "from": "not recorded in Keras files: use the dataset's statistics"}
     cfg = config.get("pretrained_cfg") or {}
     if len(cfg.get("mean") or ()) == 3 and len(cfg.get("std") or ()) == 3:
         return {"mean": [float(v) for v in cfg["mean"]], "std": [float(v) for v in cfg["std"]],
@@ -270,13 +278,16 @@ def load_weights(model, source):
     models.config_of(model)  # a model made by build(), before any file is read
     kind, path, config_path = _resolve(source)
     config = _timm_config(config_path)
-    if kind in ("keras", "weights.h5"):
-        arch, count, head_loaded, note = _load_keras_file(model, path, os.fspath(source))
+    label = os.fspath(source) + (f" (config.json: {config['architecture']})" if config.get("architecture")
+                                 else "")
+    keras_file = kind in ("keras", "weights.h5")
+    if keras_file:
+        arch, count, head_loaded, note = _load_keras_file(model, path, label)
     else:
-        arch, count, head_loaded, note = ckpt.load_state_dict(model, _read(path), os.fspath(source))
+        arch, count, head_loaded, note = ckpt.load_state_dict(model, _read(path), label)
     if note:
         print(f"keras_resnet.pretrained: {note}.", flush=True)
     norm = _normalization(kind, config)
-    return {"kind": kind, "path": path, "layout": "keras" if kind in ("keras", "weights.h5") else "torchvision",
+    return {"kind": kind, "path": path, "layout": "keras" if keras_file else "torchvision",
             "architecture": config.get("architecture") or arch["name"], "tensors": count,
             "head_loaded": head_loaded, "mean": norm["mean"], "std": norm["std"], "note": note}
