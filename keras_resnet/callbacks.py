@@ -69,6 +69,16 @@ class RunState(keras.callbacks.Callback):
         folders = glob.glob(os.path.join(self.state_dir, "epoch-[0-9][0-9][0-9][0-9]"))
         return sorted(folders, reverse=True)
 
+    def peek_epoch(self):
+        """The epoch the newest committed state continues from (0 if none), without loading it."""
+        for folder in self.committed():
+            try:
+                with open(os.path.join(folder, STATE_FILE)) as f:
+                    return int(json.load(f)["epoch"])
+            except (OSError, ValueError, KeyError, TypeError):
+                continue
+        return 0
+
     def restore(self, model):
         """Loads the newest readable state into `model` (compiled); returns the epoch to continue from."""
         optimizer = model.optimizer

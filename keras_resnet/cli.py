@@ -73,7 +73,7 @@ def _train(args):
         dataset=args.dataset, data_dir=args.data_dir, download=args.download,
         recipe=flags.from_args(training.Recipe, args), run_dir=args.run_dir, precision=args.precision,
         distribute=args.distribute, pipeline=args.pipeline, train_size=args.train_size, verbose=verbose,
-        bad_images=args.bad_images, **kwargs)
+        bad_images=args.bad_images, weights=args.weights, image_size=args.image_size, **kwargs)
     tta = (f", {result['test_accuracy_flip_tta']:.4f} with flip test-time augmentation"
            if "test_accuracy_flip_tta" in result else "")
     best = result["best_val_accuracy"]
@@ -120,6 +120,11 @@ def _add_training(sub):
     p.add_argument("--run-dir", default=None, help="default saved_models/<model>_<dataset>")
     add_run_args(p)
     p.add_argument("--train-size", type=int, default=None, help="use only the first N training images")
+    p.add_argument("--weights", default=None,
+                   help="start from a checkpoint: a torchvision/timm .pth or .safetensors file, a Hub name "
+                        "(timm/resnet50.a1_in1k), or a .keras/.weights.h5 file")
+    p.add_argument("--image-size", type=int, default=None,
+                   help="resize images to this side (pretrained ImageNet networks need >= 64, e.g. 224)")
     p.add_argument("--verbose", default="auto", choices=["auto", "0", "1", "2"],
                    help="auto: a progress bar on a terminal, one line per epoch otherwise")
     p.set_defaults(func=_train)
@@ -180,14 +185,20 @@ def _add_tuning(sub):
 def _export(args):
     from pathlib import Path
 
-    from keras_resnet import data, export
+    from keras_resnet import data, export, runinfo
+    from keras_resnet.checks import check_int
 
+    check_int("--verify-count", args.verify_count, minimum=1)
     quantize = args.quantize or ("int8" if args.edge else "float32")
     output = args.output or str(Path(args.model).with_name(
         f"{Path(args.model).stem}_{quantize}{'_edge' if args.edge else ''}.tflite"))
-    (x_train, _), (x_test, y_test), info = data.load(args.dataset, args.data_dir)
-    if args.verify_count < 1:
-        raise ValueError(f"--verify-count must be a positive int. Received: {args.verify_count}")
+    dataset, defaults, note = runinfo.dataset_for(args.model, args.dataset)
+    if note:
+        print(note, file=sys.stderr if args.json else sys.stdout)
+    (x_train, _), (x_test, y_test), info = data.load(dataset, args.data_dir, args.download)
+    if defaults and defaults["normalization"]:  # the run's own statistics normalise as in training
+        info = {**info, **defaults["normalization"]}
+    class_names = (defaults or {}).get("class_names") or info["class_names"]
     representative = None
     if quantize == "int8":
         representative = data.calibration_images(x_train, info, count=args.calibration_count)
@@ -196,19 +207,23 @@ def _export(args):
         args.model, output, quantize, representative,
         verify_data=data.normalize(x_test[:n], info), verify_labels=y_test[:n],
         calibration_count=args.calibration_count, io_dtype=args.io_dtype, edge=args.edge,
-        batch_size=args.batch_size, mean=info["mean"], std=info["std"], class_names=info["class_names"],
-        max_abs_diff=args.max_abs_diff, min_agreement=args.min_agreement,
-        max_accuracy_drop=args.max_accuracy_drop, strip_names=args.strip_names)
+        batch_size=args.batch_size, mean=info["mean"], std=info["std"], class_names=class_names,
+        rgb_input=args.rgb_input, max_abs_diff=args.max_abs_diff, min_agreement=args.min_agreement,
+        max_accuracy_drop=args.max_accuracy_drop, strip_names=args.strip_names,
+        verbose=getattr(args, "debug", False))
     if args.json:
         print(json.dumps(result))
         return
-    v, bn = result["verification"], result["batch_norm"]
-    print(f"wrote {output} ({quantize}{', edge' if args.edge else ''}, {result['file_size'] / 1024:.1f} KiB, "
-          f"input {result['input']['dtype']} {result['input']['shape']}) and {export.sidecar_path(output)}")
+    v, bn, inp = result["verification"], result["batch_norm"], result["input"]
+    print(f"wrote {output} ({quantize}{', edge' if args.edge else ''}, {result['file_size'] / 1024:.1f} KiB) "
+          f"and {export.sidecar_path(output)}")
+    pixels = "0-255 pixels, normalised inside" if inp["normalized_inside"] else "normalised images"
+    print(f"  input: {inp['color_space']} {inp['dtype']} {inp['shape']} ({pixels}); metadata: image "
+          f"properties, normalisation, {len(class_names or [])} class names (for MediaPipe's ImageClassifier)")
     print("  operators: " + ", ".join(f"{k} {c}" for k, c in result["ops"].items()))
     print(f"  BatchNorm: {bn['keras_layers']} Keras layers, {bn['unfolded']} left unfolded after a "
           f"convolution, {bn['standalone']} that cannot fold (pre-activation)")
-    print(f"  verified on {v['images']} {args.dataset} test images: top-1 agreement with Keras "
+    print(f"  verified on {v['images']} {dataset} test images: top-1 agreement with Keras "
           f"{v['top1_agreement']:.2%}, accuracy {v['tflite_accuracy']:.2%} "
           f"(Keras {v['keras_accuracy']:.2%}), max |LiteRT - Keras| {v['max_abs_diff']:.2g}")
 
@@ -218,10 +233,11 @@ def _predict(args):
 
     from keras_resnet import export
 
+    from keras_resnet.checks import check_int
+
     if not args.images and not args.idx:
         raise ValueError("predict needs image files and/or --idx PATH. Received neither.")
-    if args.limit is not None and args.limit < 1:
-        raise ValueError(f"--limit must be a positive int. Received: {args.limit}")
+    check_int("--limit", args.limit, minimum=1, none_ok=True)
     shape = export.read_sidecar(args.model)["input"]["shape"][1:]
     names, batches = [], []
     if args.images:
@@ -256,13 +272,15 @@ def _add_export(sub):
     """`export` and `predict` (keras_resnet.export)."""
     from keras_resnet.export import CALIBRATION_COUNT, IO_DTYPES, QUANTIZE_MODES
 
-    p = sub.add_parser("export", help="convert a .keras model to a verified LiteRT file and JSON sidecar")
+    p = sub.add_parser("export", help="convert a .keras model to a verified LiteRT file with metadata and a "
+                                      "JSON sidecar")
     p.add_argument("model", help="path of a .keras file")
     p.add_argument("--output", default=None, help="the .tflite file (default: <model>_<quantize>.tflite)")
     p.add_argument("--quantize", choices=QUANTIZE_MODES, default=None,
                    help="default float32 (int8 with --edge)")
-    p.add_argument("--dataset", default="fashion_mnist",
-                   help="calibration (train split), verification (test split), normalisation and class names")
+    p.add_argument("--dataset", default=None,
+                   help="calibration (train split), verification (test split), normalisation and class names "
+                        "(default: the run's, from config.json next to the model; else fashion_mnist)")
     p.add_argument("--data-dir", default=None, help="where the dataset's files are")
     p.add_argument("--download", action="store_true",
                    help="let tensorflow-datasets or Keras download a missing dataset (needs internet)")
@@ -275,6 +293,9 @@ def _add_export(sub):
     p.add_argument("--max-abs-diff", type=float, default=None, help="default 1e-4 for float32")
     p.add_argument("--min-agreement", type=float, default=None, help="top-1 agreement with Keras, quantized")
     p.add_argument("--max-accuracy-drop", type=float, default=None, help="default 0.01")
+    p.add_argument("--rgb-input", action=argparse.BooleanOptionalAction, default=None,
+                   help="camera-ready input: RGB 0-255 pixels, normalised (and made gray) inside the file "
+                        "(default on for grayscale and RGB models)")
     p.add_argument("--strip-names", action="store_true", help="drop inner tensor names (smaller file)")
     p.add_argument("--json", action="store_true", help="print the sidecar as JSON")
     p.set_defaults(func=_export)

@@ -63,6 +63,11 @@ class Recipe:
     erase: float = field(0.0, "random-erasing probability")
     ema: float = field(0.0, "momentum of an exponential moving average of the weights that replaces "
                             "them at the end (0: off; e.g. 0.999)")
+    freeze_epochs: int = field(0, "first epochs that train the classifier alone, the (pretrained) "
+                                  "backbone frozen with BatchNorm in inference mode")
+    fine_tune_lr_scale: float = field(0.1, "after `freeze_epochs`, the whole network trains at "
+                                           "learning_rate times this (ten times lower: the usual rule "
+                                           "for pretrained layers)")
     val_fraction: float = field(0.1, "training images held out for validation")
     seed: int = field(0, "seed of the weights, the split, the shuffling and the augmentation")
 
@@ -79,6 +84,8 @@ class Recipe:
         for name in ("label_smoothing", "erase", "ema", "val_fraction"):
             checks.check_number(name, getattr(self, name), 0, 1, high_open=True)
         checks.check_int("seed", self.seed, 0)
+        checks.check_int("freeze_epochs", self.freeze_epochs, 0, self.epochs - 1)
+        checks.check_number("fine_tune_lr_scale", self.fine_tune_lr_scale, 0, 1, low_open=True)
 
 
 @dataclasses.dataclass
@@ -95,12 +102,12 @@ class RunData:
 
 
 def load_run_data(dataset="fashion_mnist", recipe=None, *, data_dir=None, download=False, train_size=None,
-                  bad_images="error"):
+                  bad_images="error", image_size=None):
     """Loads `dataset` and splits the recipe's validation fraction off its training images."""
     recipe = recipe or Recipe()
     checks.check_int("train_size", train_size, 1, none_ok=True)
     (x_train, y_train), (x_test, y_test), info = data_lib.load(dataset, data_dir=data_dir, download=download,
-                                                                bad_images=bad_images)
+                                                                bad_images=bad_images, image_size=image_size)
     if train_size is not None:
         x_train, y_train = x_train[:train_size], y_train[:train_size]
     (x_train, y_train), (x_val, y_val) = data_lib.split_validation(
@@ -188,7 +195,7 @@ def fit_run(model, recipe, data, run_dir, *, pipeline="auto", verbose="auto", co
         The metrics written to ``run.json``, with ``run_dir``.
     """
     run_dir = os.fspath(run_dir)
-    compile_model(model, recipe, steps_per_epoch(recipe, len(data.x_train)))
+    steps = steps_per_epoch(recipe, len(data.x_train))
     train_ds, val_ds = make_datasets(data.x_train, data.y_train, data.x_val, data.y_val, data.info, recipe,
                                      pipeline)
     train_ds, val_ds = distributed.process_datasets(train_ds, val_ds)  # each process's rows of a batch
@@ -200,31 +207,63 @@ def fit_run(model, recipe, data, run_dir, *, pipeline="auto", verbose="auto", co
         os.makedirs(run_dir, exist_ok=True)
         io_utils.write_json(os.path.join(run_dir, "config.json"), config, indent=2)
     state = RunState(run_dir, monitor="val_accuracy" if val_ds is not None else None, chief=chief)
-    initial_epoch = distributed.check_same("the epoch to resume from", state.restore(model))
     guard = NaNGuard()
-    callbacks = [state, guard, *callbacks]
+    callbacks = [distributed.ProcessLocal(state), guard, *callbacks]  # process 0 writes alone
     if chief and keras.backend.backend() == "tensorflow":
         callbacks.append(keras.callbacks.TensorBoard(os.path.join(run_dir, "logs")))
-    start = time.perf_counter()
-    if initial_epoch < recipe.epochs:
-        model.fit(train_ds, validation_data=val_ds, epochs=recipe.epochs, initial_epoch=initial_epoch,
-                  callbacks=callbacks, shuffle=False, verbose=_verbosity(verbose))
+    start, epoch, restored = time.perf_counter(), state.peek_epoch(), False
+    for _, last, phase, head_only in phases(recipe):
+        if epoch >= last and last < recipe.epochs:  # an earlier phase, finished before
+            continue
+        _train_head_only(model, head_only)
+        compile_model(model, phase, steps)
+        if not restored:  # the phase the run starts or resumes in: its state fits this optimizer
+            epoch, restored = distributed.check_same("the epoch to resume from", state.restore(model)), True
+        if epoch < last and not guard.message:
+            model.fit(train_ds, validation_data=val_ds, epochs=last, initial_epoch=epoch, callbacks=callbacks,
+                      shuffle=False, verbose=_verbosity(verbose))
+            epoch = state.epoch
     seconds = time.perf_counter() - start
     if guard.message:
         raise FloatingPointError(guard.message)
     metrics = {**config, "model": summarize(model), "epochs_run": state.epoch,
                "best_val_accuracy": None if state.best_epoch is None else state.best,
                "fit_seconds_this_process": round(seconds, 1)}
-    if data.x_test is not None:
-        x_test = data_lib.normalize(data.x_test, data.info)
-        with distributed.process_local():
+    with distributed.process_local():  # each process predicts by itself; process 0 writes alone
+        if data.x_test is not None:
+            x_test = data_lib.normalize(data.x_test, data.info)
             metrics.update(test_accuracies(model, x_test, data.y_test, data.info),
                            test_images=len(data.y_test))
-    if chief:
-        io_utils.save_model(model, os.path.join(run_dir, "model.keras"))
-        io_utils.write_json(os.path.join(run_dir, "run.json"), metrics, indent=2)
-        plot_history(read_history(state.history_path), os.path.join(run_dir, "curves.png"), title=model.name)
+        if chief:
+            io_utils.save_model(model, os.path.join(run_dir, "model.keras"))
+            io_utils.write_json(os.path.join(run_dir, "run.json"), metrics, indent=2)
+            plot_history(read_history(state.history_path), os.path.join(run_dir, "curves.png"),
+                         title=model.name)
     return {**metrics, "run_dir": run_dir}
+
+
+def phases(recipe):
+    """``(first epoch, end epoch, recipe, head only)`` of each phase: with ``freeze_epochs``, the
+    classifier alone at the recipe's learning rate, then the whole network at ``fine_tune_lr_scale``
+    times it, on a schedule of its own; otherwise one phase."""
+    if not recipe.freeze_epochs:
+        return [(0, recipe.epochs, recipe, False)]
+    frozen, rest = recipe.freeze_epochs, recipe.epochs - recipe.freeze_epochs
+    head = dataclasses.replace(recipe, epochs=frozen, warmup_epochs=0.0, freeze_epochs=0)
+    whole = dataclasses.replace(recipe, epochs=rest, learning_rate=recipe.learning_rate * recipe.fine_tune_lr_scale,
+                                warmup_epochs=min(recipe.warmup_epochs, rest / 5), freeze_epochs=0)
+    return [(0, frozen, head, True), (frozen, recipe.epochs, whole, False)]
+
+
+def _train_head_only(model, head_only):
+    """Freezes every layer but the classifier (``logits``), or unfreezes all. A frozen BatchNorm
+    layer runs in inference mode."""
+    names = [layer.name for layer in model.layers]
+    if head_only and "logits" not in names:
+        raise ValueError("`freeze_epochs` trains the classifier alone, but this model has none "
+                         "(include_top=False); pass freeze_epochs=0.")
+    for layer in model.layers:
+        layer.trainable = not head_only or layer.name == "logits"
 
 
 def run_name(model_name, dataset):
@@ -233,7 +272,7 @@ def run_name(model_name, dataset):
 
 def train(*, dataset="fashion_mnist", data_dir=None, download=False, recipe=None, run_dir=None,
           precision="auto", distribute="auto", pipeline="auto", train_size=None, verbose="auto",
-          bad_images="error", **build_kwargs):
+          bad_images="error", weights=None, image_size=None, **build_kwargs):
     """Trains a ResNet with the recipe, evaluates it on the test split, and writes the run folder.
 
     Args:
@@ -251,6 +290,12 @@ def train(*, dataset="fashion_mnist", data_dir=None, download=False, recipe=None
         bad_images: "error" (a file of an image folder that does not decode stops the run, named) or
             "skip" (such files are left out, with one warning line).
         verbose: "auto" (a progress bar on a terminal, a line per epoch otherwise), 0, 1 or 2.
+        weights: a checkpoint to start from (`keras_resnet.pretrained.load_weights` takes it: a
+            torchvision or timm file, a Hub name, or our own files); its mean and std then replace the
+            dataset's statistics in training, the run folder, export and predict. With another class
+            count the classifier starts fresh; see `Recipe.freeze_epochs` for training it first.
+        image_size: resize the images to this side (or (height, width)); a pretrained ImageNet
+            network needs at least 64 pixels, e.g. 224.
         **build_kwargs: `keras_resnet.build` arguments (depth, width, variant, ...); the input shape
             and class count come from the dataset.
 
@@ -260,7 +305,7 @@ def train(*, dataset="fashion_mnist", data_dir=None, download=False, recipe=None
     recipe = recipe or Recipe()
     keras.utils.set_random_seed(recipe.seed)
     data = load_run_data(dataset, recipe, data_dir=data_dir, download=download, train_size=train_size,
-                         bad_images=bad_images)
+                         bad_images=bad_images, image_size=image_size)
     build_kwargs.setdefault("input_shape", tuple(data.info["input_shape"]))
     build_kwargs.setdefault("num_classes", data.info["num_classes"])
     steps_per_epoch(recipe, len(data.x_train))  # fail before building anything
@@ -271,8 +316,27 @@ def train(*, dataset="fashion_mnist", data_dir=None, download=False, recipe=None
         run_dir = run_dir or os.path.join("saved_models", run_name(model.name, dataset))
         config = {"dataset": str(dataset), "build": _jsonable(build_kwargs), "precision": policy,
                   "replicas": replicas, **layout}
+        if weights is not None:
+            config["weights"] = _start_from(model, weights, data.info, verbose)
         return fit_run(model, recipe, data, run_dir, pipeline=pipeline, verbose=verbose, config=config,
                        chief=distributed.is_chief())
+
+
+def _start_from(model, weights, info, verbose):
+    """Loads `weights` into `model` and puts the checkpoint's mean and std into `info` (one mean for a
+    one-channel model: the average of the checkpoint's). Returns what the run folder records."""
+    from keras_resnet import pretrained
+
+    loaded = pretrained.load_weights(model, weights)
+    channels = len(info["mean"])
+    if loaded.get("mean") is not None:
+        mean, std = loaded["mean"], loaded["std"]
+        if len(mean) != channels and channels == 1:
+            mean, std = [float(np.mean(mean))], [float(np.mean(std))]
+        info.update(mean=[float(m) for m in mean], std=[float(s) for s in std])
+    if loaded.get("note") and verbose:
+        print(loaded["note"], flush=True)
+    return {k: loaded.get(k) for k in ("kind", "path", "architecture", "tensors", "head_loaded", "mean", "std")}
 
 
 def _jsonable(d):

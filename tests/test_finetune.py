@@ -1,0 +1,85 @@
+"""Fine-tuning from a checkpoint: the classifier alone first (backbone frozen), then the whole network
+at a lower learning rate; the checkpoint's normalisation travels into the run folder and the export."""
+
+import json
+import os
+
+import keras
+import numpy as np
+import pytest
+from safetensors import numpy as safetensors_numpy
+
+from keras_resnet import build, training
+from keras_resnet.pretrained import to_state_dict
+from keras_resnet.training import Recipe
+
+# A torchvision-layout network small enough for a test: ImageNet stem and four stages, one block each.
+ARCH = dict(blocks=(1, 1, 1, 1), width=0.25, input_shape=(64, 64, 1))
+MEAN, STD = [0.3], [0.35]
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    """A torchvision-layout checkpoint (safetensors + timm's config.json) of a network pretrained for
+    one epoch on 4,000 Fashion-MNIST images resized to 64x64."""
+    folder = tmp_path_factory.mktemp("pretrained")
+    keras.utils.set_random_seed(3)
+    data = training.load_run_data(recipe=Recipe(seed=3), train_size=4000, image_size=64)
+    model = build(**ARCH, num_classes=1000)
+    training.fit_run(model, Recipe(epochs=1, batch_size=64, learning_rate=0.05), data, folder / "run",
+                     verbose=0)
+    safetensors_numpy.save_file(to_state_dict(model), str(folder / "model.safetensors"))
+    (folder / "config.json").write_text(json.dumps(
+        {"architecture": "resnet_tiny", "num_classes": 1000, "pretrained_cfg": {"mean": MEAN * 3, "std": STD * 3}}))
+    return folder / "model.safetensors"
+
+
+@pytest.fixture(scope="module")
+def finetuned(checkpoint, tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("finetune")
+    result = training.train(weights=str(checkpoint), image_size=64, train_size=1500, run_dir=run_dir,
+                            recipe=Recipe(epochs=3, freeze_epochs=1, batch_size=64, learning_rate=0.05, seed=1),
+                            verbose=0, blocks=ARCH["blocks"], width=ARCH["width"])
+    return run_dir, result
+
+
+def test_phases_train_the_head_then_everything_at_the_scaled_learning_rate():
+    (a, b, head, head_only), (c, d, full, whole) = training.phases(
+        Recipe(epochs=5, freeze_epochs=2, learning_rate=0.1, fine_tune_lr_scale=0.1))
+    assert (a, b, head.epochs, head_only) == (0, 2, 2, True)
+    assert (c, d, full.epochs, whole) == (2, 5, 3, False)
+    assert full.learning_rate == pytest.approx(0.01) and head.learning_rate == 0.1
+    assert training.phases(Recipe(epochs=5)) == [(0, 5, Recipe(epochs=5), False)]
+
+
+def test_frozen_phase_changes_only_the_classifier(checkpoint, tmp_path):
+    data = training.load_run_data(recipe=Recipe(seed=1), train_size=600, image_size=64)
+    model = build(**ARCH, num_classes=10, weights=str(checkpoint))
+    before = {w.path: np.array(w.numpy()) for w in model.weights}
+    with pytest.raises(RuntimeError, match="end of the frozen phase"):
+        training.fit_run(model, Recipe(epochs=2, freeze_epochs=1, batch_size=64), data, tmp_path, verbose=0,
+                         callbacks=[_CrashAfterEpoch0()])
+    after = {w.path: np.array(w.numpy()) for w in model.weights}
+    changed = sorted({p.split("/")[0] for p in before if not np.array_equal(before[p], after[p])})
+    assert changed == ["logits"], f"the frozen epoch changed {changed}"
+
+
+class _CrashAfterEpoch0(keras.callbacks.Callback):
+    def on_epoch_end(self, epoch, logs=None):
+        raise RuntimeError("end of the frozen phase")
+
+
+def test_finetuning_improves_the_loss_and_records_the_checkpoint(finetuned, checkpoint):
+    run_dir, result = finetuned
+    history = training.read_history(str(run_dir / "history.csv"))
+    assert history["epoch"] == [0, 1, 2]
+    assert history["loss"][-1] < history["loss"][0]
+    assert result["weights"]["kind"] == "safetensors" and result["weights"]["head_loaded"] is False
+    assert result["test_accuracy"] > 0.25  # chance is 0.1
+
+
+def test_checkpoint_normalisation_replaces_the_dataset_statistics_in_the_run_folder(finetuned):
+    run_dir, _ = finetuned
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["normalization"] == {"mean": pytest.approx(MEAN), "std": pytest.approx(STD)}
+    assert config["recipe"]["freeze_epochs"] == 1
