@@ -32,7 +32,7 @@ with quiet_native_logs(_COMMAND and "--debug" not in sys.argv):
 
 __version__ = "0.1.0"
 
-_LAZY = ("data", "training", "tuning", "export", "cli")
+_LAZY = ("data", "training", "tuning", "export", "pretrained", "distributed", "cli")
 # Entry points of the modules above, importable from the top without loading them all up front.
 _ENTRY_POINTS = {
     "load_data": ("data", "load"),
@@ -40,6 +40,7 @@ _ENTRY_POINTS = {
     "evaluate": ("training", "evaluate"),
     "search": ("tuning", "run_search"),
     "to_tflite": ("export", "to_tflite"),
+    "load_weights": ("pretrained", "load_weights"),
 }
 
 

@@ -47,15 +47,25 @@ def model_kwargs(args):
 
 
 def _summary(args):
-    from keras_resnet.models import build
+    from keras_resnet.io_utils import load_model
+    from keras_resnet.models import ResNet, build, config_of
     from keras_resnet.summary import format_summary, summarize
 
-    info = summarize(build(**model_kwargs(args)))
-    print(json.dumps(info) if args.json else format_summary(info))
+    model = load_model(args.model) if args.model else build(**model_kwargs(args))
+    info = summarize(model)
+    if isinstance(model, ResNet):  # the architecture a saved file records
+        info["build"] = {k: list(v) if isinstance(v, tuple) else v for k, v in config_of(model).items()}
+    if args.json:
+        print(json.dumps(info))
+        return
+    print(format_summary(info))
+    if args.model and "build" in info:
+        print("  build(" + ", ".join(f"{k}={v!r}" for k, v in info["build"].items()) + ")")
 
 
 def _add_summary(sub):
-    p = sub.add_parser("summary", help="parameters and MACs per image of a ResNet")
+    p = sub.add_parser("summary", help="parameters, MACs per image and architecture of a ResNet or a .keras file")
+    p.add_argument("model", nargs="?", default=None, help="a .keras file (else the model of the flags below)")
     add_model_args(p)
     p.add_argument("--json", action="store_true", help="print a JSON object")
     p.set_defaults(func=_summary)

@@ -317,12 +317,12 @@ def train(*, dataset="fashion_mnist", data_dir=None, download=False, recipe=None
         config = {"dataset": str(dataset), "build": _jsonable(build_kwargs), "precision": policy,
                   "replicas": replicas, **layout}
         if weights is not None:
-            config["weights"] = _start_from(model, weights, data.info, verbose)
+            config["weights"] = _start_from(model, weights, data.info)
         return fit_run(model, recipe, data, run_dir, pipeline=pipeline, verbose=verbose, config=config,
                        chief=distributed.is_chief())
 
 
-def _start_from(model, weights, info, verbose):
+def _start_from(model, weights, info):
     """Loads `weights` into `model` and puts the checkpoint's mean and std into `info` (one mean for a
     one-channel model: the average of the checkpoint's). Returns what the run folder records."""
     from keras_resnet import pretrained
@@ -334,8 +334,6 @@ def _start_from(model, weights, info, verbose):
         if len(mean) != channels and channels == 1:
             mean, std = [float(np.mean(mean))], [float(np.mean(std))]
         info.update(mean=[float(m) for m in mean], std=[float(s) for s in std])
-    if loaded.get("note") and verbose:
-        print(loaded["note"], flush=True)
     return {k: loaded.get(k) for k in ("kind", "path", "architecture", "tensors", "head_loaded", "mean", "std")}
 
 

@@ -31,7 +31,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import keras  # noqa: E402
 
-from keras_resnet import training  # noqa: E402
+from keras_resnet import flags, io_utils, training  # noqa: E402
 from keras_resnet.models import resolve_depth  # noqa: E402
 
 VARIANTS = {"plain": "plain", "resnet": "v1.5"}  # run-name prefix -> `build(variant=...)`
@@ -63,20 +63,16 @@ def parse_args(argv=None):
                    help="comma-separated depths 6n+2 (default 20,56, as in the paper's Figure 1)")
     p.add_argument("--variants", default="plain,resnet",
                    help="comma-separated subset of plain,resnet (default both)")
-    p.add_argument("--epochs", type=int, default=10)
     p.add_argument("--train-size", type=int, default=20000,
                    help="use the first N training images (a tenth of them is held out for validation); "
                         "0 for all 60000")
-    p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--learning-rate", type=float, default=0.1)
-    p.add_argument("--warmup-epochs", type=float, default=None,
-                   help="linear warm-up (default: the recipe's, 2 epochs or a fifth of a shorter run)")
-    p.add_argument("--weight-decay", type=float, default=5e-4)
+    flags.add_flags(p, training.Recipe, only=("epochs", "batch_size", "learning_rate", "warmup_epochs",
+                                              "weight_decay", "seed"))
+    p.set_defaults(epochs=10)
     p.add_argument("--width", type=float, default=1.0, help="width multiplier (1.0: the paper's 16-32-64)")
     p.add_argument("--precision", default="auto", choices=training.PRECISIONS)
     p.add_argument("--dataset", default="fashion_mnist")
     p.add_argument("--data-dir", default=None)
-    p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out-dir", default="saved_models/degradation",
                    help="one run folder per network, plus degradation.png and degradation.json")
     p.add_argument("--verbose", type=int, default=2, choices=(0, 1, 2), help="Keras fit verbosity")
@@ -92,9 +88,7 @@ def parse_args(argv=None):
 
 def make_recipe(args):
     """The one recipe every network trains with (a ValueError names a bad value)."""
-    return training.Recipe(epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.learning_rate,
-                           warmup_epochs=args.warmup_epochs, weight_decay=args.weight_decay,
-                           seed=args.seed)
+    return flags.from_args(training.Recipe, args)
 
 
 def run_settings(args, recipe, variant, depth):
@@ -124,7 +118,7 @@ def train_one(args, recipe, variant, depth):
                       else _timing(metrics, metrics["epochs_run"], None, False))
             return _row(name, variant, depth, run_dir, metrics, timing)
     run_dir.mkdir(parents=True, exist_ok=True)
-    settings_path.write_text(json.dumps(settings, indent=2) + "\n")
+    io_utils.write_json(settings_path, settings, indent=2)
     done_before = len(training.read_history(str(run_dir / "history.csv")).get("epoch", []))
     print(f"{name}: training {recipe.epochs} epochs in {run_dir}"
           + (f" (resuming after epoch {done_before})" if done_before else ""), flush=True)
@@ -136,7 +130,7 @@ def train_one(args, recipe, variant, depth):
         depth=depth, variant=VARIANTS[variant], width=args.width)
     total = time.perf_counter() - start
     timing = _timing(metrics, metrics["epochs_run"] - done_before, round(total, 1), bool(done_before))
-    timing_json.write_text(json.dumps(timing, indent=2) + "\n")
+    io_utils.write_json(timing_json, timing, indent=2)
     return _row(name, variant, depth, run_dir, metrics, timing)
 
 
@@ -194,17 +188,14 @@ def findings(rows):
 
 def plot(rows, path, title):
     import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     from matplotlib.ticker import MaxNLocator
 
     variants = [v for v in VARIANTS if any(r["variant"] == v for r in rows)]
     depths = sorted({r["depth"] for r in rows})
-    colors = dict(zip(depths, plt.get_cmap("plasma_r")([0.25 + 0.6 * i / max(len(depths) - 1, 1)
+    colors = dict(zip(depths, matplotlib.colormaps["plasma_r"]([0.25 + 0.6 * i / max(len(depths) - 1, 1)
                                                         for i in range(len(depths))])))
-    fig, axes = plt.subplots(1, len(variants), figsize=(5.5 * len(variants), 4.2), sharey=True,
-                             squeeze=False)
+    fig = io_utils.new_figure(figsize=(5.5 * len(variants), 4.2))
+    axes = fig.subplots(1, len(variants), sharey=True, squeeze=False)
     top = max(max(r["train_error"] + r["val_error"]) for r in rows)
     for ax, variant in zip(axes[0], variants):
         for r in (r for r in rows if r["variant"] == variant):
@@ -223,10 +214,7 @@ def plot(rows, path, title):
     axes[0][0].set_ylabel("error (%)")
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    tmp = f"{path}.partial.png"
-    fig.savefig(tmp, dpi=120)
-    plt.close(fig)
-    os.replace(tmp, path)
+    io_utils.save_figure(fig, path, dpi=120)
 
 
 def print_table(rows):
@@ -261,7 +249,7 @@ def main(argv=None):
         "findings": findings(rows),
     }
     json_path = out / "degradation.json"
-    json_path.write_text(json.dumps(result, indent=2) + "\n")
+    io_utils.write_json(json_path, result, indent=2)
 
     print_table(rows)
     for variant, f in result["findings"].items():
