@@ -125,18 +125,25 @@ def quiet_native_logs(enabled=True):
     sys.stderr.flush()
     saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
     python_stderr = sys.stderr
-    sys.stderr = os.fdopen(os.dup(saved), "w", buffering=1, encoding="utf-8", errors="replace")
+    if _fileno(python_stderr) == 2:  # Python's stderr writes to fd 2: keep it on the original stream
+        sys.stderr = os.fdopen(os.dup(saved), "w", buffering=1, encoding="utf-8", errors="replace")
     os.dup2(devnull, 2)
     try:
         yield
     finally:
         _flush_c_streams()  # native code may hold log lines in C stdio buffers
-        sys.stderr.flush()
-        sys.stderr.close()
+        sys.stderr.flush()  # left open: a logging handler made inside the block keeps writing to it
         sys.stderr = python_stderr
         os.dup2(saved, 2)
         os.close(saved)
         os.close(devnull)
+
+
+def _fileno(stream):
+    try:
+        return stream.fileno()
+    except (AttributeError, OSError, ValueError):
+        return None
 
 
 def _flush_c_streams():
