@@ -344,15 +344,10 @@ def process_datasets(*datasets):
 def process_local():
     """Inside the block, Keras's distribution is unset when it spans several processes, so that
     `model.predict` returns this process's NumPy arrays (each process predicts every row itself)."""
-    if _current()[1] == 1:
+    from keras_resnet.runtime import _keras_distribution
+
+    with _keras_distribution(None) if _current()[1] > 1 else contextlib.nullcontext():
         yield
-        return
-    previous = keras.distribution.distribution()
-    keras.distribution.set_distribution(None)
-    try:
-        yield
-    finally:
-        keras.distribution.set_distribution(previous)
 
 
 class ProcessLocal(keras.callbacks.Callback):

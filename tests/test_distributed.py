@@ -1,0 +1,283 @@
+"""Data-parallel training across processes (keras_resnet.distributed): real jobs of two processes on
+localhost, one CPU device each, on the JAX backend, talking through gloo; every launch is bounded."""
+
+import csv
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from keras_resnet import distributed
+from keras_resnet.data import numpy_dataset
+
+pytestmark = pytest.mark.slow
+
+# Runs the CLI, keeping the weights each process starts and ends with (process 1 writes no run folder).
+DRIVER = """
+import sys
+import numpy as np
+from keras_resnet import cli, training
+weights_path, argv = sys.argv[1], sys.argv[2:]
+fit_run = training.fit_run
+def fit_and_keep_weights(model, *args, **kwargs):
+    np.savez(weights_path.replace(".npz", "_start.npz"), *model.get_weights())
+    result = fit_run(model, *args, **kwargs)
+    np.savez(weights_path, *model.get_weights())
+    return result
+training.fit_run = fit_and_keep_weights
+sys.exit(cli.main(argv))
+"""
+TINY = ["train", "--depth", "8", "--width", "0.25", "--train-size", "320", "--batch-size", "32",
+        "--distribute", "data-parallel", "--verbose", "2"]
+LAUNCH_TIMEOUT = 420  # seconds for one launch of a job, on a shared 2-core machine
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def job_env(port, process, processes=2, **extra):
+    env = {**os.environ, "KERAS_BACKEND": "jax", "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONUNBUFFERED": "1",
+           distributed.ADDRESSES: f"127.0.0.1:{port}", distributed.NUM_PROCESSES: str(processes),
+           distributed.PROCESS_ID: str(process), **extra}
+    env.pop("XLA_FLAGS", None)
+    return env
+
+
+def start(tmp_path, name, env, args):
+    """A process running the CLI through DRIVER; its output goes to <name>.log."""
+    log = open(tmp_path / f"{name}.log", "w")
+    proc = subprocess.Popen([sys.executable, "-c", DRIVER, str(tmp_path / f"{name}.npz"), *args], env=env,
+                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    proc.log_path = tmp_path / f"{name}.log"
+    return proc
+
+
+def finish(procs, timeout=LAUNCH_TIMEOUT):
+    """Waits for every process; kills them all if one runs past `timeout`. Returns their outputs."""
+    deadline = time.monotonic() + timeout
+    try:
+        for p in procs:
+            p.wait(timeout=max(deadline - time.monotonic(), 1))
+    except subprocess.TimeoutExpired:
+        for p in procs:
+            if p.poll() is None:
+                os.killpg(p.pid, signal.SIGKILL)
+                p.wait()
+        pytest.fail("a process of the job ran past the time limit:\n" + "\n".join(
+            p.log_path.read_text()[-2000:] for p in procs))
+    return [p.log_path.read_text() for p in procs]
+
+
+def weights(path):
+    with np.load(path) as f:
+        return [f[k] for k in sorted(f.files, key=lambda k: int(k.split("_")[1]))]
+
+
+def epochs_started(log):
+    return [int(line.split()[1].split("/")[0]) for line in log.splitlines() if line.startswith("Epoch ")]
+
+
+@pytest.fixture(scope="module")
+def two_and_one(tmp_path_factory):
+    """One epoch (9 steps of a global batch of 32) by a job of two processes, each given its own run
+    folder, and by one process alone with the same command."""
+    tmp = tmp_path_factory.mktemp("dp")
+    port = free_port()
+    procs = [start(tmp, f"p{i}", job_env(port, i),
+                   TINY + ["--epochs", "1", "--run-dir", str(tmp / f"run{i}")]) for i in range(2)]
+    env = {k: v for k, v in job_env(port, 0).items() if not k.startswith("KERAS_DISTRIBUTION")}
+    alone = start(tmp, "alone", env, TINY + ["--epochs", "1", "--run-dir", str(tmp / "run_alone")])
+    logs = finish(procs + [alone])
+    for p, log in zip(procs + [alone], logs):
+        assert p.returncode == 0, log[-3000:]
+    return tmp
+
+
+def test_processes_start_and_end_with_identical_weights(two_and_one):
+    for when in ("_start", ""):
+        w0, w1 = weights(two_and_one / f"p0{when}.npz"), weights(two_and_one / f"p1{when}.npz")
+        assert len(w0) == len(w1) > 10
+        for a, b in zip(w0, w1):
+            np.testing.assert_array_equal(a, b)
+
+
+def test_two_processes_train_like_one_with_the_same_global_batch(two_and_one):
+    """Gradients are all-reduced and BatchNorm's batch statistics cover the global batch (each
+    process holds 16 of the 32 images): every weight of the job ends where one process with the same
+    batch of 32 puts it, within 2% of how far training moved it (float32 sums in another order, over
+    9 steps; statistics of 16 images instead of 32 would move the weights differently altogether)."""
+    job, alone = weights(two_and_one / "p0.npz"), weights(two_and_one / "alone.npz")
+    start = weights(two_and_one / "alone_start.npz")
+    assert max(float(np.max(np.abs(a - b))) for a, b in zip(alone, start)) > 0.05
+    for j, a, s in zip(job, alone, start):
+        assert np.max(np.abs(j - a)) <= 0.02 * np.max(np.abs(a - s)) + 1e-6
+
+
+def test_only_process_zero_writes_the_run_folder(two_and_one):
+    assert (two_and_one / "run0" / "model.keras").exists()
+    assert (two_and_one / "run0" / "state").is_dir()
+    assert not (two_and_one / "run1").exists()
+
+
+def test_run_json_records_processes_devices_and_batches(two_and_one):
+    job = json.loads((two_and_one / "run0" / "run.json").read_text())
+    alone = json.loads((two_and_one / "run_alone" / "run.json").read_text())
+    assert {k: job[k] for k in ("processes", "devices", "global_batch", "per_process_batch")} == {
+        "processes": 2, "devices": 2, "global_batch": 32, "per_process_batch": 16}
+    assert {k: alone[k] for k in ("processes", "devices", "global_batch", "per_process_batch")} == {
+        "processes": 1, "devices": 1, "global_batch": 32, "per_process_batch": 32}
+    assert job["test_accuracy"] == pytest.approx(alone["test_accuracy"], abs=2e-3)
+
+
+def test_a_job_killed_after_an_epoch_resumes_at_the_next_epoch_on_every_process(tmp_path):
+    port, run_dir = free_port(), tmp_path / "run"
+    args = TINY + ["--epochs", "3", "--run-dir", str(run_dir)]
+    procs = [start(tmp_path, f"first{i}", job_env(port, i), args) for i in range(2)]
+    deadline = time.monotonic() + LAUNCH_TIMEOUT
+    while not (run_dir / "state" / "epoch-0001").exists():
+        assert time.monotonic() < deadline and all(p.poll() is None for p in procs), \
+            "\n".join(p.log_path.read_text()[-2000:] for p in procs)
+        time.sleep(0.1)
+    for p in procs:
+        os.killpg(p.pid, signal.SIGKILL)
+        p.wait()
+    done = max(int(name.split("-")[1]) for name in os.listdir(run_dir / "state") if name.startswith("epoch-"))
+    assert 1 <= done < 3
+    port = free_port()
+    procs = [start(tmp_path, f"again{i}", job_env(port, i), args) for i in range(2)]
+    logs = finish(procs)
+    for p, log in zip(procs, logs):
+        assert p.returncode == 0, log[-3000:]
+        assert epochs_started(log) == list(range(done + 1, 4))
+    with open(run_dir / "history.csv") as f:
+        assert [int(row["epoch"]) for row in csv.DictReader(f)] == [0, 1, 2]
+    assert json.loads((run_dir / "run.json").read_text())["epochs_run"] == 3
+    for a, b in zip(weights(tmp_path / "again0.npz"), weights(tmp_path / "again1.npz")):
+        np.testing.assert_array_equal(a, b)
+
+
+def run_job(tmp_path, envs, args, timeout=LAUNCH_TIMEOUT):
+    procs = [start(tmp_path, f"p{i}", env, args) for i, env in enumerate(envs)]
+    return [(p.returncode, log) for p, log in zip(procs, finish(procs, timeout))]
+
+
+def test_a_process_that_cannot_reach_the_coordinator_says_where_and_which_variable(tmp_path):
+    port = free_port()  # nothing listens there
+    began = time.monotonic()
+    [(code, log)] = run_job(tmp_path, [job_env(port, 1, **{distributed.TIMEOUT: "3"})],
+                            TINY + ["--run-dir", str(tmp_path / "run")], timeout=120)
+    assert code == 1
+    assert f"could not reach the coordinator at 127.0.0.1:{port}" in log
+    assert distributed.ADDRESSES in log and distributed.TIMEOUT in log
+    assert time.monotonic() - began < 120
+    assert not (tmp_path / "run").exists()
+
+
+def test_process_zero_left_alone_says_what_the_job_needs_before_jax_stops_it(tmp_path):
+    [(code, log)] = run_job(tmp_path, [job_env(free_port(), 0, **{distributed.TIMEOUT: "3"})],
+                            TINY + ["--run-dir", str(tmp_path / "run")], timeout=120)
+    assert code == -signal.SIGABRT
+    assert "did not assemble within 3 s (KERAS_RESNET_COORDINATOR_TIMEOUT); it needs 2 processes" in log
+
+
+def test_processes_that_declare_different_counts_all_stop_with_the_same_error(tmp_path):
+    port = free_port()
+    envs = [job_env(port, 0, **{distributed.TIMEOUT: "60"}),
+            job_env(port, 1, processes=3, **{distributed.TIMEOUT: "60"})]
+    results = run_job(tmp_path, envs, TINY + ["--run-dir", str(tmp_path / "run")], timeout=240)
+    for code, log in results:
+        assert code == 2, log[-3000:]
+        assert f"Inconsistent process counts: the job at 127.0.0.1:{port} has 2 processes" in log
+        assert f"{distributed.NUM_PROCESSES}=[2, 3]" in log
+
+
+def test_a_global_batch_that_does_not_divide_across_the_devices_is_refused_by_every_process(tmp_path):
+    port = free_port()
+    args = [a if a != "32" else "33" for a in TINY] + ["--run-dir", str(tmp_path / "run")]
+    for code, log in run_job(tmp_path, [job_env(port, i) for i in range(2)], args, timeout=240):
+        assert code == 2, log[-3000:]
+        assert ("`batch_size`=33 (the global batch) does not divide across the 2 devices of 2 "
+                "process(es); use a multiple of 2, e.g. 32 or 34") in log
+    assert not (tmp_path / "run").exists()
+
+
+def test_tensorflow_backend_refuses_several_processes_and_mirrors_one(monkeypatch):
+    import keras
+
+    from keras_resnet.runtime import distribution_scope
+
+    assert keras.backend.backend() == "tensorflow"
+    with distribution_scope("data-parallel") as replicas:  # no job: this machine's devices
+        assert replicas >= 1
+    for name, value in {distributed.ADDRESSES: "127.0.0.1:1234", distributed.NUM_PROCESSES: "2",
+                        distributed.PROCESS_ID: "0"}.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(ValueError, match=r"needs the JAX backend; this process runs Keras on 'tensorflow'"):
+        with distribution_scope("data-parallel"):
+            pass
+
+
+SLURM = {"SLURM_JOB_ID": "7", "SLURM_STEP_NODELIST": "n[1-2]", "SLURM_NTASKS": "4", "SLURM_PROCID": "1",
+         "SLURM_LOCALID": "0"}
+
+
+@pytest.mark.parametrize("env, job", [
+    ({}, None),
+    ({distributed.NUM_PROCESSES: "1"}, None),
+    ({distributed.NUM_PROCESSES: "2", distributed.PROCESS_ID: "1", distributed.ADDRESSES: "10.0.0.1:1234"},
+     distributed.Job(2, 1, "10.0.0.1:1234")),
+    ({distributed.NUM_PROCESSES: "2", distributed.PROCESS_ID: "0",
+      distributed.ADDRESSES: "10.0.0.1:1234, 10.0.0.2:2345"}, distributed.Job(2, 0, "10.0.0.1:1234")),
+    (SLURM, distributed.Job(4, 1, None, "Slurm's variables")),
+    ({**SLURM, "SLURM_STEP_NUM_TASKS": "2"}, distributed.Job(2, 1, None, "Slurm's variables")),
+    ({**SLURM, "SLURM_NTASKS": "1", "SLURM_PROCID": "0"}, None),
+])
+def test_the_job_comes_from_kerass_or_slurms_variables(env, job):
+    assert distributed.job_from_env(env) == job
+
+
+@pytest.mark.parametrize("env, message", [
+    ({distributed.NUM_PROCESSES: "2", distributed.PROCESS_ID: "0"},
+     "KERAS_DISTRIBUTION_JOB_ADDRESSES must name process 0's host:port"),
+    ({distributed.NUM_PROCESSES: "2", distributed.ADDRESSES: "h:1"},
+     "KERAS_DISTRIBUTION_PROCESS_ID must be an integer from 0 to 1 in a multi-process job; it is not set"),
+    ({distributed.NUM_PROCESSES: "2", distributed.PROCESS_ID: "2", distributed.ADDRESSES: "h:1"},
+     "Received: KERAS_DISTRIBUTION_PROCESS_ID='2'"),
+    ({distributed.NUM_PROCESSES: "two", distributed.PROCESS_ID: "0", distributed.ADDRESSES: "h:1"},
+     "KERAS_DISTRIBUTION_NUM_PROCESSES must be an integer >= 1"),
+    ({distributed.NUM_PROCESSES: "3", distributed.PROCESS_ID: "0", distributed.ADDRESSES: "a:1,b:2"},
+     "Inconsistent process counts: KERAS_DISTRIBUTION_JOB_ADDRESSES lists 2 addresses but "
+     "KERAS_DISTRIBUTION_NUM_PROCESSES=3"),
+    ({distributed.NUM_PROCESSES: "2", distributed.PROCESS_ID: "0", distributed.ADDRESSES: "10.0.0.1"},
+     "must start with host:port"),
+])
+def test_an_incomplete_or_inconsistent_job_is_refused_naming_the_variable(env, message):
+    with pytest.raises(ValueError) as e:
+        distributed.job_from_env(env)
+    assert message in str(e.value)
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_the_processes_shares_of_a_batch_make_up_the_batch_of_one_process(rng, training):
+    x = rng.integers(0, 256, (100, 28, 28, 1), dtype=np.uint8)
+    y = rng.integers(0, 10, 100)
+    info = {"mean": [0.3], "std": [0.3], "flip": True}
+    whole = numpy_dataset(x, y, info, batch_size=24, training=training, seed=3, erase=0.5)
+    shares = [distributed.ProcessShare(whole, p, 4) for p in range(4)]
+    for epoch in range(2):
+        assert all(len(s) == len(whole) for s in shares)
+        for i in range(len(whole)):  # the last validation batch has 4 images, one a process
+            parts = [s[i] for s in shares]
+            np.testing.assert_array_equal(np.concatenate([p[0] for p in parts]), whole[i][0])
+            np.testing.assert_array_equal(np.concatenate([p[1] for p in parts]), whole[i][1])
+        for ds in [whole, *shares]:
+            ds.on_epoch_end()
