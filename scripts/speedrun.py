@@ -195,10 +195,13 @@ def plot(curves, path, metric="test_accuracy", title=""):
                             alpha=0.2)
     for target in TARGETS:
         ax.axhline(target, color="gray", ls="--", lw=1)
+        ax.annotate(f"{target}", (0, target), xycoords=("axes fraction", "data"), va="bottom", fontsize=8)
     for budget in BUDGETS:
         ax.axvline(budget, color="gray", ls=":", lw=1)
+        ax.annotate(f"{budget} PFLOP", (budget, 0), xycoords=("data", "axes fraction"), rotation=90,
+                    ha="right", va="bottom", fontsize=8)
     ax.plot([reference_pflop()], [REFERENCE["accuracy"]], "k*", ms=12,
-            label=f"README ResNet-20, 32 epochs: {REFERENCE['accuracy']}")
+            label=f"README ResNet-20, 32 epochs: test {REFERENCE['accuracy']}")
     ax.set_xscale("log")
     ax.set_xlabel("training compute (PFLOP = 6 x MACs x images seen / 1e15)")
     ax.set_ylabel(metric.replace("_", " "))
