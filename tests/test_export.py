@@ -307,7 +307,7 @@ def test_analyze_finds_the_batchnorms_a_concrete_function_leaves_unfolded():
         graph.check_graph(ops, "unfolded.tflite", edge=False)
 
 
-def test_cli_export_without_a_run_folder_says_it_uses_fashion_mnist_and_stays_quiet(tmp_path, capfd):
+def test_cli_export_without_a_run_folder_says_it_uses_fashion_mnist(tmp_path, capfd):
     data = pytest.importorskip("keras_resnet.data")
     model = build(blocks=(1, 1, 1), input_shape=(28, 28, 1), width=0.25, num_classes=10)
     model.save(tmp_path / "model.keras")
