@@ -281,3 +281,12 @@ def test_the_processes_shares_of_a_batch_make_up_the_batch_of_one_process(rng, t
             np.testing.assert_array_equal(np.concatenate([p[1] for p in parts]), whole[i][1])
         for ds in [whole, *shares]:
             ds.on_epoch_end()
+
+
+def test_process_zero_refuses_a_port_in_use_naming_it():
+    with socket.socket() as holder:
+        holder.bind(("", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        with pytest.raises(OSError, match=f"serves the job on port {port} .*KERAS_DISTRIBUTION_JOB_ADDRESSES"):
+            distributed._check_port_free(distributed.Job(2, 0, f"127.0.0.1:{port}"))
