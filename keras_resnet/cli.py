@@ -102,9 +102,11 @@ def _evaluate(args):
           + (" (with flip test-time augmentation)" if args.tta else ""))
 
 
-def add_data_args(p):
-    p.add_argument("--dataset", default="fashion_mnist",
-                   help="fashion_mnist (default, offline), a tensorflow-datasets name, or a folder of class folders")
+def add_data_args(p, default="fashion_mnist"):
+    p.add_argument("--dataset", default=default,
+                   help="fashion_mnist (offline), a tensorflow-datasets name, or a folder of class folders"
+                        + (" (default: the run folder's, else fashion_mnist)" if default is None
+                           else f" (default {default})"))
     p.add_argument("--data-dir", default=None, help="where the dataset's files are")
     p.add_argument("--download", action="store_true",
                    help="let tensorflow-datasets or Keras download a missing dataset (needs internet)")
@@ -141,7 +143,7 @@ def _add_training(sub):
 
     p = sub.add_parser("evaluate", help="test accuracy of a saved .keras model")
     p.add_argument("model", help="path of a .keras file")
-    add_data_args(p)
+    add_data_args(p, default=None)
     p.add_argument("--tta", action="store_true",
                    help="average each test image's prediction with its mirror image's (data trained with flips)")
     p.add_argument("--json", action="store_true")
@@ -195,26 +197,26 @@ def _add_tuning(sub):
 def _export(args):
     from pathlib import Path
 
-    from keras_resnet import data, export, runinfo
+    from keras_resnet import data, export, io_utils, runinfo
     from keras_resnet.checks import check_int
 
     check_int("--verify-count", args.verify_count, minimum=1)
     quantize = args.quantize or ("int8" if args.edge else "float32")
     output = args.output or str(Path(args.model).with_name(
         f"{Path(args.model).stem}_{quantize}{'_edge' if args.edge else ''}.tflite"))
-    dataset, defaults, note = runinfo.dataset_for(args.model, args.dataset)
+    model = io_utils.load_model(args.model)
+    # the run's own dataset, statistics and class names, images resized as in training
+    dataset, (x_train, _), (x_test, y_test), info, note = runinfo.load_data_for(
+        model, args.model, args.dataset, args.data_dir, args.download)
     if note:
         print(note, file=sys.stderr if args.json else sys.stdout)
-    (x_train, _), (x_test, y_test), info = data.load(dataset, args.data_dir, args.download)
-    if defaults and defaults["normalization"]:  # the run's own statistics normalise as in training
-        info = {**info, **defaults["normalization"]}
-    class_names = (defaults or {}).get("class_names") or info["class_names"]
+    class_names = info["class_names"]
     representative = None
     if quantize == "int8":
         representative = data.calibration_images(x_train, info, count=args.calibration_count)
     n = args.verify_count
     result = export.to_tflite(
-        args.model, output, quantize, representative,
+        model, output, quantize, representative,
         verify_data=data.normalize(x_test[:n], info), verify_labels=y_test[:n],
         calibration_count=args.calibration_count, io_dtype=args.io_dtype, edge=args.edge,
         batch_size=args.batch_size, mean=info["mean"], std=info["std"], class_names=class_names,

@@ -56,3 +56,25 @@ def dataset_for(model_path, dataset=None):
                                                f"and class names from {defaults['source']}")
     return DEFAULT_DATASET, None, (f"no config.json or run.json next to {os.fspath(model_path)}: using "
                                    f"{DEFAULT_DATASET} (pass --dataset to choose)")
+
+
+def load_data_for(model, model_path, dataset=None, data_dir=None, download=False):
+    """The data a saved model is evaluated or exported with: the run folder's dataset, normalisation
+    and class names (see `dataset_for`), its images resized to the model's input when it was trained
+    on resized images.
+
+    Returns:
+        ``(dataset, (x_train, y_train), (x_test, y_test), info, note)``; ``info`` carries the run's
+        ``mean``, ``std`` and ``class_names``; ``note`` is `dataset_for`'s line or None.
+    """
+    from keras_resnet import data
+
+    dataset, defaults, note = dataset_for(model_path, dataset)
+    train, test, info = data.load(dataset, data_dir=data_dir, download=download)
+    size = tuple(model.input_shape[1:3])
+    if tuple(info["input_shape"][:2]) != size:  # trained on resized images
+        train, test, info = data.load(dataset, data_dir=data_dir, download=download, image_size=size)
+    if defaults:
+        info = {**info, **(defaults["normalization"] or {}),
+                "class_names": defaults["class_names"] or info["class_names"]}
+    return dataset, train, test, info, note

@@ -211,7 +211,7 @@ def fit_run(model, recipe, data, run_dir, *, pipeline="auto", verbose="auto", co
     callbacks = [distributed.ProcessLocal(state), guard, *callbacks]  # process 0 writes alone
     if chief and keras.backend.backend() == "tensorflow":
         callbacks.append(keras.callbacks.TensorBoard(os.path.join(run_dir, "logs")))
-    start, epoch, restored = time.perf_counter(), state.peek_epoch(), False
+    start, epoch, fitted, restored = time.perf_counter(), state.peek_epoch(), False, False
     for _, last, phase, head_only in phases(recipe):
         if epoch >= last and last < recipe.epochs:  # an earlier phase, finished before
             continue
@@ -222,7 +222,10 @@ def fit_run(model, recipe, data, run_dir, *, pipeline="auto", verbose="auto", co
         if epoch < last and not guard.message:
             model.fit(train_ds, validation_data=val_ds, epochs=last, initial_epoch=epoch, callbacks=callbacks,
                       shuffle=False, verbose=_verbosity(verbose))
-            epoch = state.epoch
+            epoch, fitted = state.epoch, True
+    if recipe.ema and not fitted:
+        # A finished run restored from its state: swap in the averaged weights, as fit does at its end.
+        model.optimizer.finalize_variable_values(model.trainable_variables)
     seconds = time.perf_counter() - start
     if guard.message:
         raise FloatingPointError(guard.message)
@@ -372,11 +375,19 @@ def test_accuracies(model, x, y, info, batch_size=256):
     return result
 
 
-def evaluate(model_path, dataset="fashion_mnist", data_dir=None, download=False, batch_size=256, tta=False):
+def evaluate(model_path, dataset=None, data_dir=None, download=False, batch_size=256, tta=False):
     """Test-split accuracy of a saved `.keras` model; ``tta=True`` averages each image's prediction
-    with its mirror image's (refused for data whose training does not flip, such as digits)."""
+    with its mirror image's (refused for data whose training does not flip, such as digits).
+
+    Without `dataset`, the dataset and normalisation of the run folder next to the file (its
+    ``config.json``) are used, or Fashion-MNIST when there is none (a line says which)."""
+    from keras_resnet import runinfo
+
     model = io_utils.load_model(model_path, "model_path")
-    _, (x_test, y_test), info = data_lib.load(dataset, data_dir=data_dir, download=download)
+    dataset, _, (x_test, y_test), info, note = runinfo.load_data_for(model, model_path, dataset, data_dir,
+                                                                     download)
+    if note:
+        print(note, flush=True)
     if tuple(model.input_shape[1:]) != tuple(info["input_shape"]):
         raise ValueError(f"The model takes inputs of shape {model.input_shape[1:]}, but {dataset!r} "
                          f"has images of shape {tuple(info['input_shape'])}.")

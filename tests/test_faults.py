@@ -186,3 +186,11 @@ def test_finished_run_with_a_truncated_final_model_writes_it_again(tmp_path):
     assert callbacks.readable_keras_file(path)
     assert again["test_accuracy"] == pytest.approx(first["test_accuracy"])
     assert _epochs(run_dir) == [0]
+
+
+def test_finished_run_with_weight_averaging_restores_the_averaged_model(tmp_path):
+    data = training.load_run_data(recipe=Recipe(seed=1), train_size=1000)
+    recipe = Recipe(epochs=1, batch_size=64, learning_rate=0.05, ema=0.9, seed=1)
+    first = training.fit_run(keras_resnet_build(data), recipe, data, tmp_path, verbose=0)
+    again = training.fit_run(keras_resnet_build(data), recipe, data, tmp_path, verbose=0)
+    assert again["test_loss"] == pytest.approx(first["test_loss"], rel=1e-5)

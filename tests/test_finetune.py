@@ -83,3 +83,35 @@ def test_checkpoint_normalisation_replaces_the_dataset_statistics_in_the_run_fol
     config = json.loads((run_dir / "config.json").read_text())
     assert config["normalization"] == {"mean": pytest.approx(MEAN), "std": pytest.approx(STD)}
     assert config["recipe"]["freeze_epochs"] == 1
+
+
+def test_evaluate_reads_the_run_folder_and_reproduces_the_test_accuracy(finetuned):
+    run_dir, result = finetuned
+    evaluated = training.evaluate(str(run_dir / "model.keras"))
+    assert evaluated["test_accuracy"] == pytest.approx(result["test_accuracy"], abs=1e-9)
+
+
+def test_command_line_fine_tune_then_int8_export_then_predict(checkpoint, tmp_path, capsys):
+    from keras_resnet import export
+    from keras_resnet.cli import main
+
+    run_dir = tmp_path / "run"
+    assert main(["train", "--weights", str(checkpoint), "--freeze-epochs", "1", "--epochs", "2",
+                 "--image-size", "64", "--blocks", "1,1,1,1", "--width", "0.25", "--train-size", "1200",
+                 "--batch-size", "64", "--learning-rate", "0.05", "--verbose", "0",
+                 "--run-dir", str(run_dir)]) == 0
+    tflite = tmp_path / "m_int8.tflite"
+    # Two epochs leave near-uniform scores whose top class flips easily under int8: a looser check.
+    assert main(["export", str(run_dir / "model.keras"), "--quantize", "int8", "--verify-count", "300",
+                 "--min-agreement", "0.8", "--max-accuracy-drop", "0.05", "--output", str(tflite)]) == 0
+    sidecar = export.read_sidecar(str(tflite))
+    assert sidecar["normalization"]["mean"] == pytest.approx(MEAN)
+    assert sidecar["normalization"]["std"] == pytest.approx(STD)
+    image = tmp_path / "shirt.png"
+    from PIL import Image
+
+    (_, _), (x_test, _), _ = training.data_lib.load("fashion_mnist")
+    Image.fromarray(x_test[0][..., 0]).save(image)
+    capsys.readouterr()
+    assert main(["predict", str(tflite), str(image), "--top", "1"]) == 0
+    assert "shirt.png" in capsys.readouterr().out
