@@ -250,8 +250,13 @@ def data_parallel_scope():
 
 
 def _current():
-    """(this process's index, processes, devices) of Keras's current JAX distribution."""
-    distribution = keras.distribution.distribution() if keras.backend.backend() == "jax" else None
+    """(this process's index, processes, devices) of Keras's current JAX distribution, or of the
+    TensorFlow strategy in scope (one process)."""
+    backend = keras.backend.backend()
+    tf = sys.modules.get("tensorflow")  # no strategy can be in scope before TensorFlow is imported
+    if backend == "tensorflow" and tf is not None:
+        return 0, 1, tf.distribute.get_strategy().num_replicas_in_sync
+    distribution = keras.distribution.distribution() if backend == "jax" else None
     if distribution is None:
         return 0, 1, 1
     import jax
@@ -267,10 +272,13 @@ def is_chief():
 def plan(data, recipe):
     """Checks that the recipe's global batch divides across the job's devices and that every process
     runs the same command on the same data; trims the validation images to a multiple of the device
-    count (each device evaluates whole rows). Returns ``(data, layout)``, where layout holds
-    ``processes``, ``devices``, ``global_batch`` and ``per_process_batch`` for ``run.json``."""
+    count (each device evaluates whole rows) on JAX; TensorFlow's strategies split any batch. Returns
+    ``(data, layout)``, where layout holds ``processes``, ``devices``, ``global_batch`` and
+    ``per_process_batch`` for ``run.json``."""
     _, processes, devices = _current()
     batch = recipe.batch_size
+    if keras.backend.backend() != "jax":
+        return data, {"processes": 1, "devices": devices, "global_batch": batch, "per_process_batch": batch}
     if batch % devices:
         below, above = batch - batch % devices, batch - batch % devices + devices
         raise ValueError(f"`batch_size`={batch} (the global batch) does not divide across the {devices} "
@@ -351,12 +359,17 @@ def process_local():
 
 
 class ProcessLocal(keras.callbacks.Callback):
-    """Calls `callback`'s hooks inside `process_local`: what process 0 alone writes (a ``.keras``
-    file creates variables while saving) must not become a collective that the others never join."""
+    """Calls the hooks that `callback` defines inside `process_local`: what process 0 alone writes (a
+    ``.keras`` file creates variables while saving) must not become a collective that the others
+    never join. Hooks it does not define stay Keras's defaults, so Keras still skips them."""
 
     def __init__(self, callback):
         super().__init__()
         self.callback = callback
+        for name in dir(keras.callbacks.Callback):
+            if name.startswith("on_") and getattr(type(callback), name) is not getattr(
+                    keras.callbacks.Callback, name):
+                setattr(self, name, _in_process_local(getattr(callback, name)))
 
     def set_model(self, model):
         super().set_model(model)
@@ -367,14 +380,9 @@ class ProcessLocal(keras.callbacks.Callback):
         self.callback.set_params(params)
 
 
-def _process_local_hook(name):
-    def hook(self, *args, **kwargs):
+def _in_process_local(hook):
+    def call(*args, **kwargs):
         with process_local():
-            return getattr(self.callback, name)(*args, **kwargs)
+            return hook(*args, **kwargs)
 
-    hook.__name__ = name
-    return hook
-
-
-for _name in [n for n in dir(keras.callbacks.Callback) if n.startswith("on_")]:
-    setattr(ProcessLocal, _name, _process_local_hook(_name))
+    return call

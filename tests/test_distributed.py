@@ -13,7 +13,7 @@ import time
 import numpy as np
 import pytest
 
-from keras_resnet import distributed
+from keras_resnet import distributed, training
 from keras_resnet.data import numpy_dataset
 
 pytestmark = pytest.mark.slow
@@ -216,8 +216,12 @@ def test_tensorflow_backend_refuses_several_processes_and_mirrors_one(monkeypatc
     from keras_resnet.runtime import distribution_scope
 
     assert keras.backend.backend() == "tensorflow"
+    images = np.zeros((40, 28, 28, 1), np.uint8)
+    data = training.RunData(images, np.zeros(40, int), images[:5], np.zeros(5, int), {})
     with distribution_scope("data-parallel") as replicas:  # no job: this machine's devices
-        assert replicas >= 1
+        kept, layout = distributed.plan(data, training.Recipe(batch_size=33))
+    assert layout == {"processes": 1, "devices": replicas, "global_batch": 33, "per_process_batch": 33}
+    assert len(kept.x_val) == 5  # TensorFlow's strategies split any batch: nothing trimmed
     for name, value in {distributed.ADDRESSES: "127.0.0.1:1234", distributed.NUM_PROCESSES: "2",
                         distributed.PROCESS_ID: "0"}.items():
         monkeypatch.setenv(name, value)
@@ -288,5 +292,24 @@ def test_process_zero_refuses_a_port_in_use_naming_it():
         holder.bind(("", 0))
         holder.listen()
         port = holder.getsockname()[1]
-        with pytest.raises(OSError, match=f"serves the job on port {port} .*KERAS_DISTRIBUTION_JOB_ADDRESSES"):
-            distributed._check_port_free(distributed.Job(2, 0, f"127.0.0.1:{port}"))
+        job = distributed.Job(2, 0, f"127.0.0.1:{port}")
+        with pytest.raises(OSError, match=f"serves the job on port {port} .*{distributed.ADDRESSES}"):
+            distributed._check_port_free(job)
+
+
+def test_process_local_wraps_only_the_hooks_a_callback_defines():
+    import keras
+
+    class Epochs(keras.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.ends = []
+
+        def on_epoch_end(self, epoch, logs=None):
+            self.ends.append(epoch)
+
+    inner = Epochs()
+    outer = distributed.ProcessLocal(inner)
+    outer.on_epoch_end(3)
+    assert inner.ends == [3]
+    assert "on_epoch_end" in vars(outer) and "on_train_batch_end" not in vars(outer)
