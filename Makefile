@@ -26,7 +26,7 @@ FMNIST := /usr/share/datasets/fashion-mnist
 demo: install
 	keras-resnet summary --depth $(DEPTH) --input-shape 28,28,1 --num-classes 10
 	keras-resnet train --depth $(DEPTH) --epochs $(EPOCHS) --precision $(PRECISION) --erase 0.3 \
-	  --label-smoothing 0.1 --val-fraction 0.05 --verbose 2 --run-dir saved_models/demo
+	  --label-smoothing 0.1 --val-fraction 0.05 --run-dir saved_models/demo
 	keras-resnet export saved_models/demo/model.keras --quantize int8 --output saved_models/demo/model_int8.tflite
 	keras-resnet predict saved_models/demo/model_int8.tflite --idx $(FMNIST)/t10k-images-idx3-ubyte.gz \
 	  --labels $(FMNIST)/t10k-labels-idx1-ubyte.gz --limit 10 --top 1

@@ -62,9 +62,18 @@ def check_number(name, value, low=None, high=None, *, low_open=False, high_open=
 def check_choice(name, value, choices):
     """One of `choices` (compared by equality, so unhashable values get the same clear message)."""
     choices = tuple(choices)
-    if not any(type(value) is type(c) and value == c or (value is None and c is None) for c in choices):
+    if not any(_same(value, c) for c in choices):
         _fail(name, value, f"one of {choices!r}")
     return value
+
+
+def _same(value, choice):
+    """Equal and of the same kind: 1 is not True, "1" is not 1, a NumPy integer 2 is 2."""
+    if isinstance(value, bool) != isinstance(choice, bool) or (value is None) != (choice is None):
+        return False
+    if isinstance(choice, numbers.Number):
+        return isinstance(value, numbers.Number) and value == choice
+    return isinstance(value, type(choice)) and value == choice
 
 
 def check_bool(name, value):

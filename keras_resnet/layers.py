@@ -15,6 +15,8 @@ Only `keras` and `keras.ops` are used, so the layers run on the TensorFlow, JAX 
 import keras
 from keras import layers, ops
 
+from keras_resnet import checks
+
 # BatchNorm settings, defined once: PyTorch's defaults (momentum 0.1 there is 0.9 here), so that
 # weights ported from torchvision give the same numbers.
 BN_MOMENTUM = 0.9
@@ -51,21 +53,6 @@ def conv(filters, kernel_size, strides, name, kernel_regularizer=None, dtype=Non
     )
 
 
-def _check_positive_int(name, value):
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"`{name}` must be a positive integer. Received: {name}={value!r}")
-
-
-def _check_strides(strides):
-    if strides not in (1, 2):
-        raise ValueError(f"`strides` must be 1 or 2. Received: strides={strides!r}")
-
-
-def _check_rate(name, value):
-    if not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
-        raise ValueError(f"`{name}` must be a number in [0, 1). Received: {name}={value!r}")
-
-
 @keras.saving.register_keras_serializable(package="keras_resnet")
 class StridedPad(layers.Layer):
     """Pads ``kernel_size // 2`` pixels on every side before a strided 'valid' convolution."""
@@ -97,7 +84,7 @@ class DropPath(layers.Layer):
 
     def __init__(self, rate=0.0, seed=None, **kwargs):
         super().__init__(**kwargs)
-        _check_rate("rate", rate)
+        checks.check_number("rate", rate, 0.0, 1.0, high_open=True)
         self.rate = rate
         self.seed = seed
         self.seed_generator = keras.random.SeedGenerator(seed) if rate > 0 else None
@@ -132,8 +119,8 @@ class ProjectionShortcut(layers.Layer):
 
     def __init__(self, filters, strides=1, preact=False, kernel_regularizer=None, **kwargs):
         super().__init__(**kwargs)
-        _check_positive_int("filters", filters)
-        _check_strides(strides)
+        checks.check_int("filters", filters, 1)
+        checks.check_choice("strides", strides, (1, 2))
         self.filters = filters
         self.strides = strides
         self.preact = preact
@@ -189,14 +176,10 @@ class _Block(layers.Layer):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        _check_positive_int("filters", filters)
-        _check_strides(strides)
-        _check_rate("drop_path_rate", drop_path_rate)
-        if use_projection not in (None, True, False):
-            raise ValueError(
-                "`use_projection` must be None (project only when shapes differ), True or False. "
-                f"Received: use_projection={use_projection!r}"
-            )
+        checks.check_int("filters", filters, 1)
+        checks.check_choice("strides", strides, (1, 2))
+        checks.check_number("drop_path_rate", drop_path_rate, 0.0, 1.0, high_open=True)
+        checks.check_choice("use_projection", use_projection, (None, True, False))
         self.filters = filters
         self.strides = strides
         self.use_projection = use_projection
