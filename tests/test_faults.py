@@ -194,3 +194,32 @@ def test_finished_run_with_weight_averaging_restores_the_averaged_model(tmp_path
     first = training.fit_run(keras_resnet_build(data), recipe, data, tmp_path, verbose=0)
     again = training.fit_run(keras_resnet_build(data), recipe, data, tmp_path, verbose=0)
     assert again["test_loss"] == pytest.approx(first["test_loss"], rel=1e-5)
+
+
+def test_search_retraining_with_a_truncated_checkpoint_resumes_from_the_one_before(tmp_path):
+    import json
+    import time
+
+    from test_tuning import _tune_command
+
+    command = _tune_command(tmp_path, "s", "--max-trials", "1", "--retrain-epochs", "4", "--retrain-size", "1200")
+    run_dir = tmp_path / "s" / "retrain"
+    first = subprocess.Popen(command, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 900
+    while len(_epochs(str(run_dir))) < 3 and time.time() < deadline and first.poll() is None:
+        time.sleep(0.2)
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+    assert len(_epochs(str(run_dir))) == 3, "the search should die in the middle of its retraining"
+    newest = callbacks.RunState(str(run_dir)).committed()[0]
+    weights = os.path.join(newest, callbacks.WEIGHTS_FILE)
+    with open(weights, "r+b") as f:
+        f.truncate(os.path.getsize(weights) // 3)
+
+    second = subprocess.run(command, env=ENV, capture_output=True, text=True, timeout=900)
+    assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
+    assert "could not be read" in second.stderr and os.path.basename(newest) in second.stderr
+    assert _epochs(str(run_dir)) == [0, 1, 2, 3]
+    assert any(".unreadable-" in f for f in os.listdir(run_dir / "state"))
+    best = json.loads((tmp_path / "s" / "results.json").read_text())["best"]
+    assert best["retrain_epochs"] == 4 and callbacks.readable_keras_file(tmp_path / "s" / "best.keras")
