@@ -50,3 +50,18 @@ def pytest_configure(config):
     config.addinivalue_line(
         "filterwarnings", "ignore:__array__ implementation doesn't accept a copy keyword:DeprecationWarning"
     )
+
+
+def kill_when(command, env, done, timeout):
+    """Starts `command`, sends it SIGKILL as soon as ``done()`` is true (or after `timeout` seconds,
+    or when it ends by itself), and waits for it: a real process killed at a chosen point."""
+    import signal
+    import subprocess
+    import time
+
+    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + timeout
+    while not done() and time.time() < deadline and process.poll() is None:
+        time.sleep(0.2)
+    process.send_signal(signal.SIGKILL)
+    return process.wait()

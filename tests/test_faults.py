@@ -11,6 +11,7 @@ import textwrap
 
 import keras
 import pytest
+from conftest import kill_when
 
 from keras_resnet import callbacks, history, training
 from keras_resnet.training import Recipe
@@ -198,18 +199,12 @@ def test_finished_run_with_weight_averaging_restores_the_averaged_model(tmp_path
 
 def test_search_retraining_with_a_truncated_checkpoint_resumes_from_the_one_before(tmp_path):
     import json
-    import time
 
     from test_tuning import _tune_command
 
     command = _tune_command(tmp_path, "s", "--max-trials", "1", "--retrain-epochs", "4", "--retrain-size", "1200")
     run_dir = tmp_path / "s" / "retrain"
-    first = subprocess.Popen(command, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 900
-    while len(_epochs(str(run_dir))) < 3 and time.time() < deadline and first.poll() is None:
-        time.sleep(0.2)
-    first.send_signal(signal.SIGKILL)
-    first.wait()
+    kill_when(command, ENV, lambda: len(_epochs(str(run_dir))) >= 3, timeout=900)
     assert len(_epochs(str(run_dir))) == 3, "the search should die in the middle of its retraining"
     newest = callbacks.RunState(str(run_dir)).committed()[0]
     weights = os.path.join(newest, callbacks.WEIGHTS_FILE)

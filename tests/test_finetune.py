@@ -2,7 +2,6 @@
 at a lower learning rate; the checkpoint's normalisation travels into the run folder and the export."""
 
 import json
-import os
 
 import keras
 import numpy as np

@@ -4,14 +4,13 @@ import csv
 import json
 import math
 import os
-import signal
 import subprocess
 import sys
-import time
 
 import keras
 import numpy as np
 import pytest
+from conftest import kill_when
 
 import keras_resnet
 from keras_resnet import io_utils, runtime, training
@@ -168,13 +167,8 @@ def test_killed_run_resumes_from_its_last_finished_epoch(tmp_path):
     command = [sys.executable, "-m", "keras_resnet.cli", "train", "--depth", "8", "--width", "0.25",
                "--epochs", "4", "--train-size", "3000", "--batch-size", "64", "--verbose", "2",
                "--run-dir", str(run_dir)]
-    first = subprocess.Popen(command, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     history = str(run_dir / "history.csv")
-    deadline = time.time() + 240
-    while len(_history_epochs(history)) < 2 and time.time() < deadline and first.poll() is None:
-        time.sleep(0.2)
-    first.send_signal(signal.SIGKILL)
-    first.wait()
+    kill_when(command, ENV, lambda: len(_history_epochs(history)) >= 2, timeout=240)
     done_before_kill = _history_epochs(history)
     assert 2 <= len(done_before_kill) < 4, "the first run should be killed in the middle"
     assert not (run_dir / "model.keras").exists()

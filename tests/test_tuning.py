@@ -17,6 +17,7 @@ import keras
 import keras_tuner
 import numpy as np
 import pytest
+from conftest import kill_when
 
 import keras_resnet
 from keras_resnet import data, training, tuning
@@ -356,12 +357,7 @@ def test_retraining_killed_with_sigkill_resumes_from_its_last_finished_epoch(tmp
     command = _tune_command(tmp_path, "retrain", "--max-trials", "1", "--retrain-epochs", "4",
                             "--retrain-size", "1200")
     history = tmp_path / "retrain" / "retrain" / "history.csv"
-    first = subprocess.Popen(command, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    deadline = time.time() + 900
-    while len(_csv_epochs(history)) < 2 and time.time() < deadline and first.poll() is None:
-        time.sleep(0.2)
-    first.send_signal(signal.SIGKILL)
-    first.wait()
+    kill_when(command, ENV, lambda: len(_csv_epochs(history)) >= 2, timeout=900)
     done_before_kill = _csv_epochs(history)
     assert 2 <= len(done_before_kill) < 4, "the first run should die in the middle of the retraining"
     assert not (tmp_path / "retrain" / "best.keras").exists()

@@ -3,14 +3,13 @@ and the deployable int8 file."""
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 
 import keras_tuner
 import numpy as np
 import pytest
+from conftest import kill_when
 
 from keras_resnet import export, training, tuning
 from keras_resnet.tuning import Budget, ResNetHyperModel, SearchSpace
@@ -130,12 +129,7 @@ def test_latency_cache_survives_sigkill_and_is_reused(tmp_path):
     log = tmp_path / "calls.log"
     command = _tune_command(tmp_path, "kill", f"{sys.executable} {tmp_path / 'measure.py'} {{tflite}} {log}")
     cache = tmp_path / "kill" / CACHE_FILE
-    first = subprocess.Popen(command, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    deadline = time.time() + 900
-    while len(_measurements(cache)) < 2 and time.time() < deadline and first.poll() is None:
-        time.sleep(0.2)
-    first.send_signal(signal.SIGKILL)
-    first.wait()
+    kill_when(command, ENV, lambda: len(_measurements(cache)) >= 2, timeout=900)
     before = _measurements(cache)
     assert len(before) >= 2, "the first run should die after measuring two architectures"
 
