@@ -5,7 +5,7 @@ import json
 import keras
 import pytest
 
-from keras_resnet import BottleneckBlock, build, count_macs, summarize
+from keras_resnet import BottleneckBlock, build, config_of, count_macs, summarize
 from keras_resnet.cli import main
 from keras_resnet.summary import format_summary
 
@@ -106,6 +106,7 @@ def test_cli_summary_json_prints_the_summary_dict(capsys):
                     "--json"]) == 0
     info = json.loads(capsys.readouterr().out)
     model = build(20, input_shape=(28, 28, 1), num_classes=10)
+    assert info.pop("build") == json.loads(json.dumps(config_of(model)))  # the architecture, as JSON
     assert info == summarize(model)
     assert info["name"] == "resnet20" and info["input_shape"] == [28, 28, 1]
 

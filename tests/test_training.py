@@ -259,10 +259,18 @@ def test_mixed_precision_on_a_cpu_that_emulates_it_warns(monkeypatch):
 
 def test_train_leaves_the_global_dtype_policy_and_distribution_as_it_found_them(tmp_path, monkeypatch):
     monkeypatch.setattr(runtime, "cpu_has_native_bfloat16", lambda: True)  # "auto" picks bfloat16
+    seen = {}
+
+    def fit_run(model, recipe, data, run_dir, **kwargs):  # what the run sees, without training it
+        seen.update(policy=keras.mixed_precision.dtype_policy().name,
+                    layer=model.get_layer("stage1_block1").conv1.dtype_policy.name)
+        return {"precision": kwargs["config"]["precision"]}
+
+    monkeypatch.setattr(training, "fit_run", fit_run)
     before = keras.mixed_precision.dtype_policy().name
     result = training.train(recipe=Recipe(epochs=1, batch_size=64), train_size=256, run_dir=tmp_path,
                             verbose=0, **TINY)
-    assert result["precision"] == "mixed_bfloat16"
+    assert result["precision"] == seen["policy"] == seen["layer"] == "mixed_bfloat16"
     assert keras.mixed_precision.dtype_policy().name == before == "float32"
     assert keras.distribution.distribution() is None
 
