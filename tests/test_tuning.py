@@ -287,6 +287,8 @@ def test_search_writes_leaderboard_plot_and_best_model(hyperband_search):
     assert 0.0 <= best["test_accuracy_flip_tta"] <= 1.0  # Fashion-MNIST trains with flips
     model = keras.saving.load_model(folder / "best.keras", safe_mode=True)
     assert model.predict(np.zeros((2, 28, 28, 1), "float32"), verbose=0).shape == (2, 10)
+    assert keras_resnet.config_of(model) == {k: tuple(v) if isinstance(v, list) else v
+                                             for k, v in best["architecture"].items()}
     rebuilt = keras_resnet.build(**best["build_kwargs"], input_shape=(28, 28, 1), num_classes=10)
     assert rebuilt.count_params() == model.count_params() == best["params"]
     assert json.loads((folder / "results.json").read_text())["best"]["test_accuracy"] == best["test_accuracy"]

@@ -11,7 +11,9 @@ import numpy as np
 
 from keras_resnet import checks, io_utils, training
 from keras_resnet import data as data_lib
+from keras_resnet.callbacks import readable_keras_file
 from keras_resnet.flags import field
+from keras_resnet.models import config_of
 from keras_resnet.tuning.space import ARCHITECTURE_NAMES, build_kwargs, describe, recipe_kwargs
 
 RETRAIN_CANDIDATES = 5  # architectures timed, best-ranked first, to find one that fits `retrain_min_epochs`
@@ -150,7 +152,7 @@ def finish_best(tuner, rows, folder, retrain, request, data, pipeline="auto", ve
     path = os.path.join(folder, "best.keras")
     previous = (io_utils.read_json(os.path.join(folder, "results.json")) or {}).get("best") or {}
     if (previous.get("retrain_request") == request and previous.get("test_accuracy") is not None
-            and os.path.exists(path)):
+            and readable_keras_file(path)):
         return previous  # this search already ended, and its best model was retrained and tested
     if request.get("epochs") == 0:
         trial = tuner.oracle.get_trial(rows[0]["trial_id"])
@@ -175,6 +177,7 @@ def finish_best(tuner, rows, folder, retrain, request, data, pipeline="auto", ve
         "rank": rows.index(best_row) + 1,
         "hyperparameters": {k: v for k, v in hp.values.items() if not k.startswith("tuner/")},
         "build_kwargs": build_kwargs(hp.values),
+        "architecture": {k: list(v) if isinstance(v, tuple) else v for k, v in config_of(model).items()},
         "recipe_kwargs": recipe_kwargs(hp.values),
         "retrain_request": request,
         "retrain_epochs": 0 if plan is None else plan["epochs"],
