@@ -126,17 +126,30 @@ def quiet_native_logs(enabled=True):
     saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
     python_stderr = sys.stderr
     if _fileno(python_stderr) == 2:  # Python's stderr writes to fd 2: keep it on the original stream
-        sys.stderr = os.fdopen(os.dup(saved), "w", buffering=1, encoding="utf-8", errors="replace")
+        sys.stderr = _stream_to(saved)
     os.dup2(devnull, 2)
     try:
         yield
     finally:
         _flush_c_streams()  # native code may hold log lines in C stdio buffers
-        sys.stderr.flush()  # left open: a logging handler made inside the block keeps writing to it
+        sys.stderr.flush()
         sys.stderr = python_stderr
         os.dup2(saved, 2)
         os.close(saved)
         os.close(devnull)
+
+
+_STREAMS = {}  # (device, inode) of a standard error -> one text stream to it, reused by every call
+
+
+def _stream_to(fd):
+    """A text stream to what `fd` refers to, made once per target and left open: a logging handler
+    created inside a quiet block keeps writing to it after the block."""
+    st = os.fstat(fd)
+    key = (st.st_dev, st.st_ino)
+    if key not in _STREAMS:
+        _STREAMS[key] = os.fdopen(os.dup(fd), "w", buffering=1, encoding="utf-8", errors="replace")
+    return _STREAMS[key]
 
 
 def _fileno(stream):

@@ -32,15 +32,7 @@ from keras_resnet.flags import field
 from keras_resnet.history import plot_history, read_history
 from keras_resnet.losses import SmoothedSparseCrossentropy
 from keras_resnet.models import build
-from keras_resnet.runtime import (  # noqa: F401 -- part of this module's surface
-    DISTRIBUTE,
-    PRECISIONS,
-    cpu_has_native_bfloat16,
-    cpu_info_field,
-    distribution_scope,
-    precision_scope,
-    resolve_precision,
-)
+from keras_resnet.runtime import distribution_scope, precision_scope
 from keras_resnet.summary import summarize
 
 SCHEDULES = ("cosine", "step")
@@ -153,7 +145,8 @@ def compile_model(model, recipe, steps_per_epoch):
 
 def steps_per_epoch(recipe, images):
     """Whole batches per epoch; a clear error, with a batch size that fits, when there is not one."""
-    return data_lib.check_batch_size(recipe.batch_size, images) and images // recipe.batch_size
+    data_lib.check_batch_size(recipe.batch_size, images)
+    return images // recipe.batch_size
 
 
 def _pipeline(pipeline):

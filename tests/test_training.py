@@ -234,9 +234,9 @@ def test_cpu_bfloat16_support_is_read_from_the_cpu_flags(tmp_path):
     with_bf16.write_text("processor\t: 0\nflags\t\t: fpu sse avx2 avx512f amx_bf16 amx_tile\n")
     avx2_only = tmp_path / "avx2"
     avx2_only.write_text("processor\t: 0\nflags\t\t: fpu sse avx avx2 fma\n")
-    assert training.cpu_has_native_bfloat16(str(with_bf16))
-    assert not training.cpu_has_native_bfloat16(str(avx2_only))
-    assert not training.cpu_has_native_bfloat16(str(tmp_path / "missing"))
+    assert runtime.cpu_has_native_bfloat16(str(with_bf16))
+    assert not runtime.cpu_has_native_bfloat16(str(avx2_only))
+    assert not runtime.cpu_has_native_bfloat16(str(tmp_path / "missing"))
 
 
 @pytest.mark.parametrize("native, expected", [(True, "mixed_bfloat16"), (False, "float32")])
