@@ -16,7 +16,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # keep TensorFlow's start-up
 
 from keras_resnet import flags  # noqa: E402
 from keras_resnet.io_utils import quiet_native_logs  # noqa: E402
-from keras_resnet.runtime import DISTRIBUTE, PRECISIONS  # noqa: E402
+from keras_resnet.execution import DISTRIBUTE, PRECISIONS  # noqa: E402
 
 _blocks = flags.int_list
 
@@ -197,7 +197,7 @@ def _add_tuning(sub):
 def _export(args):
     from pathlib import Path
 
-    from keras_resnet import data, export, io_utils, runinfo
+    from keras_resnet import data, export, io_utils, run_folder
     from keras_resnet.checks import check_int
 
     check_int("--verify-count", args.verify_count, minimum=1)
@@ -206,7 +206,7 @@ def _export(args):
         f"{Path(args.model).stem}_{quantize}{'_edge' if args.edge else ''}.tflite"))
     model = io_utils.load_model(args.model)
     # the run's own dataset, statistics and class names, images resized as in training
-    dataset, (x_train, _), (x_test, y_test), info, note = runinfo.load_data_for(
+    dataset, (x_train, _), (x_test, y_test), info, note = run_folder.load_data_for(
         model, args.model, args.dataset, args.data_dir, args.download)
     if note:
         print(note, file=sys.stderr if args.json else sys.stdout)

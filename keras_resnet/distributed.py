@@ -234,7 +234,7 @@ def data_parallel_scope():
     if job is not None:
         _check_backend(job)
     if keras.backend.backend() != "jax":
-        from keras_resnet.runtime import distribution_scope
+        from keras_resnet.execution import distribution_scope
 
         with distribution_scope("mirrored") as replicas:
             yield replicas
@@ -352,7 +352,7 @@ def process_datasets(*datasets):
 def process_local():
     """Inside the block, Keras's distribution is unset when it spans several processes, so that
     `model.predict` returns this process's NumPy arrays (each process predicts every row itself)."""
-    from keras_resnet.runtime import _keras_distribution
+    from keras_resnet.execution import _keras_distribution
 
     with _keras_distribution(None) if _current()[1] > 1 else contextlib.nullcontext():
         yield

@@ -32,7 +32,7 @@ from keras_resnet.flags import field
 from keras_resnet.history import plot_history, read_history
 from keras_resnet.losses import SmoothedSparseCrossentropy
 from keras_resnet.models import build
-from keras_resnet.runtime import distribution_scope, precision_scope
+from keras_resnet.execution import distribution_scope, precision_scope
 from keras_resnet.summary import summarize
 
 SCHEDULES = ("cosine", "step")
@@ -374,10 +374,10 @@ def evaluate(model_path, dataset=None, data_dir=None, download=False, batch_size
 
     Without `dataset`, the dataset and normalisation of the run folder next to the file (its
     ``config.json``) are used, or Fashion-MNIST when there is none (a line says which)."""
-    from keras_resnet import runinfo
+    from keras_resnet import run_folder
 
     model = io_utils.load_model(model_path, "model_path")
-    dataset, _, (x_test, y_test), info, note = runinfo.load_data_for(model, model_path, dataset, data_dir,
+    dataset, _, (x_test, y_test), info, note = run_folder.load_data_for(model, model_path, dataset, data_dir,
                                                                      download)
     if note:
         print(note, flush=True)

@@ -35,7 +35,7 @@ def worker(args):
     os.sched_setaffinity(0, [int(c) for c in args.cores.split(",")])  # before JAX sizes its threads
     from keras_resnet import distributed, training
     from keras_resnet.models import build
-    from keras_resnet.runtime import distribution_scope
+    from keras_resnet.execution import distribution_scope
 
     steps = args.warmup + args.steps
     recipe = training.Recipe(epochs=1, batch_size=args.batch_size, val_fraction=0.0, seed=0)
@@ -129,7 +129,7 @@ def main():
         return worker(args)
     if len(os.sched_getaffinity(0)) < 2:
         raise SystemExit("this benchmark needs two CPU cores")
-    from keras_resnet.runtime import cpu_info_field
+    from keras_resnet.execution import cpu_info_field
 
     runs = {setup: [] for setup in SETUPS}
     for _ in range(args.repeats):

@@ -26,8 +26,8 @@ import numpy as np  # noqa: E402
 from ai_edge_litert.interpreter import Interpreter  # noqa: E402
 
 import keras_resnet  # noqa: E402
-from keras_resnet import data, export, io_utils, runtime  # noqa: E402
-from keras_resnet.export.runtime import input_values  # noqa: E402
+from keras_resnet import data, execution, export, io_utils  # noqa: E402
+from keras_resnet.export.interpreter import input_values  # noqa: E402
 
 MODES = ("float32", "float16", "dynamic", "int8")
 TARGETS = {"int8_accuracy_drop_points": 0.5, "int8_size_ratio": 0.26, "float16_size_ratio": 0.51,
@@ -204,8 +204,8 @@ def main(argv=None):
         "litert_float32_speedup_over_keras_predict": paired["keras"] / paired["litert"],
         "litert_float32_gflops": gflops,
         "litert_float32_fraction_of_peak": {t: g / args.peak_gflops for t, g in gflops.items()},
-        "peak_gflops": args.peak_gflops, "cpu": runtime.cpu_info_field("model name"),
-        "avx512_vnni": "avx512_vnni" in (runtime.cpu_info_field("flags") or "").split(),
+        "peak_gflops": args.peak_gflops, "cpu": execution.cpu_info_field("model name"),
+        "avx512_vnni": "avx512_vnni" in (execution.cpu_info_field("flags") or "").split(),
         "runs": args.runs, "warmup": args.warmup,
         "cpu_count": os.cpu_count(), "modes": rows,
     }

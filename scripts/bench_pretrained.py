@@ -94,7 +94,7 @@ def write_checkpoints(depth, folder):
 
 
 def cpu_name():
-    from keras_resnet.runtime import cpu_info_field
+    from keras_resnet.execution import cpu_info_field
 
     flags = (cpu_info_field("flags") or "").split()
     return cpu_info_field("model name"), "avx512_vnni" in flags

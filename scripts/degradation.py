@@ -31,7 +31,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import keras  # noqa: E402
 
-from keras_resnet import flags, io_utils, runtime, training  # noqa: E402
+from keras_resnet import execution, flags, io_utils, training  # noqa: E402
 from keras_resnet.models import resolve_depth  # noqa: E402
 
 VARIANTS = {"plain": "plain", "resnet": "v1.5"}  # run-name prefix -> `build(variant=...)`
@@ -70,7 +70,7 @@ def parse_args(argv=None):
                                               "weight_decay", "seed"))
     p.set_defaults(epochs=10)
     p.add_argument("--width", type=float, default=1.0, help="width multiplier (1.0: the paper's 16-32-64)")
-    p.add_argument("--precision", default="auto", choices=runtime.PRECISIONS)
+    p.add_argument("--precision", default="auto", choices=execution.PRECISIONS)
     p.add_argument("--dataset", default="fashion_mnist")
     p.add_argument("--data-dir", default=None)
     p.add_argument("--out-dir", default="saved_models/degradation",

@@ -35,7 +35,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 from keras_resnet import data as data_lib  # noqa: E402
-from keras_resnet import flags, io_utils, runtime, training  # noqa: E402
+from keras_resnet import execution, flags, io_utils, training  # noqa: E402
 from keras_resnet.models import build  # noqa: E402
 from keras_resnet.summary import count_macs  # noqa: E402
 
@@ -138,7 +138,7 @@ def run_seed(args, recipe, seed):
     data = training.load_run_data("fashion_mnist", recipe, train_size=args.train_size)
     data = dataclasses.replace(data, x_test=data.x_test[:args.test_size], y_test=data.y_test[:args.test_size])
     per_epoch = images_per_epoch(recipe, len(data.x_train))
-    with runtime.precision_scope(args.precision):
+    with execution.precision_scope(args.precision):
         model = build(args.depth, width=args.width, input_shape=tuple(data.info["input_shape"]),
                       num_classes=data.info["num_classes"])
         macs = count_macs(model)
@@ -230,7 +230,7 @@ def parse_args(argv=None):
     p.add_argument("--test-size", type=int, default=None,
                    help="evaluate on the first N test images (smoke runs; default all 10000)")
     p.add_argument("--eval-every", type=int, default=2, help="evaluate every k epochs, and at the end")
-    p.add_argument("--precision", default="auto", choices=runtime.PRECISIONS)
+    p.add_argument("--precision", default="auto", choices=execution.PRECISIONS)
     p.add_argument("--out-dir", default="saved_models/speedrun")
     p.add_argument("--verbose", type=int, default=2, choices=(0, 1, 2), help="Keras fit verbosity")
     p.add_argument("--compare", nargs="+", metavar="OUT_DIR",
@@ -265,7 +265,7 @@ def main(argv=None):
     result = {"settings": settings_of(args, recipe), "seeds": {str(s): r for s, r in seeds.items()},
               "curve": curve, "reference": {**REFERENCE, "pflop": reference_pflop()},
               "targets": TARGETS, "budgets_pflop": BUDGETS,
-              "cpu": runtime.cpu_info_field("model name"), "backend": keras.backend.backend()}
+              "cpu": execution.cpu_info_field("model name"), "backend": keras.backend.backend()}
     io_utils.write_json(os.path.join(args.out_dir, "speedrun.json"), result, indent=2)
     label = f"ResNet-{args.depth} x{args.width:g}"
     plot({label: curve}, os.path.join(args.out_dir, "speedrun.png"),

@@ -213,7 +213,7 @@ def test_a_global_batch_that_does_not_divide_across_the_devices_is_refused_by_ev
 def test_tensorflow_backend_refuses_several_processes_and_mirrors_one(monkeypatch):
     import keras
 
-    from keras_resnet.runtime import distribution_scope
+    from keras_resnet.execution import distribution_scope
 
     assert keras.backend.backend() == "tensorflow"
     images = np.zeros((40, 28, 28, 1), np.uint8)

@@ -13,7 +13,7 @@ import pytest
 from conftest import kill_when
 
 import keras_resnet
-from keras_resnet import io_utils, runtime, training
+from keras_resnet import io_utils, execution, training
 from keras_resnet.training import Recipe
 
 TINY = dict(depth=8, width=0.25)
@@ -234,31 +234,31 @@ def test_cpu_bfloat16_support_is_read_from_the_cpu_flags(tmp_path):
     with_bf16.write_text("processor\t: 0\nflags\t\t: fpu sse avx2 avx512f amx_bf16 amx_tile\n")
     avx2_only = tmp_path / "avx2"
     avx2_only.write_text("processor\t: 0\nflags\t\t: fpu sse avx avx2 fma\n")
-    assert runtime.cpu_has_native_bfloat16(str(with_bf16))
-    assert not runtime.cpu_has_native_bfloat16(str(avx2_only))
-    assert not runtime.cpu_has_native_bfloat16(str(tmp_path / "missing"))
+    assert execution.cpu_has_native_bfloat16(str(with_bf16))
+    assert not execution.cpu_has_native_bfloat16(str(avx2_only))
+    assert not execution.cpu_has_native_bfloat16(str(tmp_path / "missing"))
 
 
 @pytest.mark.parametrize("native, expected", [(True, "mixed_bfloat16"), (False, "float32")])
 def test_auto_precision_on_cpu_uses_bfloat16_only_where_the_cpu_runs_it_natively(
         monkeypatch, native, expected):
-    monkeypatch.setattr(runtime, "gpu_names", lambda: [])
-    monkeypatch.setattr(runtime, "cpu_has_native_bfloat16", lambda: native)
-    assert runtime.resolve_precision("auto") == expected
-    with runtime.precision_scope("auto") as policy:
+    monkeypatch.setattr(execution, "gpu_names", lambda: [])
+    monkeypatch.setattr(execution, "cpu_has_native_bfloat16", lambda: native)
+    assert execution.resolve_precision("auto") == expected
+    with execution.precision_scope("auto") as policy:
         assert policy == keras.mixed_precision.dtype_policy().name == expected
     assert keras.mixed_precision.dtype_policy().name == "float32"
 
 
 def test_mixed_precision_on_a_cpu_that_emulates_it_warns(monkeypatch):
-    monkeypatch.setattr(runtime, "gpu_names", lambda: [])
-    monkeypatch.setattr(runtime, "cpu_has_native_bfloat16", lambda: False)
+    monkeypatch.setattr(execution, "gpu_names", lambda: [])
+    monkeypatch.setattr(execution, "cpu_has_native_bfloat16", lambda: False)
     with pytest.warns(UserWarning, match="precision='mixed_bfloat16'.*emulated"):
-        assert runtime.resolve_precision("mixed_bfloat16") == "mixed_bfloat16"
+        assert execution.resolve_precision("mixed_bfloat16") == "mixed_bfloat16"
 
 
 def test_train_leaves_the_global_dtype_policy_and_distribution_as_it_found_them(tmp_path, monkeypatch):
-    monkeypatch.setattr(runtime, "cpu_has_native_bfloat16", lambda: True)  # "auto" picks bfloat16
+    monkeypatch.setattr(execution, "cpu_has_native_bfloat16", lambda: True)  # "auto" picks bfloat16
     seen = {}
 
     def fit_run(model, recipe, data, run_dir, **kwargs):  # what the run sees, without training it

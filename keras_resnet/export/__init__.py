@@ -22,7 +22,7 @@ TensorFlow is imported by `to_tflite` alone.
 
 Modules: ``convert`` (`to_tflite`), ``camera`` (the input map in front of the model), ``graph``
 (`analyze` and the edits after conversion), ``metadata`` (the TFLite Metadata writer), ``options``
-(constants and argument checks), ``runtime`` (`run`, `predict`, `load_images`, the sidecar).
+(constants and argument checks), ``interpreter`` (`run`, `predict`, `load_images`, the sidecar).
 """
 
 from keras_resnet.export.convert import float32_model, to_tflite
@@ -37,7 +37,7 @@ from keras_resnet.export.options import (
     QUANTIZE_MODES,
     ExportError,
 )
-from keras_resnet.export.runtime import load_images, predict, read_sidecar, run, sidecar_path
+from keras_resnet.export.interpreter import load_images, predict, read_sidecar, run, sidecar_path
 
 __all__ = [
     "CALIBRATION_COUNT",

@@ -9,7 +9,7 @@ from keras_resnet import io_utils
 from keras_resnet.checks import check_bool, check_int
 from keras_resnet.export import camera, graph, metadata, options
 from keras_resnet.export.options import CALIBRATION_COUNT, ExportError
-from keras_resnet.export.runtime import io_details, run, sidecar_path
+from keras_resnet.export.interpreter import io_details, run, sidecar_path
 
 _RANDOM_VERIFY_IMAGES = 32  # float32 without data: the numerics check runs on seeded random inputs
 

@@ -12,7 +12,7 @@ from keras_resnet import io_utils, training
 from keras_resnet import data as data_lib
 from keras_resnet.flags import field
 from keras_resnet.models import VARIANTS
-from keras_resnet.runtime import PRECISIONS, precision_scope
+from keras_resnet.execution import PRECISIONS, precision_scope
 from keras_resnet.tuning.budget import Budget
 from keras_resnet.tuning.deploy import deploy_best
 from keras_resnet.tuning.latency import CALIBRATION_IMAGES, LatencyMeter
