@@ -15,29 +15,23 @@ import sys
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # keep TensorFlow's start-up chatter out of the output
 
 from keras_resnet import flags  # noqa: E402
-from keras_resnet.io_utils import quiet_native_logs  # noqa: E402
+from keras_resnet.io_utils import jsonable, quiet_native_logs  # noqa: E402
 from keras_resnet.execution import DISTRIBUTE, PRECISIONS  # noqa: E402
 
-_blocks = flags.int_list
-
-
-def _shape(text):
-    try:
-        return tuple(int(s) for s in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"--input-shape takes H,W,C, e.g. 28,28,1. Got {text!r}")
 
 
 def add_model_args(p, input_shape=(224, 224, 3), num_classes=1000, depth=None):
     """The `build()` arguments, shared by every subcommand that builds a model."""
+    from keras_resnet.models import BLOCKS, VARIANTS
+
     g = p.add_argument_group("model (arguments of keras_resnet.build)")
     g.add_argument("--depth", type=int, default=depth, help="18/34/50/101/152, or 6n+2 (20, 56, 110, ...)")
-    g.add_argument("--blocks", type=_blocks, default=None, help="custom blocks per stage, e.g. 2,3,4,2")
-    g.add_argument("--block", choices=["basic", "bottleneck"], default=None)
+    g.add_argument("--blocks", type=flags.int_list, default=None, help="custom blocks per stage, e.g. 2,3,4,2")
+    g.add_argument("--block", choices=sorted(BLOCKS), default=None)
     g.add_argument("--width", type=float, default=1.0, help="width multiplier (default 1.0)")
-    g.add_argument("--variant", choices=["v1.5", "preact", "plain"], default="v1.5")
+    g.add_argument("--variant", choices=VARIANTS, default=VARIANTS[0])
     g.add_argument("--num-classes", type=int, default=num_classes)
-    g.add_argument("--input-shape", type=_shape, default=input_shape, help="H,W,C")
+    g.add_argument("--input-shape", type=flags.int_list, default=input_shape, help="H,W,C, e.g. 28,28,1")
     g.add_argument("--drop-path-rate", type=float, default=0.0)
 
 
@@ -54,7 +48,7 @@ def _summary(args):
     model = load_model(args.model) if args.model else build(**model_kwargs(args))
     info = summarize(model)
     if isinstance(model, ResNet):  # the architecture a saved file records
-        info["build"] = {k: list(v) if isinstance(v, tuple) else v for k, v in config_of(model).items()}
+        info["build"] = jsonable(config_of(model))
     if args.json:
         print(json.dumps(info))
         return
@@ -102,23 +96,30 @@ def _evaluate(args):
           + (" (with flip test-time augmentation)" if args.tta else ""))
 
 
-def add_data_args(p, default="fashion_mnist"):
-    p.add_argument("--dataset", default=default,
-                   help="fashion_mnist (offline), a tensorflow-datasets name, or a folder of class folders"
-                        + (" (default: the run folder's, else fashion_mnist)" if default is None
-                           else f" (default {default})"))
-    p.add_argument("--data-dir", default=None, help="where the dataset's files are")
-    p.add_argument("--download", action="store_true",
-                   help="let tensorflow-datasets or Keras download a missing dataset (needs internet)")
-    p.add_argument("--bad-images", choices=["error", "skip"], default="error",
-                   help="an image file of a folder that does not decode: stop, naming it (default), or skip it")
+def add_data_args(p, run_folder_default=None, bad_images=True):
+    """The dataset flags (`keras_resnet.data.DataSource`), and --bad-images where images are trained on.
+
+    `run_folder_default` is set for commands that read a saved model: their dataset defaults to the
+    run folder's, and the text says what that dataset is used for.
+    """
+    from keras_resnet.data import BAD_IMAGES, DataSource
+
+    defaults = None if run_folder_default is None else {
+        "dataset": (None, f"the run's, from config.json next to the model, else fashion_mnist; {run_folder_default}")}
+    flags.add_flags(p, DataSource, title="data (keras_resnet.data.DataSource)", defaults=defaults)
+    if bad_images:
+        p.add_argument("--bad-images", choices=BAD_IMAGES, default=BAD_IMAGES[0],
+                       help="an image file of a folder that does not decode: stop, naming it (default), "
+                            "or skip it")
 
 
 def add_run_args(p):
     """How a run executes: precision, distribution, input pipeline (arguments of `train`)."""
     p.add_argument("--precision", choices=PRECISIONS, default="auto")
     p.add_argument("--distribute", choices=DISTRIBUTE, default="auto")
-    p.add_argument("--pipeline", choices=["auto", "tf", "numpy"], default="auto")
+    from keras_resnet.training import PIPELINES
+
+    p.add_argument("--pipeline", choices=PIPELINES, default=PIPELINES[0])
 
 
 def _add_training(sub):
@@ -143,21 +144,11 @@ def _add_training(sub):
 
     p = sub.add_parser("evaluate", help="test accuracy of a saved .keras model")
     p.add_argument("model", help="path of a .keras file")
-    add_data_args(p, default=None)
+    add_data_args(p, run_folder_default="its test split is evaluated")
     p.add_argument("--tta", action="store_true",
                    help="average each test image's prediction with its mirror image's (data trained with flips)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_evaluate)
-
-
-def _int_list(flag):
-    def parse(text):
-        try:
-            return tuple(int(v) for v in text.split(","))
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{flag} takes comma-separated integers, e.g. 8,14,20. "
-                                             f"Got {text!r}")
-    return parse
 
 
 def _tune(args):
@@ -199,9 +190,11 @@ def _export(args):
 
     from keras_resnet import data, export, io_utils, run_folder
     from keras_resnet.checks import check_int
+    from keras_resnet.export.options import check_mode
 
     check_int("--verify-count", args.verify_count, minimum=1)
-    quantize = args.quantize or ("int8" if args.edge else "float32")
+    options = flags.from_args(export.ExportOptions, args)
+    quantize = check_mode(options.quantize, options.edge)
     output = args.output or str(Path(args.model).with_name(
         f"{Path(args.model).stem}_{quantize}{'_edge' if args.edge else ''}.tflite"))
     model = io_utils.load_model(args.model)
@@ -213,15 +206,11 @@ def _export(args):
     class_names = info["class_names"]
     representative = None
     if quantize == "int8":
-        representative = data.calibration_images(x_train, info, count=args.calibration_count)
+        representative = data.calibration_images(x_train, info, count=options.calibration_count)
     n = args.verify_count
     result = export.to_tflite(
-        model, output, quantize, representative,
-        verify_data=data.normalize(x_test[:n], info), verify_labels=y_test[:n],
-        calibration_count=args.calibration_count, io_dtype=args.io_dtype, edge=args.edge,
-        batch_size=args.batch_size, mean=info["mean"], std=info["std"], class_names=class_names,
-        rgb_input=args.rgb_input, max_abs_diff=args.max_abs_diff, min_agreement=args.min_agreement,
-        max_accuracy_drop=args.max_accuracy_drop, strip_names=args.strip_names,
+        model, output, options, representative, verify_data=data.normalize(x_test[:n], info),
+        verify_labels=y_test[:n], mean=info["mean"], std=info["std"], class_names=class_names,
         verbose=getattr(args, "debug", False))
     if args.json:
         print(json.dumps(result))
@@ -282,33 +271,16 @@ def _predict(args):
 
 def _add_export(sub):
     """`export` and `predict` (keras_resnet.export)."""
-    from keras_resnet.export import CALIBRATION_COUNT, IO_DTYPES, QUANTIZE_MODES
+    from keras_resnet.export import ExportOptions
 
     p = sub.add_parser("export", help="convert a .keras model to a verified LiteRT file with metadata and a "
                                       "JSON sidecar")
     p.add_argument("model", help="path of a .keras file")
     p.add_argument("--output", default=None, help="the .tflite file (default: <model>_<quantize>.tflite)")
-    p.add_argument("--quantize", choices=QUANTIZE_MODES, default=None,
-                   help="default float32 (int8 with --edge)")
-    p.add_argument("--dataset", default=None,
-                   help="calibration (train split), verification (test split), normalisation and class names "
-                        "(default: the run's, from config.json next to the model; else fashion_mnist)")
-    p.add_argument("--data-dir", default=None, help="where the dataset's files are")
-    p.add_argument("--download", action="store_true",
-                   help="let tensorflow-datasets or Keras download a missing dataset (needs internet)")
-    p.add_argument("--calibration-count", type=int, default=CALIBRATION_COUNT, help="int8 calibration images")
+    add_data_args(p, bad_images=False, run_folder_default="its train split calibrates int8, its test split "
+                                                           "verifies, with its normalisation and class names")
     p.add_argument("--verify-count", type=int, default=1000, help="test images to verify on")
-    p.add_argument("--io-dtype", choices=IO_DTYPES, default=None, help="input/output type of an int8 file")
-    p.add_argument("--edge", action="store_true",
-                   help="Edge TPU / NPU profile: int8, batch 1, allow-listed operators only")
-    p.add_argument("--batch-size", type=int, default=None, help="fixed batch size (default resizable)")
-    p.add_argument("--max-abs-diff", type=float, default=None, help="default 1e-4 for float32")
-    p.add_argument("--min-agreement", type=float, default=None, help="top-1 agreement with Keras, quantized")
-    p.add_argument("--max-accuracy-drop", type=float, default=None, help="default 0.01")
-    p.add_argument("--rgb-input", action=argparse.BooleanOptionalAction, default=None,
-                   help="camera-ready input: RGB 0-255 pixels, normalised (and made gray) inside the file "
-                        "(default on for grayscale and RGB models)")
-    p.add_argument("--strip-names", action="store_true", help="drop inner tensor names (smaller file)")
+    flags.add_flags(p, ExportOptions, title="the file (keras_resnet.export.ExportOptions)")
     p.add_argument("--json", action="store_true", help="print the sidecar as JSON")
     p.set_defaults(func=_export)
 

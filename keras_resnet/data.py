@@ -16,6 +16,7 @@ public names (``normalize``, ``calibration_images``, ``tf_dataset``, ``numpy_dat
 the functions that need it, never at module import.
 """
 
+import dataclasses
 import gzip
 import math
 import os
@@ -30,6 +31,7 @@ from types import SimpleNamespace
 import keras
 import numpy as np
 
+from keras_resnet.flags import field
 from keras_resnet.checks import check_bool, check_choice, check_int, check_int_tuple, check_number, is_int
 from keras_resnet.pipelines import (  # noqa: F401 (public names of this module)
     NumpyDataset, calibration_images, check_batch_size, normalize, numpy_dataset, tf_dataset)
@@ -60,6 +62,18 @@ FILE_EXTENSION = re.compile(r"\.[A-Za-z][A-Za-z0-9]{0,4}$")
 
 class DatasetError(ValueError):
     """The data is missing or corrupt. The message says what was wrong and how to get the data."""
+
+
+@dataclasses.dataclass
+class DataSource:
+    """Where a command's images come from: the first three arguments of `load` (the flags of `train`,
+    `evaluate`, `export` and `tune`, declared here once)."""
+
+    dataset: str = field("fashion_mnist", "fashion_mnist (offline), a tensorflow-datasets name, or a folder "
+                                          "of class folders")
+    data_dir: str = field(None, "where the dataset's files are", type=str)
+    download: bool = field(False, "let tensorflow-datasets or Keras download a missing dataset (needs "
+                                  "internet)")
 
 
 # ---------------------------------------------------------------------------------------------------

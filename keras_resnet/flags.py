@@ -23,13 +23,20 @@ def int_list(text):
         raise argparse.ArgumentTypeError(f"expected comma-separated integers, e.g. 2,2,2. Received: {text!r}")
 
 
-def add_flags(parser, cls, *, only=None, skip=(), title=None):
-    """Adds a flag for each field of `cls` (all, or those in `only`, less `skip`) to `parser`."""
+def add_flags(parser, cls, *, only=None, skip=(), title=None, defaults=None):
+    """Adds a flag for each field of `cls` (all, or those in `only`, less `skip`) to `parser`.
+
+    `defaults` maps a field name to ``(default, what the default means)`` where a command's default
+    differs from the dataclass's (`evaluate`'s dataset is the run folder's).
+    """
     group = parser.add_argument_group(title or f"{cls.__name__} ({cls.__module__}.{cls.__name__})")
     for f in _fields(cls, only, skip):
         options = dict(f.metadata)
         help_text = options.pop("help", None)
         default = f.default
+        if f.name in (defaults or {}):
+            default, meaning = defaults[f.name]
+            help_text = f"{help_text} (default: {meaning})"
         if "type" not in options and "action" not in options and default is not None:
             if isinstance(default, bool):
                 options["action"] = argparse.BooleanOptionalAction

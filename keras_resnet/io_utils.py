@@ -56,6 +56,11 @@ def write_json(path, obj, indent=1):
     return write_text(path, json.dumps(obj, indent=indent))
 
 
+def jsonable(mapping):
+    """`mapping` with its tuple values as lists, as JSON (and a Keras config) holds them."""
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in mapping.items()}
+
+
 def read_json(path):
     """The JSON object in `path`, or None if it is missing or unreadable."""
     try:

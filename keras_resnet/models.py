@@ -5,7 +5,7 @@ import contextlib
 import keras
 from keras import layers
 
-from keras_resnet import checks
+from keras_resnet import checks, io_utils
 from keras_resnet.layers import BottleneckBlock, ResidualBlock, StridedPad, batch_norm, conv
 
 # depth -> (block, blocks per stage), ImageNet family: 7x7 stem, four stages of 64-128-256-512 channels.
@@ -254,7 +254,7 @@ class ResNet(keras.Model):
         self._build_arguments, self._policy_name = arguments, dtype
 
     def get_config(self):
-        config = {k: list(v) if isinstance(v, tuple) else v for k, v in self._build_arguments.items()}
+        config = io_utils.jsonable(self._build_arguments)
         return {"name": self.name, "trainable": self.trainable, "dtype": self._policy_name, **config}
 
     @classmethod

@@ -310,7 +310,7 @@ def train(*, dataset="fashion_mnist", data_dir=None, download=False, recipe=None
         data, layout = distributed.plan(data, recipe)  # the global batch across processes and devices
         model = build(**build_kwargs)
         run_dir = run_dir or os.path.join("saved_models", run_name(model.name, dataset))
-        config = {"dataset": str(dataset), "build": _jsonable(build_kwargs), "precision": policy,
+        config = {"dataset": str(dataset), "build": io_utils.jsonable(build_kwargs), "precision": policy,
                   "replicas": replicas, **layout}
         if weights is not None:
             config["weights"] = _start_from(model, weights, data.info)
@@ -331,10 +331,6 @@ def _start_from(model, weights, info):
             mean, std = [float(np.mean(mean))], [float(np.mean(std))]
         info.update(mean=[float(m) for m in mean], std=[float(s) for s in std])
     return {k: loaded.get(k) for k in ("kind", "path", "architecture", "tensors", "head_loaded", "mean", "std")}
-
-
-def _jsonable(d):
-    return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
 
 
 def _mirror(x):

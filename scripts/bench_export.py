@@ -169,12 +169,13 @@ def main(argv=None):
     for mode in MODES:
         path = out / f"{model.name}_{mode}.tflite"
         start = time.perf_counter()
+        options = export.ExportOptions(
+            quantize=mode, calibration_count=args.calibration_count, strip_names=args.strip_names,
+            min_agreement=None if mode == "float32" else args.min_agreement, rgb_input=args.rgb_input)
         sidecar = export.to_tflite(
-            model_path, path, mode, calibration if mode == "int8" else None,
+            model_path, path, options, calibration if mode == "int8" else None,
             verify_data=x_eval[:args.verify_count], verify_labels=y_test[:args.verify_count],
-            calibration_count=args.calibration_count, mean=info["mean"], std=info["std"],
-            class_names=info["class_names"], min_agreement=None if mode == "float32" else args.min_agreement,
-            strip_names=args.strip_names, rgb_input=args.rgb_input)
+            mean=info["mean"], std=info["std"], class_names=info["class_names"])
         export_s = time.perf_counter() - start
         probs = export.run(path, input_values(sidecar, x_test), batch_size=256)
         rows[mode] = {

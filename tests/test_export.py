@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 from keras_resnet import build, cli, export
-from keras_resnet.export import EDGE_OPS, ExportError, analyze, graph, to_tflite
+from keras_resnet.export import EDGE_OPS, ExportError, ExportOptions, analyze, graph, to_tflite
 
 MEAN, STD = 0.2, 0.25
 CLASSES = [f"class_{k}" for k in range(10)]
@@ -86,7 +86,7 @@ def test_float32_file_takes_rgb_pixels_matches_keras_within_1e_4_and_writes_side
 def test_grayscale_model_without_rgb_input_keeps_its_normalised_input(trained, tmp_path):
     model, _, x_val, _ = trained
     path = tmp_path / "gray.tflite"
-    info = to_tflite(model, path, verify_data=x_val, mean=MEAN, std=STD, rgb_input=False)
+    info = to_tflite(model, path, ExportOptions(rgb_input=False), verify_data=x_val, mean=MEAN, std=STD)
 
     assert info["input"]["shape"] == [-1, 28, 28, 1] and info["input"]["color_space"] == "GRAYSCALE"
     assert info["input"]["normalization"] == {"mean": [255 * MEAN], "std": [255 * STD]}
@@ -147,8 +147,8 @@ def test_int8_file_has_integer_io_and_sidecar_scale_and_zero_point(trained, tmp_
 
     model, calibration, x_val, y_val = trained
     path = tmp_path / "int8.tflite"
-    info = to_tflite(model, path, "int8", calibration, verify_data=x_val, verify_labels=y_val,
-                     io_dtype=io_dtype, mean=MEAN, std=STD, rgb_input=False)
+    info = to_tflite(model, path, ExportOptions(quantize="int8", io_dtype=io_dtype, rgb_input=False), calibration,
+                     verify_data=x_val, verify_labels=y_val, mean=MEAN, std=STD)
 
     interpreter = Interpreter(model_path=str(path))
     inp, out = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
@@ -196,7 +196,7 @@ def test_failed_verification_writes_nothing_and_keeps_the_existing_file(trained,
     (tmp_path / "model.json").write_text("{}")
 
     with pytest.raises(ExportError, match="max_abs_diff=1e-09.*Nothing was written"):
-        to_tflite(model, path, "int8", calibration, verify_data=x_val, max_abs_diff=1e-9)
+        to_tflite(model, path, ExportOptions(quantize="int8", max_abs_diff=1e-9), calibration, verify_data=x_val)
     assert path.read_bytes() == b"the previous model"
     assert (tmp_path / "model.json").read_text() == "{}"
     assert sorted(os.listdir(tmp_path)) == ["model.json", "model.tflite"]  # no temporary file left
@@ -214,9 +214,9 @@ def test_bad_arguments_raise_value_errors_naming_them(tmp_path):
     with pytest.raises(ValueError, match=r"shape \(N, 28, 28, 1\).*\(4, 32, 32, 3\)"):
         to_tflite(model, path, "int8", np.zeros((4, 32, 32, 3), np.float32))
     with pytest.raises(ValueError, match="edge=True .*quantize='float16'"):
-        to_tflite(model, path, "float16", edge=True)
+        to_tflite(model, path, ExportOptions(quantize="float16", edge=True))
     with pytest.raises(ValueError, match="io_dtype='uint8' needs quantize='int8'"):
-        to_tflite(model, path, "dynamic", io_dtype="uint8")
+        to_tflite(model, path, ExportOptions(quantize="dynamic", io_dtype="uint8"))
     with pytest.raises(ValueError, match="verify_data"):
         to_tflite(model, path, "dynamic")
     with pytest.raises(ValueError, match=r"one name per output \(10\)"):
@@ -226,9 +226,9 @@ def test_bad_arguments_raise_value_errors_naming_them(tmp_path):
     with pytest.raises(FileNotFoundError, match="missing.keras"):
         to_tflite(tmp_path / "missing.keras", path)
     with pytest.raises(ValueError, match="rgb_input=True .*pass `mean` and `std`"):
-        to_tflite(model, path, rgb_input=True)
+        to_tflite(model, path, ExportOptions(rgb_input=True))
     with pytest.raises(TypeError, match="`rgb_input` must be None, True or False"):
-        to_tflite(model, path, rgb_input="yes", mean=MEAN, std=STD)
+        to_tflite(model, path, ExportOptions(rgb_input="yes"), mean=MEAN, std=STD)
     with pytest.raises(ValueError, match="`class_names` must be non-empty names without line breaks"):
         to_tflite(model, path, class_names=["a\nb"] + CLASSES[1:])
     assert os.listdir(tmp_path) == []
@@ -273,8 +273,8 @@ def test_predict_reads_png_files_and_returns_named_top_classes(trained, tmp_path
 def test_edge_profile_writes_only_allowlisted_integer_ops_at_batch_1(trained, tmp_path):
     model, calibration, x_val, y_val = trained
     path = tmp_path / "edge.tflite"
-    info = to_tflite(model, path, representative_data=calibration, verify_data=x_val, verify_labels=y_val,
-                     edge=True, io_dtype="uint8", mean=MEAN, std=STD)
+    info = to_tflite(model, path, ExportOptions(edge=True, io_dtype="uint8"), representative_data=calibration,
+                     verify_data=x_val, verify_labels=y_val, mean=MEAN, std=STD)
 
     ops = analyze(path)
     assert set(ops["ops"]) <= EDGE_OPS and ops["float_tensors"] == 0
@@ -290,7 +290,7 @@ def test_edge_profile_rejects_an_operator_outside_the_allowlist(tmp_path):
         keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(3, activation="softmax")])
     x = np.random.default_rng(0).standard_normal((8, 8, 8, 1)).astype(np.float32)
     with pytest.raises(ExportError, match="TANH.*outside the Edge TPU"):
-        to_tflite(model, tmp_path / "tanh.tflite", representative_data=x, edge=True, min_agreement=0)
+        to_tflite(model, tmp_path / "tanh.tflite", ExportOptions(edge=True, min_agreement=0), representative_data=x)
     assert os.listdir(tmp_path) == []
 
 

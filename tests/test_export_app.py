@@ -97,6 +97,17 @@ def test_mediapipe_classifier_reads_the_file_and_agrees_with_predict_and_keras(f
     assert np.mean(mp_top == y_test) >= 0.7  # the model predicts meaningfully
 
 
+def test_metadata_writer_field_slots_are_those_of_the_generated_schema():
+    import inspect
+    import re
+
+    for table, fields in metadata.FIELDS.items():
+        assert hasattr(metadata_schema, f"{table}T"), table
+        for name, slot in fields.items():
+            adder = getattr(metadata_schema, f"{table}Add{name[0].upper()}{name[1:]}")
+            assert re.search(rf"Slot\({slot},", inspect.getsource(adder)), (table, name, slot)
+
+
 def _read_metadata(path):
     """``(ModelMetadataT, label lines)`` of a file, read with MediaPipe's generated schema code."""
     from ai_edge_litert import schema_py_generated as schema
@@ -148,8 +159,8 @@ def test_metadata_of_a_file_without_rgb_input_states_the_model_normalisation(fmn
     _, _, x_test, _, info = fmnist
     model, _ = run_folder
     path = tmp_path / "gray.tflite"
-    export.to_tflite(model, path, verify_data=data.normalize(x_test[:32], info), mean=info["mean"],
-                     std=info["std"], class_names=info["class_names"], rgb_input=False)
+    export.to_tflite(model, path, export.ExportOptions(rgb_input=False), verify_data=data.normalize(x_test[:32], info),
+                     mean=info["mean"], std=info["std"], class_names=info["class_names"])
     meta, _ = _read_metadata(path)
     (inp,) = meta.subgraphMetadata[0].inputTensorMetadata
     assert inp.content.contentProperties.colorSpace == metadata_schema.ColorSpaceType.GRAYSCALE
@@ -184,8 +195,8 @@ def test_rewrite_keeps_every_field_of_the_converted_model_and_aligns_buffers(fmn
     model, _ = run_folder
     norm = {"mean": info["mean"], "std": info["std"]}
     front = camera.front(1, True, norm)
-    app = front.wrap(model)
-    calibration = front.feed(data.calibration_images(x, info, count=50)) if mode == "int8" else None
+    app = front.with_input_map(model)
+    calibration = front.file_input(data.calibration_images(x, info, count=50)) if mode == "int8" else None
     raw = convert._convert(app, mode, calibration, ("uint8", "uint8"), (None, 28, 28, 3))
     written = graph.rewrite(raw, pixel_input=mode == "int8", metadata=b"M001 stand-in metadata")
 

@@ -36,6 +36,7 @@ from keras_resnet.export.options import (
     MIN_AGREEMENT,
     QUANTIZE_MODES,
     ExportError,
+    ExportOptions,
 )
 from keras_resnet.export.interpreter import load_images, predict, read_sidecar, run, sidecar_path
 
@@ -48,6 +49,7 @@ __all__ = [
     "MIN_AGREEMENT",
     "QUANTIZE_MODES",
     "ExportError",
+    "ExportOptions",
     "analyze",
     "float32_model",
     "load_images",

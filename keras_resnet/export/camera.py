@@ -8,8 +8,9 @@ which a per-channel one could not be). A grayscale model also gets the luminance
 ITU-R BT.601 weights (what Pillow's ``convert("L")`` computes), which sum to 1: on gray images
 (R = G = B) it is the identity.
 
-`Front` holds the map and turns the normalised images of verification and calibration into the
-file's input, so that the file is verified against the Keras model with the same map in front.
+`Front` holds the map: `Front.with_input_map` puts it in front of the Keras model (what is converted),
+and `Front.file_input` turns the normalised images of verification and calibration into what the file
+takes, so that the file is verified against the Keras model with the same map in front.
 """
 
 import dataclasses
@@ -38,7 +39,7 @@ class Front:
     def _mean_std(self):
         return (np.asarray(self.normalization[k], np.float64) for k in ("mean", "std"))
 
-    def wrap(self, model):
+    def with_input_map(self, model):
         """`model` with the map in front (a new functional model of the same name), or `model`."""
         import keras
 
@@ -52,7 +53,7 @@ class Front:
         x = keras.ops.conv(inputs, kernel, strides=1, padding="valid") + (-mean / std).astype(np.float32)
         return keras.Model(inputs, model(x), name=model.name)
 
-    def feed(self, x):
+    def file_input(self, x):
         """Normalised float32 images of the model -> the file's input (0-255 RGB pixels, or `x`)."""
         if x is None or not self.rgb:
             return x

@@ -7,35 +7,16 @@ import numpy as np
 
 from keras_resnet import io_utils
 from keras_resnet.checks import check_bool, check_int
-from keras_resnet.export import camera, graph, metadata, options
-from keras_resnet.export.options import CALIBRATION_COUNT, ExportError
+from keras_resnet.export import camera, graph, metadata
+from keras_resnet.export import options as options_lib
+from keras_resnet.export.options import ExportError, ExportOptions
 from keras_resnet.export.interpreter import io_details, run, sidecar_path
 
 _RANDOM_VERIFY_IMAGES = 32  # float32 without data: the numerics check runs on seeded random inputs
 
 
-def to_tflite(
-    model,
-    path,
-    quantize=None,
-    representative_data=None,
-    *,
-    verify_data=None,
-    verify_labels=None,
-    calibration_count=CALIBRATION_COUNT,
-    io_dtype=None,
-    edge=False,
-    batch_size=None,
-    mean=None,
-    std=None,
-    class_names=None,
-    rgb_input=None,
-    max_abs_diff=None,
-    min_agreement=None,
-    max_accuracy_drop=None,
-    strip_names=False,
-    verbose=False,
-):
+def to_tflite(model, path, options=None, representative_data=None, *, verify_data=None, verify_labels=None,
+              mean=None, std=None, class_names=None, verbose=False):
     """Converts a Keras model to a verified LiteRT (``.tflite``) file with metadata and a JSON sidecar.
 
     The file takes camera pixels (see `rgb_input`) and holds TFLite Model Metadata (name, description,
@@ -57,36 +38,39 @@ def to_tflite(
     Args:
         model: a `keras.Model` with one image input of fixed size, or the path of a ``.keras`` file.
         path: the ``.tflite`` file to write; the sidecar is the same path with ``.json``.
-        quantize: None or "float32" (no quantization), "float16" (float16 weights), "dynamic" (int8
-            weights, float activations quantized on the fly) or "int8" (full integer: int8 weights
-            and activations, calibrated on `representative_data`).
+        options: an `ExportOptions` (what the file is and how strictly it is verified), or a mode name
+            as a shorthand for ``ExportOptions(quantize=name)``: None or "float32" (no quantization),
+            "float16" (float16 weights), "dynamic" (int8 weights, float activations quantized on the
+            fly) or "int8" (full integer: int8 weights and activations, calibrated on
+            `representative_data`). Its fields:
+
+            - ``calibration_count``: how many representative images calibrate int8 (a seeded sample).
+            - ``io_dtype``: input and output type of an "int8" file: "int8", "uint8", or "float32"
+              (int8 inside, with QUANTIZE / DEQUANTIZE at the ends). Default "int8", and "uint8" with
+              ``rgb_input`` (MediaPipe reads uint8 and float32 outputs), where the input is always
+              0-255 pixels: uint8, or float32 for "float32".
+            - ``edge``: the Edge TPU / NPU profile: full int8 (``quantize`` None means "int8"), batch
+              fixed at 1, int8 or uint8 I/O, and only `EDGE_OPS`.
+            - ``batch_size``: a fixed batch size, or None for a resizable batch (1 with ``edge``).
+            - ``rgb_input``: camera-ready input (default: True for a grayscale or RGB model when `mean`
+              and `std` are given): the file takes 0-255 RGB pixels (uint8 for int8 files, float32
+              otherwise) and normalises them inside; a grayscale model gets their luminance. False
+              keeps the model's own input (normalised images of its channel count).
+            - ``max_abs_diff``: largest allowed difference of any output from Keras's; default 1e-4
+              for float32 and unchecked for quantized files.
+            - ``min_agreement``: smallest allowed top-1 agreement with Keras; default
+              `MIN_AGREEMENT[quantize]` for quantized files and unchecked for float32.
+            - ``max_accuracy_drop``: largest allowed accuracy loss against Keras on the labelled
+              images (default 0.01, one point).
+            - ``strip_names``: drop the names of the inner tensors, for a smaller file (ResNet-20:
+              9.5 KiB of a 1.1 MB float32 file). The input, the output and the signature keep theirs.
         representative_data: normalised float32 training images ``(N, H, W, C)``, as the model sees
             them; required for "int8".
         verify_data: normalised float32 images to verify on, e.g. a slice of the test set.
         verify_labels: int labels of `verify_data`, to report and check accuracy.
-        calibration_count: how many representative images calibrate int8 (a seeded random sample).
-        io_dtype: input and output type of an "int8" file: "int8", "uint8", or "float32" (int8
-            inside, with QUANTIZE / DEQUANTIZE at the ends). Default "int8", and "uint8" with
-            `rgb_input` (MediaPipe reads uint8 and float32 outputs), where the input is always 0-255
-            pixels: uint8, or float32 for "float32".
-        edge: the Edge TPU / NPU profile: full int8 (``quantize`` None means "int8"), batch fixed at 1,
-            int8 or uint8 I/O, and only `EDGE_OPS`.
-        batch_size: a fixed batch size, or None for a resizable batch (1 with `edge`).
         mean: per-channel mean of the normalisation ``(pixels / 255 - mean) / std`` (or one number).
         std: per-channel standard deviation, likewise.
         class_names: names of the classes: the file's label list and the sidecar's.
-        rgb_input: camera-ready input (default: True for a grayscale or RGB model when `mean` and
-            `std` are given): the file takes 0-255 RGB pixels (uint8 for int8 files, float32
-            otherwise) and normalises them inside; a grayscale model gets their luminance. False
-            keeps the model's own input (normalised images of its channel count).
-        max_abs_diff: largest allowed difference of any output from Keras's; default 1e-4 for
-            float32 and unchecked for quantized files.
-        min_agreement: smallest allowed top-1 agreement with Keras; default `MIN_AGREEMENT[quantize]`
-            for quantized files and unchecked for float32.
-        max_accuracy_drop: largest allowed accuracy loss against Keras on the labelled images
-            (default 0.01, one point).
-        strip_names: drop the names of the inner tensors, for a smaller file (ResNet-20: 9.5 KiB of
-            a 1.1 MB float32 file). The input, the output and the signature keep theirs.
         verbose: let TensorFlow's and MLIR's native log lines of the conversion through.
 
     Returns:
@@ -99,15 +83,20 @@ def to_tflite(
 
     Example:
 
-    >>> model = keras_resnet.build(depth=20, input_shape=(28, 28, 1), num_classes=10)
-    >>> info = to_tflite(model, "resnet20.tflite", "int8", calibration, verify_data=x_val,
-    ...                  verify_labels=y_val, mean=[0.286], std=[0.353], class_names=names)
-    >>> info["verification"]["top1_agreement"]
-    0.998
+    >>> import keras_resnet, numpy as np
+    >>> model = keras_resnet.build(blocks=(1, 1, 1), width=0.25, input_shape=(28, 28, 1), num_classes=10)
+    >>> images = np.random.default_rng(0).normal(size=(8, 28, 28, 1)).astype("float32")
+    >>> path = getfixture("tmp_path") / "resnet8.tflite"
+    >>> info = to_tflite(model, path, ExportOptions(quantize="float16", min_agreement=0.5),
+    ...                  verify_data=images, mean=[0.286], std=[0.353], class_names=list("abcdefghij"))
+    >>> info["quantize"], info["input"]["dtype"], info["class_names"][:3]
+    ('float16', 'float32', ['a', 'b', 'c'])
     """
     _check_backend()
-    mode = options.check_mode(quantize, edge)
-    io_dtype_arg, io_dtype = io_dtype, options.check_io_dtype(io_dtype, mode, edge)
+    opts = ExportOptions.of(options)
+    mode = options_lib.check_mode(opts.quantize, opts.edge)
+    edge, strip_names, calibration_count = opts.edge, opts.strip_names, opts.calibration_count
+    io_dtype_arg, io_dtype = opts.io_dtype, options_lib.check_io_dtype(opts.io_dtype, mode, edge)
     check_int("calibration_count", calibration_count, minimum=1)
     check_bool("strip_names", strip_names)
     if mode == "int8" and representative_data is None:
@@ -115,36 +104,36 @@ def to_tflite(
             "quantize='int8' needs `representative_data`: normalised float32 training images "
             "(N, H, W, C) to calibrate the activation ranges, e.g. "
             "keras_resnet.data.calibration_images(x_train, info). Received: representative_data=None")
-    thresholds = options.thresholds(mode, max_abs_diff, min_agreement, max_accuracy_drop)
-    batch_size = options.check_batch_size(batch_size, edge)
+    thresholds = options_lib.thresholds(mode, opts.max_abs_diff, opts.min_agreement, opts.max_accuracy_drop)
+    batch_size = options_lib.check_batch_size(opts.batch_size, edge)
 
     model, policy = _float32(_load_model(model))
-    input_shape = options.model_input_shape(model)
-    representative_data = options.check_images("representative_data", representative_data, input_shape)
-    verify_data = options.check_images("verify_data", verify_data, input_shape)
-    verify_labels = options.check_labels(verify_labels, verify_data)
-    normalization = options.check_normalization(mean, std, input_shape[-1])
-    spec = _Spec(mode, edge, camera.front(input_shape[-1], rgb_input, normalization),
-                 options.check_class_names(class_names, model.outputs[0].shape[-1]), strip_names)
+    input_shape = options_lib.model_input_shape(model)
+    representative_data = options_lib.check_images("representative_data", representative_data, input_shape)
+    verify_data = options_lib.check_images("verify_data", verify_data, input_shape)
+    verify_labels = options_lib.check_labels(verify_labels, verify_data)
+    normalization = options_lib.check_normalization(mean, std, input_shape[-1])
+    plan = _FilePlan(mode, edge, camera.front(input_shape[-1], opts.rgb_input, normalization),
+                 options_lib.check_class_names(class_names, model.outputs[0].shape[-1]), strip_names)
     x_verify, source, verify_labels = _verification_images(mode, verify_data, verify_labels,
                                                           representative_data, input_shape)
     calibration = _calibration(mode, representative_data, calibration_count)
-    path = options.check_output_path(path)
+    path = options_lib.check_output_path(path)
 
-    app_model = spec.front.wrap(model)
-    out_dtype = "uint8" if spec.front.rgb and mode == "int8" and io_dtype_arg is None else io_dtype
-    in_dtype = "uint8" if spec.front.rgb and out_dtype != "float32" else out_dtype
-    shape = (batch_size,) + input_shape[:2] + (spec.front.input_channels,)
+    app_model = plan.front.with_input_map(model)
+    out_dtype = "uint8" if plan.front.rgb and mode == "int8" and io_dtype_arg is None else io_dtype
+    in_dtype = "uint8" if plan.front.rgb and out_dtype != "float32" else out_dtype
+    shape = (batch_size,) + input_shape[:2] + (plan.front.input_channels,)
     with _native_logs(verbose):
-        buffer = _convert(app_model, mode, spec.front.feed(calibration), (in_dtype, out_dtype), shape)
-    buffer = graph.rewrite(buffer, pixel_input=in_dtype == "uint8" and spec.front.rgb,
+        buffer = _convert(app_model, mode, plan.front.file_input(calibration), (in_dtype, out_dtype), shape)
+    buffer = graph.rewrite(buffer, pixel_input=in_dtype == "uint8" and plan.front.rgb,
                            strip_names=strip_names)
-    info = {**_facts(model, buffer, spec, normalization), "trained_dtype_policy": policy}
+    info = {**_file_description(model, buffer, plan, normalization), "trained_dtype_policy": policy}
     buffer = _with_metadata(buffer, info)
 
     ops = graph.analyze(buffer)
     graph.check_graph(ops, path, edge)
-    x_in = spec.front.feed(x_verify)
+    x_in = plan.front.file_input(x_verify)
     verification = _verify(_keras_predict(app_model, x_in), run(buffer, x_in), verify_labels, thresholds,
                            mode, path)
     verification.update(images=int(len(x_verify)), source=source)
@@ -158,8 +147,9 @@ def to_tflite(
 
 
 @dataclasses.dataclass(frozen=True)
-class _Spec:
-    """What the file is to be, from the checked arguments."""
+class _FilePlan:
+    """The checked decisions about the file to write: its quantization mode, the edge profile, the input
+    map in front of the model (`camera.Front`), its label list and whether inner names are stripped."""
 
     mode: str
     edge: bool
@@ -289,30 +279,32 @@ def _keras_predict(model, x):
     return keras.ops.convert_to_numpy(model.predict(x, batch_size=256, verbose=0))
 
 
-def _facts(model, buffer, spec, normalization):
-    """The sidecar's description of the file; the metadata is written from it."""
+def _file_description(model, buffer, plan, normalization):
+    """The sidecar's description of the converted file (model, architecture, mode, input and output
+    tensors with their ranges, normalisation, class names, converter); its TFLite Metadata is written
+    from this dict."""
     import keras
     import tensorflow as tf
 
     import keras_resnet
 
     inp, out = io_details(buffer)
-    inp.update(color_space=spec.front.color_space, normalization=spec.front.input_normalization(),
-               normalized_inside=spec.front.rgb)
+    inp.update(color_space=plan.front.color_space, normalization=plan.front.input_normalization(),
+               normalized_inside=plan.front.rgb)
     inp["range"] = _range(inp)
     out["range"] = _range(out, _softmax(model))
     return {
         "model": model.name,
         "architecture": _architecture(model),
         "version": keras_resnet.__version__,
-        "quantize": spec.mode,
-        "edge": spec.edge,
+        "quantize": plan.mode,
+        "edge": plan.edge,
         "input": inp,
         "output": out,
         "normalization": None if normalization is None else {
             **normalization, "formula": "(pixels / 255 - mean) / std"},
-        "class_names": spec.class_names,
-        "names_stripped": spec.strip_names,
+        "class_names": plan.class_names,
+        "names_stripped": plan.strip_names,
         "converter": "tf.lite.TFLiteConverter.from_saved_model "
                      f"(TensorFlow {tf.__version__}, Keras {keras.__version__})",
     }
@@ -342,7 +334,7 @@ def _architecture(model):
 
     if not isinstance(model, ResNet):
         return None
-    return {k: list(v) if isinstance(v, tuple) else v for k, v in config_of(model).items()}
+    return io_utils.jsonable(config_of(model))
 
 
 def _batch_norm_counts(model, ops):

@@ -3,10 +3,15 @@
 The metadata is a FlatBuffer of the TFLite metadata schema (``metadata_schema.fbs``, file identifier
 ``M001``; schema 1.5, every field written here exists since 1.0.0) stored in a buffer of the model
 and named ``TFLITE_METADATA``; the label file it refers to is a zip archive appended to the model
-(stored, not compressed), as the TFLite Support populator does. The writer is ours and small, on the
-``flatbuffers`` runtime alone: MediaPipe's own writer does not import in its current wheel and
-tflite-support pins protobuf 3, which TensorFlow no longer runs with. Tests read every field back with
-MediaPipe's generated schema code and load the files with MediaPipe's ImageClassifier.
+(stored, not compressed), as the TFLite Support populator does.
+
+Why not the schema's generated object API (``ModelMetadataT(...).Pack(builder)``): it can write, but
+it ships only inside MediaPipe's wheel (a dependency far larger than this package, of the test extra
+only) and tflite-support's, which pins protobuf 3 that TensorFlow no longer runs with. So the writer
+here is small and on the ``flatbuffers`` runtime alone, and names every field as the schema does
+(`FIELDS`, each table's field name -> slot number). The tests check `FIELDS` against the slots of
+MediaPipe's generated code, read every written field back with its object API (``ModelMetadataT``)
+and load the files with MediaPipe's ImageClassifier.
 
 Everything written comes from the sidecar dict (`keras_resnet.export` writes both from the same facts).
 """
@@ -24,6 +29,21 @@ _COLOR_SPACES = {"RGB": 1, "GRAYSCALE": 2}
 _FEATURE_PROPERTIES, _IMAGE_PROPERTIES = 1, 2  # ContentProperties
 _NORMALIZATION_OPTIONS = 1  # ProcessUnitOptions
 _TENSOR_AXIS_LABELS = 2  # AssociatedFileType
+# The fields written, by table, with their slots (field ids) in metadata_schema.fbs.
+FIELDS = {
+    "ModelMetadata": {"name": 0, "description": 1, "version": 2, "subgraphMetadata": 3, "minParserVersion": 7},
+    "SubGraphMetadata": {"inputTensorMetadata": 2, "outputTensorMetadata": 3},
+    "TensorMetadata": {"name": 0, "description": 1, "content": 3, "processUnits": 4, "stats": 5,
+                       "associatedFiles": 6},
+    "Content": {"contentPropertiesType": 0, "contentProperties": 1},
+    "ImageProperties": {"colorSpace": 0, "defaultSize": 1},
+    "ImageSize": {"width": 0, "height": 1},
+    "FeatureProperties": {},
+    "ProcessUnit": {"optionsType": 0, "options": 1},
+    "NormalizationOptions": {"mean": 0, "std": 1},
+    "Stats": {"max": 0, "min": 1},
+    "AssociatedFile": {"name": 0, "description": 1, "type": 2},
+}
 
 
 def metadata_buffer(info):
@@ -34,10 +54,11 @@ def metadata_buffer(info):
     inp, out = info["input"], info["output"]
     inputs = _vector(b, [_input_tensor(b, inp)])
     outputs = _vector(b, [_output_tensor(b, out, info["class_names"] is not None)])
-    subgraph = _vector(b, [_table(b, {2: inputs, 3: outputs})])
-    strings = [b.CreateString(s) for s in (info["model"], _model_description(info), info["version"],
-                                           MIN_PARSER_VERSION)]
-    root = _table(b, {0: strings[0], 1: strings[1], 2: strings[2], 3: subgraph, 7: strings[3]})
+    subgraph = _vector(b, [_table(b, "SubGraphMetadata", inputTensorMetadata=inputs, outputTensorMetadata=outputs)])
+    name, description, version, parser = (b.CreateString(s) for s in (
+        info["model"], _model_description(info), info["version"], MIN_PARSER_VERSION))
+    root = _table(b, "ModelMetadata", name=name, description=description, version=version,
+                  subgraphMetadata=subgraph, minParserVersion=parser)
     b.Finish(root, file_identifier=b"M001")
     return bytes(b.Output())
 
@@ -71,31 +92,32 @@ def _model_description(info):
 
 def _input_tensor(b, inp):
     h, w, _ = inp["shape"][1:]
-    size = _table(b, {0: ("uint32", w), 1: ("uint32", h)})
-    image = _table(b, {0: ("int8", _COLOR_SPACES[inp["color_space"]]), 1: size})
-    content = _table(b, {0: ("uint8", _IMAGE_PROPERTIES), 1: image})
-    fields = {3: content, **_stats(b, inp)}
+    size = _table(b, "ImageSize", width=("uint32", w), height=("uint32", h))
+    image = _table(b, "ImageProperties", colorSpace=("int8", _COLOR_SPACES[inp["color_space"]]), defaultSize=size)
+    fields = {"content": _table(b, "Content", contentPropertiesType=("uint8", _IMAGE_PROPERTIES),
+                                contentProperties=image), **_stats(b, inp)}
     norm = inp["normalization"]
     if norm is not None:
-        options = _table(b, {0: _floats(b, norm["mean"]), 1: _floats(b, norm["std"])})
-        fields[4] = _vector(b, [_table(b, {0: ("uint8", _NORMALIZATION_OPTIONS), 1: options})])
-    fields[0] = b.CreateString("image")
-    fields[1] = b.CreateString(
+        options = _table(b, "NormalizationOptions", mean=_floats(b, norm["mean"]), std=_floats(b, norm["std"]))
+        fields["processUnits"] = _vector(b, [_table(b, "ProcessUnit", optionsType=("uint8", _NORMALIZATION_OPTIONS),
+                                                    options=options)])
+    fields["name"] = b.CreateString("image")
+    fields["description"] = b.CreateString(
         f"{inp['color_space']} image, {w}x{h}, {inp['dtype']}: pixels 0-255"
         + (", normalised as (pixels - mean) / std" if norm is not None else "") + _quantization_text(inp))
-    return _table(b, fields)
+    return _table(b, "TensorMetadata", **fields)
 
 
 def _output_tensor(b, out, labelled):
-    content = _table(b, {0: ("uint8", _FEATURE_PROPERTIES), 1: _table(b, {})})
-    fields = {3: content, **_stats(b, out)}
+    fields = {"content": _table(b, "Content", contentPropertiesType=("uint8", _FEATURE_PROPERTIES),
+                                contentProperties=_table(b, "FeatureProperties")), **_stats(b, out)}
     if labelled:
-        label = _table(b, {0: b.CreateString(LABEL_FILE), 1: b.CreateString("Class names, one a line."),
-                           2: ("int8", _TENSOR_AXIS_LABELS)})
-        fields[6] = _vector(b, [label])
-    fields[0] = b.CreateString("probability")
-    fields[1] = b.CreateString(f"Scores of the classes, {out['dtype']}" + _quantization_text(out))
-    return _table(b, fields)
+        label = _table(b, "AssociatedFile", name=b.CreateString(LABEL_FILE),
+                       description=b.CreateString("Class names, one a line."), type=("int8", _TENSOR_AXIS_LABELS))
+        fields["associatedFiles"] = _vector(b, [label])
+    fields["name"] = b.CreateString("probability")
+    fields["description"] = b.CreateString(f"Scores of the classes, {out['dtype']}" + _quantization_text(out))
+    return _table(b, "TensorMetadata", **fields)
 
 
 def _quantization_text(tensor):
@@ -106,12 +128,12 @@ def _quantization_text(tensor):
 
 
 def _stats(b, tensor):
-    """``{5: Stats}``, the range of the tensor's real values (the quantized range for integer tensors),
-    or nothing when it is unknown."""
+    """``{"stats": Stats}``, the range of the tensor's real values (the quantized range for integer
+    tensors), or nothing when it is unknown."""
     if tensor["range"] is None:
         return {}
     low, high = tensor["range"]
-    return {5: _table(b, {0: _floats(b, [high]), 1: _floats(b, [low])})}
+    return {"stats": _table(b, "Stats", max=_floats(b, [high]), min=_floats(b, [low]))}
 
 
 def _floats(b, values):
@@ -125,10 +147,11 @@ def _vector(b, offsets):
     return b.EndVector()
 
 
-def _table(b, fields):
-    """A table from ``{slot: value}``: an offset, or ``(kind, number)`` for a scalar field."""
-    b.StartObject(max(fields, default=-1) + 1)
-    for slot, value in sorted(fields.items()):
+def _table(b, table, **fields):
+    """A `table` of the schema from its fields by name: an offset, or ``(kind, number)`` for a scalar."""
+    slots = {FIELDS[table][name]: value for name, value in fields.items()}
+    b.StartObject(max(FIELDS[table].values(), default=-1) + 1)
+    for slot, value in sorted(slots.items()):
         if isinstance(value, tuple):
             kind, number = value
             {"int8": b.PrependInt8Slot, "uint8": b.PrependUint8Slot,

@@ -1,6 +1,8 @@
 """The export's constants and the checks of `to_tflite`'s arguments (each raises a ValueError or
 TypeError that names the argument, the value received and what is allowed)."""
 
+import argparse
+import dataclasses
 import os
 import tempfile
 from pathlib import Path
@@ -8,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from keras_resnet.checks import check_bool, check_choice, check_int, check_number
+from keras_resnet.flags import field
 
 QUANTIZE_MODES = ("float32", "float16", "dynamic", "int8")
 IO_DTYPES = ("int8", "uint8", "float32")
@@ -29,6 +32,47 @@ FLOAT32_MAX_ABS_DIFF = 1e-4
 MIN_AGREEMENT = {"float16": 0.99, "dynamic": 0.98, "int8": 0.97}
 MAX_ACCURACY_DROP = 0.01
 CALIBRATION_COUNT = 200
+
+
+@dataclasses.dataclass(frozen=True)
+class ExportOptions:
+    """What `to_tflite` writes and how strictly it verifies the file: the flags of `keras-resnet export`,
+    declared here once, and the settings of a search's deployed file.
+
+    `to_tflite` checks every value (a bad one raises a ValueError naming it). A mode name stands for
+    ``ExportOptions(quantize=name)`` wherever options are taken.
+    """
+
+    quantize: str = field(None, "float32 (no quantization; the default, int8 with --edge), float16 (float16 "
+                                "weights), dynamic (int8 weights) or int8 (full integer, calibrated)",
+                          type=str, choices=QUANTIZE_MODES)
+    calibration_count: int = field(CALIBRATION_COUNT, "int8 calibration images (a seeded random sample)")
+    io_dtype: str = field(None, "input/output type of an int8 file (default int8; uint8 with --rgb-input)",
+                          type=str, choices=IO_DTYPES)
+    edge: bool = field(False, "Edge TPU / NPU profile: int8, batch 1, allow-listed operators only")
+    batch_size: int = field(None, "fixed batch size (default resizable)", type=int)
+    rgb_input: bool = field(None, "camera-ready input: RGB 0-255 pixels, normalised (and made gray) inside "
+                                  "the file (default on for grayscale and RGB models with a normalisation)",
+                            action=argparse.BooleanOptionalAction)
+    max_abs_diff: float = field(None, "largest |LiteRT - Keras| output difference (default 1e-4 for float32, "
+                                      "unchecked when quantized)", type=float)
+    min_agreement: float = field(None, "smallest top-1 agreement with Keras of a quantized file (default "
+                                       "0.99 float16, 0.98 dynamic, 0.97 int8)", type=float)
+    max_accuracy_drop: float = field(None, "largest accuracy loss against Keras on labelled images (default "
+                                           "0.01)", type=float)
+    strip_names: bool = field(False, "drop the inner tensor names (a smaller file)")
+
+    @classmethod
+    def of(cls, options):
+        """`options` as an `ExportOptions`: itself, a mode name's options, or the defaults for None."""
+        if options is None:
+            return cls()
+        if isinstance(options, cls):
+            return options
+        if isinstance(options, str):
+            return cls(quantize=options)
+        raise TypeError(f"`options` must be an ExportOptions or a mode name {QUANTIZE_MODES}. "
+                        f"Received: options={options!r}")
 
 
 class ExportError(ValueError):

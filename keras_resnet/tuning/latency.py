@@ -185,9 +185,10 @@ class LatencyMeter:
         from keras_resnet import export
 
         checks = {} if verify else {"min_agreement": 0.0, "max_abs_diff": 1e3}
-        return export.to_tflite(model, path, self.budget.latency_mode, calibration,
+        options = export.ExportOptions(quantize=self.budget.latency_mode, **checks)
+        return export.to_tflite(model, path, options, calibration,
                                 verify_data=calibration[:CALIBRATION_IMAGES] if verify_data is None else verify_data,
-                                verify_labels=verify_labels, **self.export_kwargs, **checks)
+                                verify_labels=verify_labels, **self.export_kwargs)
 
     def measure_file(self, path):
         """The latency of one file, with this meter's measurer and threads."""

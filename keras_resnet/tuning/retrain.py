@@ -177,7 +177,7 @@ def finish_best(tuner, rows, folder, retrain, request, data, pipeline="auto", ve
         "rank": rows.index(best_row) + 1,
         "hyperparameters": {k: v for k, v in hp.values.items() if not k.startswith("tuner/")},
         "build_kwargs": build_kwargs(hp.values),
-        "architecture": {k: list(v) if isinstance(v, tuple) else v for k, v in config_of(model).items()},
+        "architecture": io_utils.jsonable(config_of(model)),
         "recipe_kwargs": recipe_kwargs(hp.values),
         "retrain_request": request,
         "retrain_epochs": 0 if plan is None else plan["epochs"],

@@ -24,14 +24,9 @@ from keras_resnet.tuning.tuner import OBJECTIVE, make_tuner, role
 
 
 @dataclasses.dataclass
-class SearchData:
+class SearchData(data_lib.DataSource):
     """The images of a search: what `keras_resnet.data.load` takes, and how many training images."""
 
-    dataset: str = field("fashion_mnist", "fashion_mnist (default, offline), a tensorflow-datasets name, "
-                                          "or a folder of class folders")
-    data_dir: str = field(None, "where the dataset's files are", type=str)
-    download: bool = field(False, "let tensorflow-datasets or Keras download a missing dataset (needs "
-                                  "internet)")
     train_size: int = field(None, "search on the first N training images (validation included)", type=int)
 
 
