@@ -6,7 +6,7 @@ EPOCHS ?= 5
 DEPTH ?= 20
 PRECISION ?= auto
 
-.PHONY: install install-dev data demo test
+.PHONY: install install-dev data demo test test-fast
 
 data:
 	@dpkg -s dataset-fashion-mnist >/dev/null 2>&1 || \
@@ -31,7 +31,14 @@ demo: install
 	keras-resnet predict saved_models/demo/model_int8.tflite --idx $(FMNIST)/t10k-images-idx3-ubyte.gz \
 	  --labels $(FMNIST)/t10k-labels-idx1-ubyte.gz --limit 10 --top 1
 
+# The whole suite (what CI runs), and the fast tier (every module, no training runs, searches,
+# subprocesses or multi-process jobs: the tests marked slow are left out).
 # pytest exits 5 when it collects no test: that is a failure here, not a pass.
+PYTEST_ARGS ?=
 test: install-dev
-	$(PYTHON) -m pytest -q tests; rc=$$?; \
+	$(PYTHON) -m pytest -q $(PYTEST_ARGS) tests; rc=$$?; \
+	  if [ $$rc -eq 5 ]; then echo "no tests were collected" >&2; exit 1; fi; exit $$rc
+
+test-fast: install-dev
+	$(PYTHON) -m pytest -q -m "not slow" $(PYTEST_ARGS) tests; rc=$$?; \
 	  if [ $$rc -eq 5 ]; then echo "no tests were collected" >&2; exit 1; fi; exit $$rc

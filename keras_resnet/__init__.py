@@ -1,9 +1,12 @@
 """keras_resnet: residual networks for Keras 3, from the layer to the phone.
 
     >>> import keras_resnet
-    >>> model = keras_resnet.build(depth=34)
-    >>> result = keras_resnet.train(depth=20, dataset="fashion_mnist")       # keras_resnet.training
-    >>> keras_resnet.to_tflite(result["run_dir"] + "/model.keras", "m.tflite")  # keras_resnet.export
+    >>> model = keras_resnet.build(depth=34)                 # an uncompiled keras.Model
+    >>> recipe = keras_resnet.training.Recipe(epochs=1)      # Fashion-MNIST, offline; 500 images here
+    >>> result = keras_resnet.train(depth=8, recipe=recipe, train_size=500, verbose=0)
+    >>> sidecar = keras_resnet.to_tflite(result["run_dir"] + "/model.keras", "m.tflite")  # verified
+    >>> sidecar["quantize"], sidecar["input"]["shape"]
+    ('float32', [-1, 28, 28, 1])
 
 The layers and builders use only `keras` and `keras.ops` (TensorFlow, JAX or PyTorch backend). The
 TensorFlow-only parts (tf.data pipelines, LiteRT export) are imported on first use:

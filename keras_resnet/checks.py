@@ -1,8 +1,11 @@
 """Argument checks, written once: each raises the usual message naming the argument, the value
 received and what is allowed, and returns the value so that a check reads as one line.
 
-    >>> epochs = check_int("epochs", epochs, minimum=1)
-    >>> variant = check_choice("variant", variant, VARIANTS)
+    >>> check_int("epochs", 30, minimum=1)
+    30
+    >>> check_choice("variant", "v2", ("v1.5", "preact", "plain"))
+    Traceback (most recent call last):
+    ValueError: `variant` must be one of ('v1.5', 'preact', 'plain'). Received: variant='v2'
 """
 
 import numbers

@@ -333,7 +333,7 @@ class ResidualBlock(_Block):
     Example:
 
     >>> block = ResidualBlock(64, strides=2)          # D2L: Residual(64, use_1x1conv=True, strides=2)
-    >>> block(keras.ops.ones((1, 32, 32, 32))).shape
+    >>> tuple(block(keras.ops.ones((1, 32, 32, 32))).shape)
     (1, 16, 16, 64)
     """
 
@@ -351,7 +351,7 @@ class BottleneckBlock(_Block):
     Example:
 
     >>> block = BottleneckBlock(64)
-    >>> block(keras.ops.ones((1, 56, 56, 64))).shape
+    >>> tuple(block(keras.ops.ones((1, 56, 56, 64))).shape)
     (1, 56, 56, 256)
     """
 

@@ -45,6 +45,26 @@ def randomize_bn():
     return randomize
 
 
+@pytest.fixture(scope="session")
+def fmnist_model(tmp_path_factory):
+    """One tiny ResNet (three basic blocks, width 0.5) trained 300 steps on real Fashion-MNIST, to
+    confident predictions, and saved as ``model.keras``: shared by every test that needs a trained model
+    (export, the app's view of it, the docs). Fields: ``model``, ``path``, ``data`` (as `data.load`)."""
+    from types import SimpleNamespace
+
+    from keras_resnet import build, data
+
+    (x, y), (x_test, y_test), info = data.load("fashion_mnist")
+    keras.utils.set_random_seed(0)
+    model = build(blocks=(1, 1, 1), input_shape=(28, 28, 1), width=0.5, num_classes=10)
+    model.compile(keras.optimizers.Adam(3e-3), "sparse_categorical_crossentropy")
+    n = 19200
+    model.fit(data.normalize(x[:n], info), y[:n], batch_size=64, epochs=1, verbose=0)  # 300 steps
+    path = tmp_path_factory.mktemp("fmnist_model") / "model.keras"
+    model.save(path)
+    return SimpleNamespace(model=model, path=path, data=((x, y), (x_test, y_test), info))
+
+
 def pytest_configure(config):
     # Keras's TensorFlow backend converts tensors with np.array(x), which NumPy 2 flags on every call.
     config.addinivalue_line(

@@ -4,6 +4,7 @@ read back field by field after the edits that follow conversion."""
 
 import io
 import json
+import shutil
 import zipfile
 
 import keras
@@ -24,26 +25,21 @@ RUN_CLASSES = [name.upper() for name in data.FASHION_MNIST_CLASSES]
 
 
 @pytest.fixture(scope="module")
-def fmnist():
-    (x, y), (x_test, y_test), info = data.load("fashion_mnist")
+def fmnist(fmnist_model):
+    (x, y), (x_test, y_test), info = fmnist_model.data
     return x, y, x_test[:TEST_IMAGES], y_test[:TEST_IMAGES], info
 
 
 @pytest.fixture(scope="module")
-def run_folder(fmnist, tmp_path_factory):
-    """A tiny ResNet trained a few hundred steps on Fashion-MNIST, saved as a run folder would be."""
-    x, y, _, _, info = fmnist
-    keras.utils.set_random_seed(0)
-    model = build(blocks=(1, 1, 1), input_shape=(28, 28, 1), width=0.5, num_classes=10)
-    model.compile(keras.optimizers.Adam(3e-3), "sparse_categorical_crossentropy")
-    n = 19200
-    model.fit(data.normalize(x[:n], info), y[:n], batch_size=64, epochs=1, verbose=0)  # 300 steps
+def run_folder(fmnist, fmnist_model, tmp_path_factory):
+    """The session's tiny trained ResNet (conftest.fmnist_model), saved as a run folder would be."""
+    _, _, _, _, info = fmnist
     folder = tmp_path_factory.mktemp("run")
-    model.save(folder / "model.keras")
+    shutil.copy(fmnist_model.path, folder / "model.keras")
     config = {"dataset": "fashion_mnist", "normalization": {"mean": info["mean"], "std": info["std"]},
               "class_names": RUN_CLASSES}
     (folder / "config.json").write_text(json.dumps(config))
-    return model, folder
+    return fmnist_model.model, folder
 
 
 @pytest.fixture(scope="module")

@@ -86,8 +86,7 @@ def to_tflite(model, path, options=None, representative_data=None, *, verify_dat
     >>> import keras_resnet, numpy as np
     >>> model = keras_resnet.build(blocks=(1, 1, 1), width=0.25, input_shape=(28, 28, 1), num_classes=10)
     >>> images = np.random.default_rng(0).normal(size=(8, 28, 28, 1)).astype("float32")
-    >>> path = getfixture("tmp_path") / "resnet8.tflite"
-    >>> info = to_tflite(model, path, ExportOptions(quantize="float16", min_agreement=0.5),
+    >>> info = to_tflite(model, "resnet8.tflite", ExportOptions(quantize="float16", min_agreement=0.5),
     ...                  verify_data=images, mean=[0.286], std=[0.353], class_names=list("abcdefghij"))
     >>> info["quantize"], info["input"]["dtype"], info["class_names"][:3]
     ('float16', 'float32', ['a', 'b', 'c'])
