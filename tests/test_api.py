@@ -59,6 +59,7 @@ BASE_INSTALL = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_base_install_builds_a_resnet50_on_jax_without_tensorflow_tuner_tfds_or_litert():
     out = subprocess.run([sys.executable, "-c", BASE_INSTALL], env={**ENV, "KERAS_BACKEND": "jax"},
                          capture_output=True, text=True, timeout=300)

@@ -72,6 +72,7 @@ def test_bad_input_is_one_clear_line(files, capsys, argv, status, fragments):
     assert not any("Traceback" in ln for ln in err)
 
 
+@pytest.mark.slow
 def test_bad_images_skip_trains_on_the_readable_ones(files, tmp_path, capsys):
     argv = ["train", "--dataset", str(files / "photos"), "--bad-images", "skip", "--depth", "8", "--width",
             "0.25", "--epochs", "1", "--batch-size", "8", "--verbose", "0", "--run-dir", str(tmp_path)]
@@ -80,6 +81,7 @@ def test_bad_images_skip_trains_on_the_readable_ones(files, tmp_path, capsys):
     assert "broken.png" in captured.err and "test accuracy" in captured.out
 
 
+@pytest.mark.slow
 def test_a_real_process_prints_no_traceback_and_no_native_log_lines(files):
     out = subprocess.run([sys.executable, "-m", "keras_resnet.cli", "evaluate", str(files / "truncated.keras")],
                          env=ENV, capture_output=True, text=True, timeout=300)
@@ -88,6 +90,7 @@ def test_a_real_process_prints_no_traceback_and_no_native_log_lines(files):
     assert out.stderr.startswith("keras-resnet evaluate: error: ")
 
 
+@pytest.mark.slow
 def test_debug_shows_the_traceback(files):
     out = subprocess.run([sys.executable, "-m", "keras_resnet.cli", "--debug", "evaluate",
                           str(files / "truncated.keras")], env=ENV, capture_output=True, text=True, timeout=300)

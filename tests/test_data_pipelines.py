@@ -164,6 +164,7 @@ def test_pipeline_rejects_bad_input(make, subset, bad):
         make(**args)
 
 
+@pytest.mark.slow
 def test_numpy_dataset_trains_on_jax_without_tensorflow():
     pytest.importorskip("jax")
     script = textwrap.dedent("""

@@ -83,6 +83,7 @@ def test_float32_file_takes_rgb_pixels_matches_keras_within_1e_4_and_writes_side
     assert sidecar["verification"]["images"] == 16
 
 
+@pytest.mark.slow
 def test_grayscale_model_without_rgb_input_keeps_its_normalised_input(trained, tmp_path):
     model, _, x_val, _ = trained
     path = tmp_path / "gray.tflite"
@@ -94,6 +95,7 @@ def test_grayscale_model_without_rgb_input_keeps_its_normalised_input(trained, t
     np.testing.assert_allclose(export.run(path, x_val), model.predict(x_val, verbose=0), atol=1e-4)
 
 
+@pytest.mark.slow
 def test_grayscale_model_gets_the_luminance_of_rgb_pixels(trained, tmp_path):
     model, _, x_val, _ = trained
     path = tmp_path / "rgb.tflite"
@@ -105,6 +107,7 @@ def test_grayscale_model_gets_the_luminance_of_rgb_pixels(trained, tmp_path):
     np.testing.assert_allclose(export.run(path, rgb), expected, atol=1e-4)
 
 
+@pytest.mark.slow
 def test_mixed_precision_model_is_exported_and_verified_as_float32(tmp_path):
     keras.mixed_precision.set_global_policy("mixed_bfloat16")
     try:
@@ -126,6 +129,7 @@ def test_mixed_precision_model_is_exported_and_verified_as_float32(tmp_path):
     assert info["ops"]["CONV_2D"] == CONVS and "MUL" not in info["ops"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("quantize", ["float16", "dynamic"])
 def test_weight_quantized_modes_write_builtin_ops_with_batchnorm_folded(trained, tmp_path, quantize):
     model, calibration, x_val, y_val = trained
@@ -141,6 +145,7 @@ def test_weight_quantized_modes_write_builtin_ops_with_batchnorm_folded(trained,
     assert v["top1_agreement"] >= 0.99 and v["tflite_accuracy"] >= v["keras_accuracy"] - 0.01
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("io_dtype", ["int8", "uint8"])
 def test_int8_file_has_integer_io_and_sidecar_scale_and_zero_point(trained, tmp_path, io_dtype):
     from ai_edge_litert.interpreter import Interpreter
@@ -170,6 +175,7 @@ def test_int8_file_has_integer_io_and_sidecar_scale_and_zero_point(trained, tmp_
     assert v["top1_agreement"] >= 0.97 and v["tflite_accuracy"] >= v["keras_accuracy"] - 0.01
 
 
+@pytest.mark.slow
 def test_int8_camera_file_takes_uint8_pixels_and_gives_uint8_scores(trained, tmp_path):
     model, calibration, x_val, y_val = trained
     path = tmp_path / "int8.tflite"
@@ -189,6 +195,7 @@ def test_int8_camera_file_takes_uint8_pixels_and_gives_uint8_scores(trained, tmp
     assert np.mean(lite.argmax(-1) == model.predict(x_val, verbose=0).argmax(-1)) >= 0.97
 
 
+@pytest.mark.slow
 def test_failed_verification_writes_nothing_and_keeps_the_existing_file(trained, tmp_path):
     model, calibration, x_val, _ = trained
     path = tmp_path / "model.tflite"
@@ -242,6 +249,7 @@ def test_other_backends_are_refused_before_converting(tmp_path, monkeypatch):
     assert os.listdir(tmp_path) == []
 
 
+@pytest.mark.slow
 def test_predict_reads_png_files_and_returns_named_top_classes(trained, tmp_path, capsys):
     model, calibration, x_val, y_val = trained
     model.save(tmp_path / "model.keras")
@@ -270,6 +278,7 @@ def test_predict_reads_png_files_and_returns_named_top_classes(trained, tmp_path
     assert all(line.count(",") == 1 for line in lines)
 
 
+@pytest.mark.slow
 def test_edge_profile_writes_only_allowlisted_integer_ops_at_batch_1(trained, tmp_path):
     model, calibration, x_val, y_val = trained
     path = tmp_path / "edge.tflite"
@@ -283,6 +292,7 @@ def test_edge_profile_writes_only_allowlisted_integer_ops_at_batch_1(trained, tm
     assert info["verification"]["images"] == len(x_val)  # run one image at a time
 
 
+@pytest.mark.slow
 def test_edge_profile_rejects_an_operator_outside_the_allowlist(tmp_path):
     keras.utils.set_random_seed(0)
     model = keras.Sequential([
@@ -307,6 +317,7 @@ def test_analyze_finds_the_batchnorms_a_concrete_function_leaves_unfolded():
         graph.check_graph(ops, "unfolded.tflite", edge=False)
 
 
+@pytest.mark.slow
 def test_cli_export_without_a_run_folder_says_it_uses_fashion_mnist(tmp_path, capfd):
     data = pytest.importorskip("keras_resnet.data")
     model = build(blocks=(1, 1, 1), input_shape=(28, 28, 1), width=0.25, num_classes=10)
@@ -336,6 +347,7 @@ for verbose in (False, True):
 """
 
 
+@pytest.mark.slow
 def test_to_tflite_keeps_native_conversion_logs_quiet_unless_verbose(tmp_path):
     import subprocess
     import sys

@@ -68,6 +68,7 @@ def _mediapipe_top(path, images):
                 for image in images]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", ["float32", "int8"])
 def test_mediapipe_classifier_reads_the_file_and_agrees_with_predict_and_keras(fmnist, run_folder, files,
                                                                              mode):
@@ -119,6 +120,7 @@ def _read_metadata(path):
     return meta, labels
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", ["float32", "int8"])
 def test_metadata_reads_back_with_labels_normalisation_and_image_properties(fmnist, files, mode):
     info = fmnist[-1]
@@ -151,6 +153,7 @@ def test_metadata_reads_back_with_labels_normalisation_and_image_properties(fmni
         assert f"scale {q['scale']:.9g} and zero point {q['zero_point']}" in out.description.decode()
 
 
+@pytest.mark.slow
 def test_metadata_of_a_file_without_rgb_input_states_the_model_normalisation(fmnist, run_folder, tmp_path):
     _, _, x_test, _, info = fmnist
     model, _ = run_folder
@@ -183,6 +186,7 @@ def _assert_same_tree(a, b, where="model"):
         assert a == b, where
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", ["float32", "int8"])
 def test_rewrite_keeps_every_field_of_the_converted_model_and_aligns_buffers(fmnist, run_folder, mode):
     from ai_edge_litert import schema_py_generated as schema
@@ -220,6 +224,7 @@ def test_rewrite_keeps_every_field_of_the_converted_model_and_aligns_buffers(fmn
         np.testing.assert_allclose(export.run(written, pixels), app.predict(pixels, verbose=0), atol=0.1)
 
 
+@pytest.mark.slow
 def test_cli_export_takes_dataset_normalisation_and_class_names_from_the_run_folder(run_folder, capsys):
     _, folder = run_folder
     out = folder / "from_run.tflite"

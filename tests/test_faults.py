@@ -54,6 +54,7 @@ class _StopAfter(keras.callbacks.Callback):
             raise RuntimeError("simulated crash")
 
 
+@pytest.mark.slow
 def test_resumed_run_keeps_the_best_model_of_before_the_interruption(tmp_path, monkeypatch):
     run_dir = str(tmp_path / "run")
     with pytest.raises(RuntimeError, match="simulated crash"):
@@ -100,6 +101,7 @@ class _FillDisk(keras.callbacks.Callback):
                 f.write(b"\0" * max(st.f_bavail * st.f_frsize - self.leave, 0))
 
 
+@pytest.mark.slow
 def test_full_disk_during_a_checkpoint_then_the_same_run_resumes(small_disk):
     run_dir = str(small_disk / "run")
     filler = str(small_disk / "filler")
@@ -137,6 +139,7 @@ KILLED_WHILE_COMMITTING = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_kill_9_inside_a_checkpoint_then_the_same_command_resumes(tmp_path):
     run_dir = str(tmp_path / "run")
     command = [sys.executable, "-c", KILLED_WHILE_COMMITTING, run_dir]
@@ -155,6 +158,7 @@ def test_kill_9_inside_a_checkpoint_then_the_same_command_resumes(tmp_path):
     assert not [f for f in os.listdir(os.path.join(run_dir, "state")) if "partial" in f]
 
 
+@pytest.mark.slow
 def test_truncated_model_files_and_state_are_set_aside_and_the_run_finishes(tmp_path):
     run_dir = str(tmp_path / "run")
     with pytest.raises(RuntimeError, match="simulated crash"):
@@ -177,6 +181,7 @@ def test_truncated_model_files_and_state_are_set_aside_and_the_run_finishes(tmp_
         assert callbacks.readable_keras_file(os.path.join(run_dir, name))
 
 
+@pytest.mark.slow
 def test_finished_run_with_a_truncated_final_model_writes_it_again(tmp_path):
     run_dir = str(tmp_path / "run")
     first = _train(run_dir, epochs=1)
@@ -189,6 +194,7 @@ def test_finished_run_with_a_truncated_final_model_writes_it_again(tmp_path):
     assert _epochs(run_dir) == [0]
 
 
+@pytest.mark.slow
 def test_finished_run_with_weight_averaging_restores_the_averaged_model(tmp_path):
     data = training.load_run_data(recipe=Recipe(seed=1), train_size=1000)
     recipe = Recipe(epochs=1, batch_size=64, learning_rate=0.05, ema=0.9, seed=1)
@@ -197,6 +203,7 @@ def test_finished_run_with_weight_averaging_restores_the_averaged_model(tmp_path
     assert again["test_loss"] == pytest.approx(first["test_loss"], rel=1e-5)
 
 
+@pytest.mark.slow
 def test_search_retraining_with_a_truncated_checkpoint_resumes_from_the_one_before(tmp_path):
     import json
 

@@ -51,6 +51,7 @@ def test_phases_train_the_head_then_everything_at_the_scaled_learning_rate():
     assert training.phases(Recipe(epochs=5)) == [(0, 5, Recipe(epochs=5), False)]
 
 
+@pytest.mark.slow
 def test_frozen_phase_changes_only_the_classifier(checkpoint, tmp_path):
     data = training.load_run_data(recipe=Recipe(seed=1), train_size=600, image_size=64)
     model = build(**ARCH, num_classes=10, weights=str(checkpoint))
@@ -68,6 +69,7 @@ class _CrashAfterEpoch0(keras.callbacks.Callback):
         raise RuntimeError("end of the frozen phase")
 
 
+@pytest.mark.slow
 def test_finetuning_improves_the_loss_and_records_the_checkpoint(finetuned, checkpoint):
     run_dir, result = finetuned
     history = training.read_history(str(run_dir / "history.csv"))
@@ -77,6 +79,7 @@ def test_finetuning_improves_the_loss_and_records_the_checkpoint(finetuned, chec
     assert result["test_accuracy"] > 0.25  # chance is 0.1
 
 
+@pytest.mark.slow
 def test_checkpoint_normalisation_replaces_the_dataset_statistics_in_the_run_folder(finetuned):
     run_dir, _ = finetuned
     config = json.loads((run_dir / "config.json").read_text())
@@ -84,12 +87,14 @@ def test_checkpoint_normalisation_replaces_the_dataset_statistics_in_the_run_fol
     assert config["recipe"]["freeze_epochs"] == 1
 
 
+@pytest.mark.slow
 def test_evaluate_reads_the_run_folder_and_reproduces_the_test_accuracy(finetuned):
     run_dir, result = finetuned
     evaluated = training.evaluate(str(run_dir / "model.keras"))
     assert evaluated["test_accuracy"] == pytest.approx(result["test_accuracy"], abs=1e-9)
 
 
+@pytest.mark.slow
 def test_command_line_fine_tune_then_int8_export_then_predict(checkpoint, tmp_path, capsys):
     from keras_resnet import export
     from keras_resnet.cli import main

@@ -224,6 +224,7 @@ for out, (depth, path) in jobs.items():
 """
 
 
+@pytest.mark.slow
 def test_logits_match_torch_on_jax(checkpoints, tmp_path):
     np.save(tmp_path / "x.npy", checkpoints["x"])
     fmt = {"resnet18": "pth", "resnet50": "safetensors"}

@@ -51,6 +51,7 @@ def test_reference_run_is_counted_with_the_same_rule(speedrun):
     assert 0.3 < speedrun.reference_pflop() < 0.4
 
 
+@pytest.mark.slow
 def test_records_count_images_seen_and_pflop(finished_run):
     result = json.loads((finished_run / "speedrun.json").read_text())
     macs = count_macs(keras_resnet.build(8, width=0.25, input_shape=(28, 28, 1), num_classes=10))
@@ -67,6 +68,7 @@ def test_records_count_images_seen_and_pflop(finished_run):
     assert (finished_run / "speedrun.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+@pytest.mark.slow
 def test_resumed_run_makes_up_lost_evaluations(speedrun, finished_run, tmp_path):
     out_dir = tmp_path / "resumed"
     shutil.copytree(finished_run, out_dir)
@@ -83,6 +85,7 @@ def test_resumed_run_makes_up_lost_evaluations(speedrun, finished_run, tmp_path)
     assert resumed[0]["test_accuracy"] == records[0]["test_accuracy"]
 
 
+@pytest.mark.slow
 def test_finished_run_evaluates_its_missing_last_point(speedrun, finished_run, tmp_path):
     out_dir = tmp_path / "finished"
     shutil.copytree(finished_run, out_dir)
@@ -93,6 +96,7 @@ def test_finished_run_evaluates_its_missing_last_point(speedrun, finished_run, t
     assert json.loads(evals.read_text()) == records
 
 
+@pytest.mark.slow
 def test_other_settings_in_the_same_folder_are_refused(speedrun, finished_run):
     argv = _argv(finished_run)
     argv[argv.index("--ema") + 1] = "0.5"

@@ -28,6 +28,7 @@ def tiny_run(tmp_path_factory):
     return run_dir, result
 
 
+@pytest.mark.slow
 def test_run_writes_model_history_metrics_and_plot(tiny_run):
     run_dir, result = tiny_run
     for name in ("model.keras", "best.keras", "history.csv", "run.json", "config.json", "curves.png"):
@@ -41,6 +42,7 @@ def test_run_writes_model_history_metrics_and_plot(tiny_run):
     assert not list(run_dir.glob("*partial*"))
 
 
+@pytest.mark.slow
 def test_training_loss_goes_down(tiny_run):
     run_dir, _ = tiny_run
     history = training.read_history(str(run_dir / "history.csv"))
@@ -48,6 +50,7 @@ def test_training_loss_goes_down(tiny_run):
     assert history["loss"][-1] < history["loss"][0]
 
 
+@pytest.mark.slow
 def test_saved_model_evaluates_to_the_reported_accuracy(tiny_run):
     run_dir, result = tiny_run
     evaluated = training.evaluate(str(run_dir / "model.keras"))
@@ -55,6 +58,7 @@ def test_saved_model_evaluates_to_the_reported_accuracy(tiny_run):
     assert evaluated["test_accuracy"] == pytest.approx(result["test_accuracy"], abs=1e-3)
 
 
+@pytest.mark.slow
 def test_flip_test_time_augmentation_is_reported_and_reproduced_by_evaluate(tiny_run):
     run_dir, result = tiny_run
     evaluated = training.evaluate(str(run_dir / "model.keras"), tta=True)
@@ -62,6 +66,7 @@ def test_flip_test_time_augmentation_is_reported_and_reproduced_by_evaluate(tiny
     assert evaluated["test_accuracy"] == pytest.approx(result["test_accuracy_flip_tta"], abs=1e-3)
 
 
+@pytest.mark.slow
 def test_flip_averaged_predictions_do_not_depend_on_which_way_the_image_faces(tiny_run):
     run_dir, _ = tiny_run
     model = keras.saving.load_model(str(run_dir / "model.keras"))
@@ -74,6 +79,7 @@ def test_flip_averaged_predictions_do_not_depend_on_which_way_the_image_faces(ti
     np.testing.assert_allclose(training.predict_probs(model, x, flip=True).sum(-1), 1.0, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_flip_test_time_augmentation_is_refused_for_data_trained_without_flips(tiny_run, monkeypatch):
     run_dir, _ = tiny_run
     real_load = training.data_lib.load
@@ -162,6 +168,7 @@ def _history_epochs(path):
         return [int(row["epoch"]) for row in csv.DictReader(f)]
 
 
+@pytest.mark.slow
 def test_killed_run_resumes_from_its_last_finished_epoch(tmp_path):
     run_dir = tmp_path / "run"
     command = [sys.executable, "-m", "keras_resnet.cli", "train", "--depth", "8", "--width", "0.25",
@@ -181,6 +188,7 @@ def test_killed_run_resumes_from_its_last_finished_epoch(tmp_path):
     assert json.loads((run_dir / "run.json").read_text())["epochs_run"] == 4
 
 
+@pytest.mark.slow
 def test_mirrored_strategy_trains_on_two_logical_cpus(tmp_path):
     script = f"""
 import tensorflow as tf
@@ -206,6 +214,7 @@ def test_cli_train_rejects_bad_values_with_a_one_line_error(capsys):
     assert "depth=21" in err and "blocks" in err
 
 
+@pytest.mark.slow
 def test_model_compiled_with_label_smoothing_loads_after_importing_only_the_package(tmp_path):
     model = keras_resnet.build(blocks=(1, 1, 1), width=0.25, input_shape=(32, 32, 3), num_classes=10)
     training.compile_model(model, Recipe(label_smoothing=0.1), steps_per_epoch=10)

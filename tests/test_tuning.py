@@ -133,6 +133,7 @@ def test_retrain_time_budget_gives_the_whole_epochs_that_fit(seconds, startup, e
     assert tuning.epochs_within(seconds, step_seconds=0.1, steps_per_epoch=100, startup_seconds=startup) == epochs
 
 
+@pytest.mark.slow
 def test_retrain_time_budget_plans_epochs_from_the_measured_speed(hyperband_search, tmp_path):
     folder, _ = hyperband_search
     shutil.copytree(folder, tmp_path / "hb")
@@ -146,6 +147,7 @@ def test_retrain_time_budget_plans_epochs_from_the_measured_speed(hyperband_sear
     assert history["epoch"] == list(range(plan["epochs"]))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("min_epochs", [1, 10**6])
 def test_retrain_min_epochs_retrains_the_best_ranked_model_that_fits_them(min_epochs, hyperband_search,
                                                                           tmp_path):
@@ -187,6 +189,7 @@ def test_bad_retrain_budget_raises_value_error_before_any_work(kwargs, match, tm
 # --- budgets -----------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_size_limit_rejects_big_models_without_training_them(tmp_path, monkeypatch, tiny_data):
     train, val, steps = tiny_data
     hypermodel = _hypermodel(SearchSpace(depths=(8, 14), **TINY))
@@ -208,6 +211,7 @@ def test_size_limit_rejects_big_models_without_training_them(tmp_path, monkeypat
     assert fits == []
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", sorted(tuning.TUNERS))
 def test_every_tuner_proposes_only_models_within_the_size_limit(kind, tmp_path, monkeypatch):
     tuner = tuning.make_tuner(_hypermodel(SearchSpace(depths=(8, 14), **TINY)),
@@ -225,6 +229,7 @@ def test_every_tuner_proposes_only_models_within_the_size_limit(kind, tmp_path, 
     assert (values["depth"], values["width"]) in small and values["tuner/epochs"] == 3
 
 
+@pytest.mark.slow
 def test_time_limit_ends_the_running_trial_and_starts_no_new_one(tmp_path, tiny_data):
     train, val, steps = tiny_data
     hypermodel = _hypermodel(SearchSpace(depths=(8,), **TINY), epochs=30)
@@ -271,6 +276,7 @@ def _tiny_search(directory, retrain, **budget):
         setup=tuning.SearchSetup(search_name="hb", directory=str(directory)), hyperparameters=hp, verbose=0)
 
 
+@pytest.mark.slow
 def test_search_writes_leaderboard_plot_and_best_model(hyperband_search):
     folder, result = hyperband_search
     with open(folder / "leaderboard.csv", newline="") as f:
@@ -297,6 +303,7 @@ def test_search_writes_leaderboard_plot_and_best_model(hyperband_search):
     assert not list(folder.glob("*partial*"))
 
 
+@pytest.mark.slow
 def test_search_trains_only_models_within_the_size_limit(hyperband_search):
     folder, result = hyperband_search
     rows = json.loads((folder / "leaderboard.json").read_text())["trials"]
@@ -304,6 +311,7 @@ def test_search_trains_only_models_within_the_size_limit(hyperband_search):
     assert result["skipped_for_size_this_run"] >= 1
 
 
+@pytest.mark.slow
 def test_hyperband_continues_the_best_trial_and_keeps_fixed_entries(hyperband_search):
     folder, _ = hyperband_search
     rows = {r["trial_id"]: r for r in json.loads((folder / "leaderboard.json").read_text())["trials"]}
@@ -334,6 +342,7 @@ def _completed(project):
     return done
 
 
+@pytest.mark.slow
 def test_search_killed_with_sigkill_resumes_without_rerunning_finished_trials(tmp_path):
     command = _tune_command(tmp_path, "resume", "--max-trials", "3")
     first = subprocess.Popen(command, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
@@ -355,6 +364,7 @@ def test_search_killed_with_sigkill_resumes_without_rerunning_finished_trials(tm
     assert sorted(r["trial_id"] for r in board["trials"]) == sorted(after)
 
 
+@pytest.mark.slow
 def test_retraining_killed_with_sigkill_resumes_from_its_last_finished_epoch(tmp_path):
     command = _tune_command(tmp_path, "retrain", "--max-trials", "1", "--retrain-epochs", "4",
                             "--retrain-size", "1200")
@@ -384,6 +394,7 @@ def _free_port():
         return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_chief_and_two_workers_share_the_trials(tmp_path):
     command = _tune_command(tmp_path, "shared", "--max-trials", "4")
     oracle = {"KERASTUNER_ORACLE_IP": "127.0.0.1", "KERASTUNER_ORACLE_PORT": str(_free_port())}

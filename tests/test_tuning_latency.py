@@ -51,6 +51,7 @@ def measured(fake, tmp_path_factory):
     return folder, latency
 
 
+@pytest.mark.slow
 def test_fake_command_drives_the_constraint_and_slow_models_are_never_trained(fake, measured, monkeypatch):
     command, log = fake
     folder, latency = measured
@@ -76,6 +77,7 @@ def test_fake_command_drives_the_constraint_and_slow_models_are_never_trained(fa
     assert fits == []
 
 
+@pytest.mark.slow
 def test_budget_no_architecture_meets_names_the_fastest(fake, measured):
     command, _ = fake
     folder, latency = measured
@@ -124,6 +126,7 @@ def _tune_command(folder, name, command):
             "--latency-command", command]
 
 
+@pytest.mark.slow
 def test_latency_cache_survives_sigkill_and_is_reused(tmp_path):
     (tmp_path / "measure.py").write_text(FAKE)
     log = tmp_path / "calls.log"
@@ -154,6 +157,7 @@ def _measurements(path):
         return {}
 
 
+@pytest.mark.slow
 def test_search_under_a_file_size_limit_deploys_a_verified_int8_file(tmp_path):
     results = tuning.run_search(
         SearchSpace(depths=(8,), width_min=0.5, width_max=0.5), Budget(max_trials=1, max_epochs=1, max_file_kb=500),
