@@ -96,10 +96,16 @@ def _evaluate(args):
     from keras_resnet import training
 
     result = training.evaluate(args.model, dataset=args.dataset, data_dir=args.data_dir,
-                               download=args.download, tta=args.tta)
-    print(json.dumps(result) if args.json else
-          f"{args.model}: test accuracy {result['test_accuracy']:.4f} on {result['test_images']} images"
+                               download=args.download, tta=args.tta, output=args.output)
+    if args.json:
+        print(json.dumps(result))
+        return
+    print(f"{args.model}: test accuracy {result['test_accuracy']:.4f} on {result['test_images']} images"
           + (" (with flip test-time augmentation)" if args.tta else ""))
+    worst = sorted(result["per_class"]["classes"], key=lambda c: c["f1"])[:3]
+    print(f"  macro F1 {result['per_class']['macro_avg']['f1']:.4f}; lowest F1: "
+          + ", ".join(f"{c['class']} {c['f1']:.3f}" for c in worst))
+    print("  wrote " + ", ".join(result["files"].values()))
 
 
 def add_data_args(p, default="fashion_mnist"):
@@ -146,6 +152,8 @@ def _add_training(sub):
     add_data_args(p, default=None)
     p.add_argument("--tta", action="store_true",
                    help="average each test image's prediction with its mirror image's (data trained with flips)")
+    p.add_argument("--output", default=None,
+                   help="folder of confusion.png, mistakes.png and evaluation.json (default: the model's folder)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_evaluate)
 
