@@ -331,6 +331,31 @@ def _add_export(sub):
     p.set_defaults(func=_predict)
 
 
+def _explain(args):
+    from keras_resnet import gradcam
+
+    output = args.output or os.path.dirname(os.path.abspath(args.model))
+    for result in gradcam.explain(args.model, args.images, class_name=args.class_name, output=output,
+                                  layer=args.layer):
+        top, explained = result["top"], result["explained"]
+        print(f"{result['image']}: top {top['name']} {top['probability']:.3f}; Grad-CAM of "
+              f"{explained['name']} ({explained['probability']:.3f}) in {result['file']}")
+
+
+def _add_explain(sub):
+    """`explain` (keras_resnet.gradcam)."""
+    p = sub.add_parser("explain", help="Grad-CAM heat maps of images: where a .keras model finds a class "
+                                       "(TensorFlow backend)")
+    p.add_argument("model", help="a .keras file (its run folder gives the normalisation and class names)")
+    p.add_argument("images", nargs="+", help="image files (PNG, JPEG, ...), read as `predict` reads them")
+    p.add_argument("--class", dest="class_name", default=None,
+                   help="the class to explain, by name or index (default: each image's top prediction)")
+    p.add_argument("--output", default=None,
+                   help="folder of the gradcam_<image>.png files (default: the model's folder)")
+    p.add_argument("--layer", default=None, help="the feature map (default: the last residual stage)")
+    p.set_defaults(func=_explain)
+
+
 # Bad input (exit 2) and failures while running (exit 1), each reported in one line.
 USAGE_ERRORS = (ValueError, TypeError, FileNotFoundError, NotADirectoryError, IsADirectoryError)
 RUNTIME_ERRORS = (OSError, FloatingPointError, RuntimeError, ImportError)
@@ -344,7 +369,7 @@ def main(argv=None):
     sub = parser.add_subparsers(dest="command", required=True)
     argv = sys.argv[1:] if argv is None else list(argv)
     with quiet_native_logs("--debug" not in argv):  # TensorFlow's C++ log lines go nowhere
-        for add in (_add_summary, _add_training, _add_tuning, _add_export):
+        for add in (_add_summary, _add_training, _add_tuning, _add_export, _add_explain):
             add(sub)
         args = parser.parse_args(argv)
         return _run(args)
