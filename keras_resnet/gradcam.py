@@ -66,8 +66,11 @@ def heatmaps(model, x, class_indices=None, layer=None):
         class_indices = np.broadcast_to(np.asarray(class_indices), (len(x),)).astype(np.int64)
         for c in class_indices:
             checks.check_int("class_index", int(c), 0, num_classes - 1)
-    feature_model = keras.Model(model.inputs, [model.get_layer(layer).output, model.get_layer("logits").output])
-    features, gradients, logits, chosen = gradcam_tf.features_and_gradients(feature_model, x, class_indices)
+    features = model.get_layer(layer).output
+    features_model = keras.Model(model.inputs, features)
+    head = keras.Model(features, model.get_layer("logits").output)  # the feature map -> the class scores
+    features, gradients, logits, chosen = gradcam_tf.features_and_gradients(features_model, head, x,
+                                                                             class_indices)
     weights = ops.mean(gradients, axis=(1, 2))  # one weight per channel
     cam = ops.relu(ops.sum(features * weights[:, None, None, :], axis=-1))
     cam = ops.relu(ops.image.resize(cam[..., None], x.shape[1:3], interpolation="bilinear")[..., 0])

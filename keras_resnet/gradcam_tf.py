@@ -8,25 +8,25 @@ import numpy as np
 import tensorflow as tf
 
 
-def features_and_gradients(feature_model, x, class_indices=None):
-    """Runs `feature_model` (inputs -> ``[features, logits]``) on `x` in inference mode.
+def features_and_gradients(features_model, head, x, class_indices=None):
+    """The feature map of `x` and the gradient of each image's class score with respect to it.
 
     Args:
-        feature_model: a Keras model with two outputs, the feature map ``(N, h, w, C)`` and the class
-            scores before the softmax ``(N, K)``.
-        x: normalised images ``(N, H, W, C)``.
+        features_model: a Keras model, images -> the feature map ``(N, h, w, C)``.
+        head: a Keras model, the feature map -> the class scores before the softmax ``(N, K)``.
+        x: normalised images ``(N, H, W, C)``; both models run in inference mode.
         class_indices: the class whose score is differentiated, one per image; None: each image's top
             class.
 
     Returns:
-        ``(features, gradients, logits, class_indices)`` as float32 NumPy arrays (int64 indices): the
-        gradients of each image's class score with respect to its own feature map.
+        ``(features, gradients, logits, class_indices)`` as float32 NumPy arrays (int64 indices).
     """
-    x = tf.convert_to_tensor(np.asarray(x, np.float32))
-    with tf.GradientTape() as tape:
-        features, logits = feature_model(x, training=False)
+    features = features_model(tf.convert_to_tensor(np.asarray(x, np.float32)), training=False)
+    # Only the head is recorded, with respect to the feature map alone (the weights are not watched):
+    # the gradient needs nothing else.
+    with tf.GradientTape(watch_accessed_variables=False) as tape:
         tape.watch(features)
-        logits = tf.cast(logits, tf.float32)
+        logits = tf.cast(head(features, training=False), tf.float32)
         if class_indices is None:
             chosen = tf.argmax(logits, axis=-1)
         else:

@@ -51,6 +51,8 @@ def test_untrained_model_gives_one_map_per_image_in_the_unit_range(rng):
     assert all(m.max() in (0.0, pytest.approx(1.0)) for m in maps)  # scaled per image
     assert probs.shape == (2, 3) and chosen.tolist() == [0, 2]
     assert gradcam.target_layer(model) == "stage3_block1"
+    one, _, _ = gradcam.heatmaps(model, x[:1], layer="stage2_block1")  # one image; an earlier stage
+    assert one.shape == (1, 16, 16) and one.max() == pytest.approx(1.0)
     preact = keras_resnet.build(depth=8, width=0.25, input_shape=(16, 16, 3), num_classes=3, variant="preact")
     assert gradcam.target_layer(preact) == "post_relu"
 
