@@ -71,6 +71,13 @@ def test_bad_arguments_are_refused_naming_them(rng):
         gradcam.target_layer(headless)
 
 
+def test_another_backend_gets_a_clear_error(monkeypatch):
+    model = keras_resnet.build(depth=8, width=0.25, input_shape=(16, 16, 1), num_classes=2)
+    monkeypatch.setattr(keras.backend, "backend", lambda: "jax")
+    with pytest.raises(RuntimeError, match="KERAS_BACKEND=tensorflow"):
+        gradcam.heatmaps(model, np.zeros((1, 16, 16, 1), "float32"))
+
+
 @pytest.mark.slow
 def test_heat_map_lies_on_the_patch_that_defines_the_class(patch_model):
     x, y, corners = _patch_images(64, seed=1)

@@ -293,7 +293,8 @@ def test_search_writes_leaderboard_plot_and_best_model(hyperband_search):
     assert rebuilt.count_params() == model.count_params() == best["params"]
     assert json.loads((folder / "results.json").read_text())["best"]["test_accuracy"] == best["test_accuracy"]
     assert training.read_history(str(folder / "retrain" / "history.csv"))["epoch"] == [0]
-    assert (folder / "retrain" / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    for name in ("curves.png", "confusion.png", "mistakes.png"):
+        assert (folder / "retrain" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert not list(folder.glob("*partial*"))
 
 
