@@ -21,6 +21,7 @@ from keras import ops
 from keras_resnet import checks, io_utils
 
 BACKENDS = ("tensorflow",)
+BATCH = 32  # images per gradient computation
 
 
 def target_layer(model):
@@ -76,8 +77,8 @@ def heatmaps(model, x, class_indices=None, layer=None):
     cam = ops.relu(ops.image.resize(cam[..., None], x.shape[1:3], interpolation="bilinear")[..., 0])
     peak = ops.max(cam, axis=(1, 2), keepdims=True)
     cam = ops.where(peak > 0, cam / ops.maximum(peak, 1e-12), 0.0)
-    return (np.asarray(ops.convert_to_numpy(cam), np.float32), np.asarray(ops.convert_to_numpy(ops.softmax(logits))),
-            chosen)
+    probs = ops.softmax(logits)
+    return np.asarray(ops.convert_to_numpy(cam), np.float32), np.asarray(ops.convert_to_numpy(probs)), chosen
 
 
 def explain(model, images, *, class_name=None, output=None, layer=None, normalization=None, class_names=None):
@@ -132,21 +133,21 @@ def explain(model, images, *, class_name=None, output=None, layer=None, normaliz
                         f"images={images!r:.80}")
     labels = [os.path.splitext(os.path.basename(os.fspath(i)))[0] if isinstance(i, (str, os.PathLike))
               else f"image{n}" for n, i in enumerate(images)]
-    pixels = load_images(images, model.input_shape[1:])
-    x = pipelines.normalize(pixels, normalization)
-    maps, probs, chosen = heatmaps(model, x, index, layer)
-    top = np.argmax(probs, axis=-1)
-    results = []
+    if len(set(labels)) < len(labels):  # files of the same name in different folders
+        labels = [f"{n}_{label}" for n, label in enumerate(labels)]
     if output is not None:
         os.makedirs(output, exist_ok=True)
-    for n, label in enumerate(labels):
-        result = {"image": label, "heatmap": maps[n],
-                  "top": _entry(top[n], names, probs[n]), "explained": _entry(chosen[n], names, probs[n]),
-                  "file": None}
-        if output is not None:
-            result["file"] = plot_overlay(pixels[n], maps[n], os.path.join(output, f"gradcam_{label}.png"),
-                                          result["top"], result["explained"])
-        results.append(result)
+    results = []
+    for start in range(0, len(images), BATCH):  # memory bounded by the batch, not the number of images
+        pixels = load_images(images[start:start + BATCH], model.input_shape[1:])
+        maps, probs, chosen = heatmaps(model, pipelines.normalize(pixels, normalization), index, layer)
+        for n, label in enumerate(labels[start:start + BATCH]):
+            result = {"image": label, "heatmap": maps[n], "top": _entry(np.argmax(probs[n]), names, probs[n]),
+                      "explained": _entry(chosen[n], names, probs[n]), "file": None}
+            if output is not None:
+                result["file"] = plot_overlay(pixels[n], maps[n], os.path.join(output, f"gradcam_{label}.png"),
+                                              result["top"], result["explained"])
+            results.append(result)
     return results
 
 

@@ -8,8 +8,8 @@ never on BatchNorm or biases.
 `fit_run` is the only place that trains a run: `train` calls it, and so does the search's retraining.
 It writes into the run folder ``model.keras`` (final), ``best.keras`` (best validation accuracy),
 ``history.csv``, ``config.json``, ``run.json`` (config and metrics, per-class precision/recall/F1
-included), ``curves.png``, ``confusion.png`` and ``mistakes.png`` (see `keras_resnet.diagnostics`), TensorBoard logs
-and ``state/`` (see `keras_resnet.callbacks.RunState`). Every file is written atomically. A run that
+included), ``curves.png``, ``confusion.png`` and ``mistakes.png`` (see `keras_resnet.diagnostics`),
+TensorBoard logs and ``state/`` (see `keras_resnet.callbacks.RunState`). Every file is written atomically. A run that
 stopped for any reason (killed, full disk, power cut) continues from its last finished epoch when the
 same command runs again.
 
