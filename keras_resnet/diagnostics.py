@@ -134,7 +134,8 @@ def plot_mistakes(images, y_true, probs, indices, path, class_names=None, title=
     n = len(indices)
     columns = min(n, 8) or 1
     rows = max(1, -(-n // columns))
-    fig = io_utils.new_figure(figsize=(1.6 * columns, 1.9 * rows + 0.4))
+    height = 1.9 * rows + 0.6
+    fig = io_utils.new_figure(figsize=(1.6 * columns, height))
     axes = np.asarray(fig.subplots(rows, columns, squeeze=False)).ravel()
     for ax in axes:
         ax.axis("off")
@@ -150,7 +151,9 @@ def plot_mistakes(images, y_true, probs, indices, path, class_names=None, title=
     if not n:
         axes[0].text(0.5, 0.5, "no mistakes", ha="center", va="center")
     fig.suptitle(f"{title} most confident mistakes".strip(), fontsize=10)
-    fig.tight_layout()
+    # Fixed margins (inches: 0.65 above for the figure's and the first row's titles) instead of
+    # tight_layout, which is most of the drawing time for a grid.
+    fig.subplots_adjust(left=0.01, right=0.99, bottom=0.02, top=1 - 0.65 / height, wspace=0.08, hspace=0.3)
     return io_utils.save_figure(fig, path)
 
 
