@@ -147,7 +147,8 @@ def _add_training(sub):
                    help="auto: a progress bar on a terminal, one line per epoch otherwise")
     p.set_defaults(func=_train)
 
-    p = sub.add_parser("evaluate", help="test accuracy of a saved .keras model")
+    p = sub.add_parser("evaluate", help="test accuracy, per-class F1, confusion.png and mistakes.png of a saved "
+                                        ".keras model")
     p.add_argument("model", help="path of a .keras file")
     add_data_args(p, default=None)
     p.add_argument("--tta", action="store_true",
@@ -348,7 +349,7 @@ def _add_explain(sub):
                                        "(TensorFlow backend)")
     p.add_argument("model", help="a .keras file (its run folder gives the normalisation and class names)")
     p.add_argument("images", nargs="+", help="image files (PNG, JPEG, ...), read as `predict` reads them")
-    p.add_argument("--class", dest="class_name", default=None,
+    p.add_argument("--class", dest="class_name", metavar="NAME", default=None,
                    help="the class to explain, by name or index (default: each image's top prediction)")
     p.add_argument("--output", default=None,
                    help="folder of the gradcam_<image>.png files (default: the model's folder)")
@@ -364,7 +365,7 @@ RUNTIME_ERRORS = (OSError, FloatingPointError, RuntimeError, ImportError)
 def main(argv=None):
     parser = argparse.ArgumentParser(
         prog="keras-resnet", description="Residual networks for Keras 3: build, train, search, export, "
-                                         "predict. `keras-resnet COMMAND --help` lists a command's flags.")
+                                         "predict, explain. `keras-resnet COMMAND --help` lists a command's flags.")
     parser.add_argument("--debug", action="store_true", help="tracebacks and TensorFlow's native logs")
     sub = parser.add_subparsers(dest="command", required=True)
     argv = sys.argv[1:] if argv is None else list(argv)
