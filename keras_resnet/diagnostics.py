@@ -159,14 +159,26 @@ def plot_mistakes(images, y_true, probs, indices, path, class_names=None, title=
 
 def write_pictures(folder, probs, y_true, images, class_names=None, title=""):
     """Writes ``confusion.png`` and ``mistakes.png`` into `folder`; returns the per-class metrics with
-    the files' paths (``"files"``)."""
+    the files' paths (``"files"``).
+
+    A model with more outputs than `class_names` (a 1000-way head trained on 10 classes) has its
+    other outputs named by their index, and counted only where it predicts them."""
     probs = np.asarray(probs)
-    confusion = confusion_matrix(y_true, np.argmax(probs, axis=-1), probs.shape[-1])
-    report = per_class_metrics(confusion, class_names)
+    k = probs.shape[-1]
+    names = [str(n) for n in class_names] if class_names is not None else [str(i) for i in range(k)]
+    if len(names) > k:
+        raise ValueError(f"`class_names` must name the {k} classes. Received: {len(names)} names")
+    named = len(names)
+    names += [str(i) for i in range(named, k)]  # outputs the data has no name for (a 1000-way head)
+    confusion = confusion_matrix(y_true, np.argmax(probs, axis=-1), k)
+    # The named classes and any other that is predicted: the rest have no images and no predictions.
+    keep = np.flatnonzero((np.arange(k) < named) | (confusion.sum(axis=0) > 0) | (confusion.sum(axis=1) > 0))
+    confusion, kept = confusion[np.ix_(keep, keep)], [names[i] for i in keep]
+    report = per_class_metrics(confusion, kept)
     report["files"] = {
-        "confusion_png": plot_confusion(confusion, os.path.join(folder, "confusion.png"), class_names, title),
+        "confusion_png": plot_confusion(confusion, os.path.join(folder, "confusion.png"), kept, title),
         "mistakes_png": plot_mistakes(images, y_true, probs, most_confident_mistakes(probs, y_true),
-                                      os.path.join(folder, "mistakes.png"), class_names, title),
+                                      os.path.join(folder, "mistakes.png"), names, title),
     }
     return report
 

@@ -83,3 +83,13 @@ def test_pictures_are_pngs_for_few_and_many_classes(k, rng, tmp_path):
 def test_bad_input_raises_value_error_naming_the_argument(call, match):
     with pytest.raises(ValueError, match=match):
         call()
+
+
+def test_outputs_without_a_class_name_count_only_where_they_are_predicted(rng, tmp_path):
+    probs = np.full((6, 1000), 1e-4)
+    probs[np.arange(6), [0, 1, 2, 2, 517, 1]] = 1.0  # one image predicted as output 517, unnamed
+    report = diagnostics.write_pictures(tmp_path, probs, np.array([0, 1, 2, 0, 1, 2]),
+                                        np.zeros((6, 4, 4, 1), np.uint8), ["a", "b", "c"])
+    assert [c["class"] for c in report["classes"]] == ["a", "b", "c", "517"]
+    assert [c["support"] for c in report["classes"]] == [2, 2, 2, 0]
+    assert report["accuracy"] == pytest.approx(3 / 6)
