@@ -35,7 +35,7 @@ with quiet_native_logs(_COMMAND and "--debug" not in sys.argv):
 
 __version__ = "0.1.0"
 
-_LAZY = ("data", "training", "tuning", "export", "pretrained", "distributed", "cli")
+_LAZY = ("data", "training", "tuning", "export", "pretrained", "distributed", "cli", "diagnostics", "gradcam")
 # Entry points of the modules above, importable from the top without loading them all up front.
 _ENTRY_POINTS = {
     "load_data": ("data", "load"),
@@ -44,6 +44,7 @@ _ENTRY_POINTS = {
     "search": ("tuning", "run_search"),
     "to_tflite": ("export", "to_tflite"),
     "load_weights": ("pretrained", "load_weights"),
+    "explain": ("gradcam", "explain"),
 }
 
 

@@ -90,10 +90,16 @@ def _evaluate(args):
     from keras_resnet import training
 
     result = training.evaluate(args.model, dataset=args.dataset, data_dir=args.data_dir,
-                               download=args.download, tta=args.tta)
-    print(json.dumps(result) if args.json else
-          f"{args.model}: test accuracy {result['test_accuracy']:.4f} on {result['test_images']} images"
+                               download=args.download, tta=args.tta, output=args.output)
+    if args.json:
+        print(json.dumps(result))
+        return
+    print(f"{args.model}: test accuracy {result['test_accuracy']:.4f} on {result['test_images']} images"
           + (" (with flip test-time augmentation)" if args.tta else ""))
+    worst = sorted(result["per_class"]["classes"], key=lambda c: c["f1"])[:3]
+    print(f"  macro F1 {result['per_class']['macro_avg']['f1']:.4f}; lowest F1: "
+          + ", ".join(f"{c['class']} {c['f1']:.3f}" for c in worst))
+    print("  wrote " + ", ".join(result["files"].values()))
 
 
 def add_data_args(p, run_folder_default=None, bad_images=True):
@@ -142,11 +148,14 @@ def _add_training(sub):
                    help="auto: a progress bar on a terminal, one line per epoch otherwise")
     p.set_defaults(func=_train)
 
-    p = sub.add_parser("evaluate", help="test accuracy of a saved .keras model")
+    p = sub.add_parser("evaluate", help="test accuracy, per-class F1, confusion.png and mistakes.png of a saved "
+                                        ".keras model")
     p.add_argument("model", help="path of a .keras file")
     add_data_args(p, run_folder_default="its test split is evaluated")
     p.add_argument("--tta", action="store_true",
                    help="average each test image's prediction with its mirror image's (data trained with flips)")
+    p.add_argument("--output", default=None,
+                   help="folder of confusion.png, mistakes.png and evaluation.json (default: the model's folder)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_evaluate)
 
@@ -295,6 +304,31 @@ def _add_export(sub):
     p.set_defaults(func=_predict)
 
 
+def _explain(args):
+    from keras_resnet import gradcam
+
+    output = args.output or os.path.dirname(os.path.abspath(args.model))
+    for result in gradcam.explain(args.model, args.images, class_name=args.class_name, output=output,
+                                  layer=args.layer):
+        top, explained = result["top"], result["explained"]
+        print(f"{result['image']}: top {top['name']} {top['probability']:.3f}; Grad-CAM of "
+              f"{explained['name']} ({explained['probability']:.3f}) in {result['file']}")
+
+
+def _add_explain(sub):
+    """`explain` (keras_resnet.gradcam)."""
+    p = sub.add_parser("explain", help="Grad-CAM heat maps of images: where a .keras model finds a class "
+                                       "(TensorFlow backend)")
+    p.add_argument("model", help="a .keras file (its run folder gives the normalisation and class names)")
+    p.add_argument("images", nargs="+", help="image files (PNG, JPEG, ...), read as `predict` reads them")
+    p.add_argument("--class", dest="class_name", metavar="NAME", default=None,
+                   help="the class to explain, by name or index (default: each image's top prediction)")
+    p.add_argument("--output", default=None,
+                   help="folder of the gradcam_<image>.png files (default: the model's folder)")
+    p.add_argument("--layer", default=None, help="the feature map (default: the last residual stage)")
+    p.set_defaults(func=_explain)
+
+
 # Bad input (exit 2) and failures while running (exit 1), each reported in one line.
 USAGE_ERRORS = (ValueError, TypeError, FileNotFoundError, NotADirectoryError, IsADirectoryError)
 RUNTIME_ERRORS = (OSError, FloatingPointError, RuntimeError, ImportError)
@@ -303,12 +337,12 @@ RUNTIME_ERRORS = (OSError, FloatingPointError, RuntimeError, ImportError)
 def main(argv=None):
     parser = argparse.ArgumentParser(
         prog="keras-resnet", description="Residual networks for Keras 3: build, train, search, export, "
-                                         "predict. `keras-resnet COMMAND --help` lists a command's flags.")
+                                         "predict, explain. `keras-resnet COMMAND --help` lists a command's flags.")
     parser.add_argument("--debug", action="store_true", help="tracebacks and TensorFlow's native logs")
     sub = parser.add_subparsers(dest="command", required=True)
     argv = sys.argv[1:] if argv is None else list(argv)
     with quiet_native_logs("--debug" not in argv):  # TensorFlow's C++ log lines go nowhere
-        for add in (_add_summary, _add_training, _add_tuning, _add_export):
+        for add in (_add_summary, _add_training, _add_tuning, _add_export, _add_explain):
             add(sub)
         args = parser.parse_args(argv)
         return _run(args)

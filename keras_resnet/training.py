@@ -7,8 +7,9 @@ never on BatchNorm or biases.
 
 `fit_run` is the only place that trains a run: `train` calls it, and so does the search's retraining.
 It writes into the run folder ``model.keras`` (final), ``best.keras`` (best validation accuracy),
-``history.csv``, ``config.json``, ``run.json`` (config and metrics), ``curves.png``, TensorBoard logs
-and ``state/`` (see `keras_resnet.callbacks.RunState`). Every file is written atomically. A run that
+``history.csv``, ``config.json``, ``run.json`` (config and metrics, per-class precision/recall/F1
+included), ``curves.png``, ``confusion.png`` and ``mistakes.png`` (see `keras_resnet.diagnostics`),
+TensorBoard logs and ``state/`` (see `keras_resnet.callbacks.RunState`). Every file is written atomically. A run that
 stopped for any reason (killed, full disk, power cut) continues from its last finished epoch when the
 same command runs again.
 
@@ -24,7 +25,7 @@ import time
 import keras
 import numpy as np
 
-from keras_resnet import checks, io_utils
+from keras_resnet import checks, diagnostics, io_utils
 from keras_resnet import data as data_lib
 from keras_resnet import distributed
 from keras_resnet.callbacks import NaNGuard, RunState
@@ -226,11 +227,17 @@ def fit_run(model, recipe, data, run_dir, *, pipeline="auto", verbose="auto", co
                "best_val_accuracy": None if state.best_epoch is None else state.best,
                "fit_seconds_this_process": round(seconds, 1)}
     with distributed.process_local():  # each process predicts by itself; process 0 writes alone
+        probs = None
         if data.x_test is not None:
             x_test = data_lib.normalize(data.x_test, data.info)
-            metrics.update(test_accuracies(model, x_test, data.y_test, data.info),
+            probs = predict_probs(model, x_test)
+            metrics.update(test_accuracies(model, x_test, data.y_test, data.info, probs=probs),
                            test_images=len(data.y_test))
         if chief:
+            if probs is not None:  # confusion.png, mistakes.png and the per-class figures
+                report = diagnostics.write_pictures(run_dir, probs, data.y_test, data.x_test,
+                                                    data.info["class_names"], title=model.name)
+                metrics["pictures"], metrics["per_class"] = report.pop("files"), report
             io_utils.save_model(model, os.path.join(run_dir, "model.keras"))
             io_utils.write_json(os.path.join(run_dir, "run.json"), metrics, indent=2)
             plot_history(read_history(state.history_path), os.path.join(run_dir, "curves.png"),
@@ -352,10 +359,11 @@ def predict_probs(model, x, flip=False, batch_size=256):
     return probs
 
 
-def test_accuracies(model, x, y, info, batch_size=256):
+def test_accuracies(model, x, y, info, batch_size=256, probs=None):
     """``{"test_accuracy", "test_loss"}`` (plain cross-entropy) for normalised `x`, and
-    ``"test_accuracy_flip_tta"`` (mirrored images averaged in) where the training used flips."""
-    probs = predict_probs(model, x, batch_size=batch_size)
+    ``"test_accuracy_flip_tta"`` (mirrored images averaged in) where the training used flips.
+    `probs`: the model's probabilities of `x`, when the caller has them already."""
+    probs = predict_probs(model, x, batch_size=batch_size) if probs is None else probs
     loss = -np.mean(np.log(np.clip(probs[np.arange(len(y)), np.asarray(y).astype(int)], 1e-12, None)))
     result = {"test_accuracy": _accuracy(probs, y), "test_loss": float(loss)}
     if info.get("flip"):
@@ -364,12 +372,23 @@ def test_accuracies(model, x, y, info, batch_size=256):
     return result
 
 
-def evaluate(model_path, dataset=None, data_dir=None, download=False, batch_size=256, tta=False):
-    """Test-split accuracy of a saved `.keras` model; ``tta=True`` averages each image's prediction
-    with its mirror image's (refused for data whose training does not flip, such as digits).
+def evaluate(model_path, dataset=None, data_dir=None, download=False, batch_size=256, tta=False, output=None):
+    """Test-split accuracy of a saved `.keras` model, per-class figures and pictures of its mistakes.
 
-    Without `dataset`, the dataset and normalisation of the run folder next to the file (its
-    ``config.json``) are used, or Fashion-MNIST when there is none (a line says which)."""
+    ``tta=True`` averages each image's prediction with its mirror image's (refused for data whose
+    training does not flip, such as digits). Without `dataset`, the dataset and normalisation of the
+    run folder next to the file (its ``config.json``) are used, or Fashion-MNIST when there is none (a
+    line says which).
+
+    Writes into `output` (default: the model's folder) ``confusion.png`` (normalised per true class),
+    ``mistakes.png`` (the most confidently wrong test images) and ``evaluation.json`` (what this
+    returns; see `keras_resnet.diagnostics`).
+
+    Returns:
+        ``{"model", "test_accuracy", "test_images", "tta", "per_class": {"classes": [{"class",
+        "precision", "recall", "f1", "support"}, ...], "macro_avg", "weighted_avg", "accuracy"},
+        "files"}``.
+    """
     from keras_resnet import run_folder
 
     model = io_utils.load_model(model_path, "model_path")
@@ -383,7 +402,15 @@ def evaluate(model_path, dataset=None, data_dir=None, download=False, batch_size
     if tta and not info["flip"]:
         raise ValueError(f"`tta`=True averages over mirrored images, but {dataset!r} is not trained with "
                          "flips (mirrored images are not valid samples of it); evaluate it with tta=False.")
+    output = os.fspath(output) if output is not None else os.path.dirname(os.path.abspath(os.fspath(model_path)))
+    os.makedirs(output, exist_ok=True)
     x = data_lib.normalize(x_test, info)
     probs = predict_probs(model, x, flip=tta, batch_size=batch_size)
-    return {"test_accuracy": _accuracy(probs, y_test), "test_images": int(len(y_test)),
-            "tta": "flip" if tta else None}
+    report = diagnostics.write_pictures(output, probs, y_test, x_test, info["class_names"], title=model.name)
+    files = report.pop("files")
+    result = {"model": os.fspath(model_path), "dataset": str(dataset), "test_accuracy": _accuracy(probs, y_test),
+              "test_images": int(len(y_test)), "tta": "flip" if tta else None, "per_class": report}
+    files["evaluation_json"] = os.path.join(output, "evaluation.json")
+    result["files"] = files
+    io_utils.write_json(files["evaluation_json"], result, indent=2)
+    return result

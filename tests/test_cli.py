@@ -55,6 +55,8 @@ BAD_COMMANDS = [
      2, ["/dev/null/run"]),
     ("evaluate {root}/truncated.keras", 2, ["truncated.keras", "truncated or corrupt"]),
     ("evaluate {root}/missing.keras", 2, ["missing.keras"]),
+    ("explain {root}/truncated.keras {root}/notes.png", 2, ["truncated.keras", "truncated or corrupt"]),
+    ("explain {root}/missing.keras {root}/notes.png --class 3", 2, ["missing.keras"]),
     ("tune --depths 21 --max-trials 1", 2, ["21"]),
     ("tune --width-min 2 --width-max 1", 2, ["width_min"]),
 ]

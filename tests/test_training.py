@@ -31,7 +31,8 @@ def tiny_run(tmp_path_factory):
 @pytest.mark.slow
 def test_run_writes_model_history_metrics_and_plot(tiny_run):
     run_dir, result = tiny_run
-    for name in ("model.keras", "best.keras", "history.csv", "run.json", "config.json", "curves.png"):
+    for name in ("model.keras", "best.keras", "history.csv", "run.json", "config.json", "curves.png",
+                 "confusion.png", "mistakes.png"):
         assert (run_dir / name).stat().st_size > 0, name
     assert (run_dir / "logs").is_dir()
     saved = json.loads((run_dir / "run.json").read_text())
@@ -39,6 +40,9 @@ def test_run_writes_model_history_metrics_and_plot(tiny_run):
     assert saved["model"]["name"] == "resnet8_w0.25"
     assert saved["normalization"]["mean"] and saved["class_names"][0] == "T-shirt/top"
     assert 0.0 <= saved["test_accuracy"] <= 1.0
+    classes = saved["per_class"]["classes"]
+    assert [c["class"] for c in classes] == saved["class_names"] and sum(c["support"] for c in classes) == 10000
+    assert saved["per_class"]["accuracy"] == pytest.approx(saved["test_accuracy"])
     assert not list(run_dir.glob("*partial*"))
 
 
@@ -51,11 +55,16 @@ def test_training_loss_goes_down(tiny_run):
 
 
 @pytest.mark.slow
-def test_saved_model_evaluates_to_the_reported_accuracy(tiny_run):
+def test_saved_model_evaluates_to_the_reported_accuracy_and_per_class_figures(tiny_run, tmp_path):
     run_dir, result = tiny_run
-    evaluated = training.evaluate(str(run_dir / "model.keras"))
+    evaluated = training.evaluate(str(run_dir / "model.keras"), output=tmp_path)
     assert evaluated["test_images"] == 10000
     assert evaluated["test_accuracy"] == pytest.approx(result["test_accuracy"], abs=1e-3)
+    assert json.loads((tmp_path / "evaluation.json").read_text()) == evaluated
+    for name in ("confusion.png", "mistakes.png"):
+        assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    recall = {c["class"]: c["recall"] for c in evaluated["per_class"]["classes"]}
+    assert recall == {c["class"]: pytest.approx(c["recall"], abs=0.01) for c in result["per_class"]["classes"]}
 
 
 @pytest.mark.slow

@@ -299,8 +299,58 @@ def test_search_writes_leaderboard_plot_and_best_model(hyperband_search):
     assert rebuilt.count_params() == model.count_params() == best["params"]
     assert json.loads((folder / "results.json").read_text())["best"]["test_accuracy"] == best["test_accuracy"]
     assert training.read_history(str(folder / "retrain" / "history.csv"))["epoch"] == [0]
-    assert (folder / "retrain" / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    for name in ("curves.png", "confusion.png", "mistakes.png"):
+        assert (folder / "retrain" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert not list(folder.glob("*partial*"))
+
+
+def _hparams_sessions(logdir):
+    """Each HParams session under `logdir`, read with TensorBoard's own readers: its folder, trial id,
+    hyperparameters and the scalars written into it."""
+    from tensorboard.backend.event_processing import event_accumulator
+    from tensorboard.plugins.hparams import plugin_data_pb2
+    from tensorboard.util import tensor_util
+
+    sessions = []
+    for folder in sorted(logdir.glob("*/execution*")):
+        events = event_accumulator.EventAccumulator(str(folder), size_guidance={event_accumulator.TENSORS: 0})
+        events.Reload()
+        data = [plugin_data_pb2.HParamsPluginData.FromString(content)
+                for content in events.PluginTagToContent("hparams").values()]
+        (start,) = [d.session_start_info for d in data if d.HasField("session_start_info")]
+        hparams = {name: value.WhichOneof("kind") and getattr(value, value.WhichOneof("kind"))
+                   for name, value in start.hparams.items()}
+        scalars = {tag: float(tensor_util.make_ndarray(events.Tensors(tag)[-1].tensor_proto))
+                   for tag in events.Tags()["tensors"] if not tag.startswith("_hparams_")}
+        sessions.append({"folder": folder, "trial_id": start.group_name, "hparams": hparams, "scalars": scalars})
+    return sessions
+
+
+@pytest.mark.slow
+def test_every_trial_is_an_hparams_session_with_its_depth_width_and_objective(hyperband_search):
+    folder, _ = hyperband_search
+    board = json.loads((folder / "leaderboard.json").read_text())
+    sessions = {s["trial_id"]: s for s in _hparams_sessions(folder / "tensorboard")}
+    assert sorted(sessions) == sorted(r["trial_id"] for r in board["trials"])
+    for row in board["trials"]:
+        session = sessions[row["trial_id"]]
+        assert session["folder"].parent.name == row["trial_id"]
+        assert session["hparams"]["depth"] == row["depth"]
+        assert session["hparams"]["width"] == pytest.approx(row["width"])
+        assert session["scalars"]["val_accuracy"] == pytest.approx(row["val_accuracy"])
+        assert session["scalars"]["params"] == row["params"] and session["scalars"]["macs"] == row["macs"]
+        curves = _hparams_event_tags(session["folder"] / "validation")
+        assert "epoch_accuracy" in curves  # per-epoch validation accuracy, from Keras's TensorBoard callback
+
+
+def _hparams_event_tags(folder):
+    from tensorboard.backend.event_processing import event_file_loader
+
+    tags = set()
+    for path in folder.glob("events.out.tfevents.*"):
+        for event in event_file_loader.EventFileLoader(str(path)).Load():
+            tags.update(v.tag for v in event.summary.value)
+    return tags
 
 
 @pytest.mark.slow

@@ -13,6 +13,7 @@ from keras_resnet import data as data_lib
 from keras_resnet.flags import field
 from keras_resnet.models import VARIANTS
 from keras_resnet.execution import PRECISIONS, precision_scope
+from keras_resnet.tuning import board
 from keras_resnet.tuning.budget import Budget
 from keras_resnet.tuning.deploy import deploy_best
 from keras_resnet.tuning.latency import CALIBRATION_IMAGES, LatencyMeter
@@ -59,7 +60,8 @@ def run_search(space=None, budget=None, recipe=None, *, data=None, retrain=None,
     model retrained on the training split, validation included, see `Retrain`), ``retrain/`` (the
     run folder of that training) and ``results.json`` with its test accuracy, measured once. Running
     the same call again continues an interrupted search, and an interrupted retraining from its last
-    finished epoch. In a distributed search, workers only run trials; the chief writes the results.
+    finished epoch. On the TensorFlow backend, ``tensorboard/`` holds every trial's hyperparameters,
+    curves and results in TensorBoard's HParams format (`keras_resnet.tuning.board`). In a distributed search, workers only run trials; the chief writes the results.
 
     Args:
         space: a `SearchSpace`; budget: a `Budget`; recipe: the base `Recipe` of every trial.
@@ -142,7 +144,8 @@ def _search(tuner, search, recipe, budget, setup, dataset, verbose):
     # Every trial traces a new model, so TensorFlow's warning about retracing is expected: keep it out of
     # the one line per trial.
     with _quiet_logger("tensorflow"):
-        tuner.search(train_ds, validation_data=val_ds, epochs=budget.max_epochs, shuffle=False, verbose=0)
+        tuner.search(train_ds, validation_data=val_ds, epochs=budget.max_epochs, shuffle=False, verbose=0,
+                     callbacks=board.callbacks(tuner.project_dir))  # HParams logs: tensorboard --logdir
     return round(time.perf_counter() - start, 1)
 
 

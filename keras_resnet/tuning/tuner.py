@@ -11,7 +11,7 @@ import numpy as np
 
 from keras_resnet import checks, io_utils
 from keras_resnet.summary import summarize
-from keras_resnet.tuning import _kt_compat
+from keras_resnet.tuning import _kt_compat, board
 from keras_resnet.tuning.budget import Budget, Clock
 from keras_resnet.tuning.latency import LatencyMeter
 from keras_resnet.tuning.oracles import TUNERS, HyperbandOracle
@@ -101,7 +101,7 @@ class ResNetTuner(_kt_compat.TunerHooks, keras_tuner.Tuner):
             raise keras_tuner.errors.FailedTrialError(f"training ended without a {OBJECTIVE} value")
         best = int(np.argmax(history.history[OBJECTIVE]))
         size = summarize(history.model)
-        return {
+        result = {
             **{name: float(values[best]) for name, values in history.history.items()},
             "params": float(size["params"]),
             "macs": float(size["macs"]),
@@ -109,6 +109,8 @@ class ResNetTuner(_kt_compat.TunerHooks, keras_tuner.Tuner):
             "seconds": round(seconds, 2),
             "stopped_by_time_limit": float(bool(stop)),
         }
+        board.log_trial(self.project_dir, trial.trial_id, result)  # next to its HParams session
+        return result
 
     def on_trial_end(self, trial):
         super().on_trial_end(trial)
