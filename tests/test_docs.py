@@ -11,6 +11,7 @@ are slow; the rest run in the fast tier.
 import doctest
 import importlib
 import io
+import json
 import pkgutil
 import re
 import shutil
@@ -30,7 +31,7 @@ REASONS = ("the internet", "GPU", "several processes", "several machines", "mult
 OPTIONS = doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE
 # Modules and pages whose examples train, search or convert: the whole suite runs them.
 SLOW = {"keras_resnet", "keras_resnet.export.convert", "README.md", "docs/training.md", "docs/search.md",
-        "docs/export.md"}
+        "docs/export.md", "docs/pictures.md"}
 
 
 def _modules_with_examples():
@@ -77,8 +78,13 @@ def test_docstring_examples_run(name, tmp_path, monkeypatch):
 @pytest.mark.parametrize("page", [_slow_if(p) for p in PAGES if BLOCK.search((ROOT / p).read_text())])
 def test_page_python_blocks_run(page, tmp_path, monkeypatch, request):
     text = (ROOT / page).read_text()
-    if '"model.keras"' in text:  # the page converts a run's model: a model trained on Fashion-MNIST
-        shutil.copy(request.getfixturevalue("fmnist_model").path, tmp_path / "model.keras")
+    if '"model.keras"' in text:  # the page uses a run folder's model: one trained on Fashion-MNIST
+        trained = request.getfixturevalue("fmnist_model")
+        shutil.copy(trained.path, tmp_path / "model.keras")
+        info = trained.data[-1]
+        config = {"dataset": "fashion_mnist", "normalization": {"mean": info["mean"], "std": info["std"]},
+                  "class_names": info["class_names"]}
+        (tmp_path / "config.json").write_text(json.dumps(config))
     monkeypatch.chdir(tmp_path)
     namespace = {"__name__": "__main__"}
     for i, block in enumerate(BLOCK.findall(text)):
