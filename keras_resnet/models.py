@@ -250,7 +250,10 @@ def build(
         drop_path_rate: stochastic-depth rate of the last block, rising linearly from 0 at the first.
         classifier_activation: activation of the classifier ("softmax", or None for logits).
         weights: None (random initialisation) or a checkpoint to load, as
-            `keras_resnet.pretrained.load_weights` takes it.
+            `keras_resnet.pretrained.load_weights` takes it. Without `depth` and `blocks`, the
+            architecture is the checkpoint's (`keras_resnet.pretrained.architecture_of`: timm's
+            config.json names it, else its tensors show it), e.g.
+            ``build(weights="timm/resnet50d.ra2_in1k")``.
 
     Returns:
         An uncompiled functional `ResNet` (a `keras.Model` whose config is these arguments, so a
@@ -265,6 +268,18 @@ def build(
     >>> build("resnet18d", input_shape=(64, 64, 3), num_classes=10).name
     'resnet18d'
     """
+    if weights is not None and depth is None and blocks is None:
+        from keras_resnet import pretrained
+
+        found = pretrained.architecture_of(weights)
+        depth, blocks, block = found.pop("depth"), found.pop("blocks", None), found.pop("block", None)
+        width = found.pop("width", width)
+        given = dict(stem=stem, stem_width=stem_width, shortcut=shortcut, attention=attention, groups=groups,
+                     width_per_group=width_per_group)
+        if isinstance(depth, str):  # a name: options given here are checked against its row
+            found = {}
+        stem, stem_width, shortcut, attention, groups, width_per_group = (
+            given[k] if given[k] is not None else found.get(k) for k in given)
     model = ResNet(depth, blocks=blocks, block=block, width=width, stem=stem, stem_width=stem_width,
                    shortcut=shortcut, attention=attention, groups=groups, width_per_group=width_per_group,
                    variant=variant, num_classes=num_classes, input_shape=input_shape, include_top=include_top,
