@@ -197,6 +197,7 @@ def test_new_layers_pass_keras_layer_tests(make):
         run_training_check=False, supports_masking=False)
 
 
+@pytest.mark.slow
 def test_every_variant_saved_as_keras_loads_with_safe_mode(tmp_path, rng):
     x = rng.normal(size=(2, 64, 64, 3)).astype("float32")
     for name, kwargs in {"resnet18d": {"depth": "resnet18d"},
@@ -318,6 +319,7 @@ def test_checkpoint_of_another_family_member_names_the_option_and_keeps_weights(
         np.testing.assert_array_equal(a.numpy(), b)
 
 
+@pytest.mark.slow
 def test_to_state_dict_round_trips_a_family_checkpoint(family):
     case = family("resnet18d")
     state = pretrained.to_state_dict(build_case(case, weights=case["safetensors"]))
@@ -327,6 +329,18 @@ def test_to_state_dict_round_trips_a_family_checkpoint(family):
         np.testing.assert_array_equal(state[key], value, err_msg=key)
 
 
+def test_architecture_of_reads_the_config_json_name_else_the_tensors(family, tmp_path):
+    case = family("seresnext_d_1111")
+    assert pretrained.architecture_of(case["safetensors"]) == {"depth": None, **case["build"], "stem_width": 64}
+    os.symlink(case["safetensors"], tmp_path / "model.safetensors")
+    (tmp_path / "config.json").write_text(json.dumps({"architecture": "seresnext26d_32x4d.gluon_in1k"}))
+    # a name outside the table: read from the tensors
+    assert pretrained.architecture_of(tmp_path)["groups"] == 32
+    (tmp_path / "config.json").write_text(json.dumps({"architecture": "resnet50d.ra2_in1k"}))
+    assert pretrained.architecture_of(tmp_path) == {"depth": "resnet50d"}
+
+
+@pytest.mark.slow
 def test_build_takes_the_architecture_from_a_hub_config_json(family, tmp_path, monkeypatch):
     case = family("seresnet18")
     config = {"architecture": "seresnet18", "num_classes": CLASSES,
@@ -343,10 +357,9 @@ def test_build_takes_the_architecture_from_a_hub_config_json(family, tmp_path, m
     assert relative_error(model.predict(family.x, verbose=0), case["logits"]) < TOLERANCE
 
 
+@pytest.mark.slow
 def test_build_reads_the_architecture_from_the_tensors_without_config_json(family):
     case = family("seresnext_d_1111")
-    assert pretrained.architecture_of(case["safetensors"]) == {"depth": None, **case["build"],
-                                                                "stem_width": 64}
     model = keras_resnet.build(weights=case["safetensors"], input_shape=(SIZE, SIZE, 3), num_classes=CLASSES,
                                classifier_activation=None)
     assert relative_error(model.predict(family.x, verbose=0), case["logits"]) < TOLERANCE
