@@ -363,3 +363,27 @@ def test_build_reads_the_architecture_from_the_tensors_without_config_json(famil
     model = keras_resnet.build(weights=case["safetensors"], input_shape=(SIZE, SIZE, 3), num_classes=CLASSES,
                                classifier_activation=None)
     assert relative_error(model.predict(family.x, verbose=0), case["logits"]) < TOLERANCE
+
+
+# ------------------------------------------------------------------ export
+
+
+@pytest.mark.slow
+def test_narrow_seresnext_d_exports_to_verified_float32_and_int8_litert_with_builtin_ops(tmp_path, rng,
+                                                                                          randomize_bn):
+    from keras_resnet.export import to_tflite
+
+    # every new operator at once: the deep stem, the average-pool shortcut, SE and a grouped 3x3
+    model = keras_resnet.build(blocks=(1, 1, 1, 1), block="bottleneck", stem="deep", shortcut="avg_down",
+                               attention="se", groups=4, width_per_group=16, width=0.25,
+                               input_shape=(64, 64, 3), num_classes=4)
+    randomize_bn(model)
+    x = rng.normal(size=(16, 64, 64, 3)).astype("float32")
+    for mode, checks in (("float32", {}), ("int8", {"max_abs_diff": 0.1, "min_agreement": 0.0})):
+        info = to_tflite(model, tmp_path / f"{mode}.tflite", mode, x if mode == "int8" else None,
+                         verify_data=x, **checks)
+        ops = info["ops"]
+        assert not [op for op in ops if op.startswith(("CUSTOM", "Flex"))], ops
+        assert {"CONV_2D", "AVERAGE_POOL_2D", "MEAN", "LOGISTIC", "MUL"} <= set(ops)
+        assert ops["CONV_2D"] == 27  # stem 3, blocks 4 x (3 + SE 2), shortcuts 4: every one built in
+        assert info["verification"]["max_abs_diff"] <= (1e-4 if mode == "float32" else 0.1)
