@@ -392,7 +392,11 @@ def _graph(depth, blocks, block, width, stem, stem_width, shortcut, attention, g
     if named:
         return inputs, x, named + ("" if width == 1 else f"_w{width:g}")
     prefix = {"v1.5": "resnet", "preact": "preresnet", "plain": "plain"}[variant]
-    suffix = "" if width == 1 else f"_w{width:g}"
+    # options outside a named row show in the name (and so in the default run folder)
+    tags = [tag for tag, on in (("deep_stem", stem == "deep"), ("avg_down", shortcut == "avg_down"),
+                                (attention, attention is not None),
+                                (f"{groups}x{width_per_group}d", (groups, width_per_group) != (1, 64))) if on]
+    suffix = "".join(f"_{t}" for t in tags) + ("" if width == 1 else f"_w{width:g}")
     return inputs, x, f"{prefix}{d}{suffix}"
 
 

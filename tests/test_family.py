@@ -126,7 +126,7 @@ def test_cifar_family_takes_the_average_pool_shortcut_and_se(rng):
     block = model.get_layer("stage3_block1")
     assert isinstance(block.se, SqueezeExcite) and block.shortcut.pool is not None
     assert block.shortcut.conv.strides == (1, 1)
-    assert model.name == "resnet20"
+    assert model.name == "resnet20_avg_down_se"  # and so its default run folder differs from resnet20's
     assert model(rng.normal(size=(2, 28, 28, 1)).astype("float32")).shape == (2, CLASSES)
     plain = keras_resnet.build(20, input_shape=(28, 28, 1), num_classes=CLASSES)
     # SE adds 2 * (C * C_se) + C_se + C per block; avg_down adds no parameter
