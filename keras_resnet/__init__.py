@@ -2,6 +2,7 @@
 
     >>> import keras_resnet
     >>> model = keras_resnet.build(depth=34)                 # an uncompiled keras.Model
+    >>> model = keras_resnet.build("resnet50d")              # a name from keras_resnet.list_models()
     >>> recipe = keras_resnet.training.Recipe(epochs=1)      # Fashion-MNIST, offline; 500 images here
     >>> result = keras_resnet.train(depth=8, recipe=recipe, train_size=500, verbose=0)
     >>> sidecar = keras_resnet.to_tflite(result["run_dir"] + "/model.keras", "m.tflite")  # verified
@@ -28,9 +29,10 @@ with quiet_native_logs(_COMMAND and "--debug" not in sys.argv):
         DropPath,
         ProjectionShortcut,
         ResidualBlock,
+        SqueezeExcite,
     )
     from keras_resnet.losses import SmoothedSparseCrossentropy
-    from keras_resnet.models import IMAGENET_DEPTHS, ResNet, build, config_of
+    from keras_resnet.models import ARCHITECTURES, IMAGENET_DEPTHS, ResNet, build, config_of, list_models
     from keras_resnet.summary import count_macs, summarize
 
 __version__ = "0.1.0"
@@ -58,6 +60,7 @@ def __getattr__(name):
 
 
 __all__ = [
+    "ARCHITECTURES",
     "BottleneckBlock",
     "DropPath",
     "IMAGENET_DEPTHS",
@@ -65,9 +68,11 @@ __all__ = [
     "ProjectionShortcut",
     "ResidualBlock",
     "SmoothedSparseCrossentropy",
+    "SqueezeExcite",
     "build",
     "config_of",
     "count_macs",
+    "list_models",
     "summarize",
     "__version__",
 ]

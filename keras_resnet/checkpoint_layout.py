@@ -1,8 +1,11 @@
 """torchvision's tensor names -> our variables, the architecture read from a checkpoint, and every check.
 
-torchvision's ResNets, and timm's ``resnet18`` ... ``resnet152`` that share their layout, name their
-tensors ``conv1``, ``bn1``, ``layer{s}.{b}.conv{k}/bn{k}``, ``layer{s}.0.downsample.0/1`` and ``fc``;
-they load into ``variant="v1.5"`` (the same padding, BatchNorm epsilon and stride placement).
+torchvision's ResNets, and timm's ResNets that share their layout, name their tensors ``conv1``
+(``conv1.0``/``.1``/``.3``/``.4``/``.6`` for the deep stem), ``bn1``, ``layer{s}.{b}.conv{k}/bn{k}``,
+``layer{s}.{b}.se.fc1/fc2`` (squeeze-and-excitation), ``layer{s}.0.downsample.0/1`` (``.1/.2`` after
+the average pool of the ResNet-D shortcut) and ``fc``; they load into ``variant="v1.5"`` (the same
+padding, BatchNorm epsilon and stride placement) built with the same stem, shortcut, attention and
+groups, which are read from the tensors.
 `load_state_dict` reads the architecture from the tensors, checks it against the model, then every
 tensor's name and shape, and assigns only when all checks pass. The sources (files, Hub names) are
 in `keras_resnet.pretrained`.
@@ -19,13 +22,21 @@ TORCHVISION = "torchvision"
 # (x / 255 - mean) / std on uint8 images).
 IMAGENET_NORMALIZATION = {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
 SUPPORTED = (
-    "torchvision and timm resnet18, resnet34, resnet50, resnet101 and resnet152 (and other stage lists "
-    "of the same blocks, e.g. timm resnet26), into build(depth, variant='v1.5')"
+    "torchvision's and timm's ResNets in their shared layout, into build(name) with variant='v1.5': "
+    "resnet18 ... resnet152, the c and d forms (deep stem, average-pool shortcut: resnet50d ...), "
+    "seresnet*, resnext50_32x4d, resnext101_32x8d, resnext101_64x4d, seresnext50_32x4d, wide_resnet50_2, "
+    "wide_resnet101_2 (see keras_resnet.list_models()), and other stage lists of the same blocks, e.g. "
+    "timm resnet26"
 )
 
-# Our layer -> torchvision's module; blocks are stage{s}_block{b} -> layer{s}.{b - 1}.
-_MODULES = {"stem_conv": "conv1", "stem_bn": "bn1", "logits": "fc", "shortcut/conv": "downsample.0",
-            "shortcut/bn": "downsample.1"}
+# Our layer -> torchvision's (and timm's) module; blocks are stage{s}_block{b} -> layer{s}.{b - 1}.
+# timm's deep stem is a Sequential of conv, BN, ReLU, conv, BN, ReLU, conv: conv1.0 ... conv1.6.
+_MODULES = {"stem_conv": "conv1", "stem_conv1": "conv1.0", "stem_bn1": "conv1.1", "stem_conv2": "conv1.3",
+            "stem_bn2": "conv1.4", "stem_conv3": "conv1.6", "stem_bn": "bn1", "logits": "fc",
+            "se/fc1": "se.fc1", "se/fc2": "se.fc2"}
+# The shortcut: downsample = (conv, BN), or (AvgPool2d, conv, BN) with the average-pool shortcut.
+_SHORTCUT = {False: {"shortcut/conv": "downsample.0", "shortcut/bn": "downsample.1"},
+             True: {"shortcut/conv": "downsample.1", "shortcut/bn": "downsample.2"}}
 _BLOCK = re.compile(r"layer(\d+)\.(\d+)\.")
 # Keras variable -> PyTorch parameter or buffer.
 PARAMS = {"kernel": "weight", "bias": "bias", "gamma": "weight", "beta": "bias",
@@ -33,11 +44,15 @@ PARAMS = {"kernel": "weight", "bias": "bias", "gamma": "weight", "beta": "bias",
 HEAD_KEYS = ("fc.weight", "fc.bias")
 
 
-def checkpoint_key(path):
-    """The torchvision tensor that holds a model variable, or None where there is none.
+def checkpoint_key(path, avg_down=False):
+    """The torchvision/timm tensor that holds a model variable, or None where there is none.
+
+    `avg_down`: the model's shortcut is shortcut="avg_down" (its layers sit one place further on).
 
     >>> checkpoint_key("stage2_block1/shortcut/bn/gamma")
     'layer2.0.downsample.1.weight'
+    >>> checkpoint_key("stage2_block1/shortcut/bn/gamma", avg_down=True)
+    'layer2.0.downsample.2.weight'
     """
     *layer, param = path.split("/")
     if param not in PARAMS or not layer:
@@ -47,9 +62,16 @@ def checkpoint_key(path):
         module = _MODULES.get("/".join(layer))
     else:
         inner = "/".join(layer[1:])
-        sub = inner if re.fullmatch(r"(conv|bn)\d", inner) else _MODULES.get(inner)
+        sub = (inner if re.fullmatch(r"(conv|bn)\d", inner)
+               else _MODULES.get(inner) or _SHORTCUT[bool(avg_down)].get(inner))
         module = sub and f"layer{block[1]}.{int(block[2]) - 1}.{sub}"
     return module and f"{module}.{PARAMS[param]}"
+
+
+def key_function(config):
+    """`checkpoint_key` for a model of this `config_of` (its shortcut decides the shortcut's names)."""
+    avg_down = config.get("shortcut") == "avg_down"
+    return lambda path: checkpoint_key(path, avg_down)
 
 
 def in_file_layout(shape):
@@ -71,13 +93,13 @@ def to_state_dict(model):
     The inverse of loading: ``safetensors.numpy.save_file(to_state_dict(model), "m.safetensors")``
     writes a file that `keras_resnet.pretrained.load_weights`, torchvision and timm read back.
     """
-    variant = models.config_of(model)["variant"]
-    if variant != "v1.5":
+    config = models.config_of(model)
+    if config["variant"] != "v1.5":
         raise ValueError(f"torchvision's layout holds variant='v1.5' models. Received: a model of "
-                         f"variant={variant!r}")
-    state = {}
+                         f"variant={config['variant']!r}")
+    state, key_of = {}, key_function(config)
     for var in model.weights:
-        key, value = checkpoint_key(var.path), np.asarray(var.numpy())
+        key, value = key_of(var.path), np.asarray(var.numpy())
         if key is not None:
             state[key] = np.ascontiguousarray(value.transpose(3, 2, 0, 1) if value.ndim == 4 else value.T)
     return state
@@ -87,44 +109,59 @@ def to_state_dict(model):
 
 
 def _unsupported(shapes):
-    """``(what, tensor)`` naming a ResNet variant that torchvision's layout does not cover, or None."""
+    """``(what, tensor)`` naming a ResNet variant that the layout does not cover, or None."""
     for pattern, what in (
-        (r"^conv1\.0\.weight$", "a ResNet with a deep 3x3 stem (timm resnet50c/resnet50d/resnet50s, "
-                                "resnet18d, resnet26t ...)"),
         (r"^stem\.conv1?\.weight$", "a timm ResNetV2 (resnetv2_50, resnetv2_50d, resnetv2_50x1_bit ...). "
          "Its pre-activation layout maps onto build(variant='preact') name for name, but timm's stem "
          "max-pool pads with -inf where variant='preact' pads with zeros (its stem has no ReLU before the "
          "pool), so the outputs would not agree"),
-        (r"\.(se|attn|aa)\.", "a ResNet with attention or anti-aliasing modules (seresnet50, ecaresnet50d, "
-                              "resnetaa50 ...)"),
-        (r"^layer\d+\.0\.downsample\.2\.", "a ResNet with an average-pool shortcut (timm resnet*d)"),
+        (r"\.(attn|aa)\.", "a ResNet with attention or anti-aliasing modules other than squeeze-and-"
+                           "excitation (resnetaa50, skresnet ...)"),
+        (r"\.se\.(?!fc[12]\.)", "a ResNet with an attention module other than squeeze-and-excitation "
+                                "(ecaresnet50d, gcresnet50t ...)"),
     ):
         key = next((k for k in shapes if re.search(pattern, k)), None)
         if key is not None:
             return what, key
-    if "conv1.weight" not in shapes:
+    if "conv1.weight" not in shapes and "conv1.0.weight" not in shapes:
         return "not a ResNet in torchvision's layout (it has no conv1.weight)", None
-    if shapes["conv1.weight"][2:] != (7, 7):
+    if "conv1.0.weight" in shapes:
+        inner, mid, out = (shapes.get(f"conv1.{k}.weight") for k in (0, 3, 6))
+        if mid is None or out is None or inner[2:] != (3, 3) or inner[0] != mid[0] or out[0] != 2 * mid[0]:
+            return ("a ResNet with another deep stem than three 3x3 convolutions of w, w and 2w channels "
+                    "(a tiered stem: timm resnet26t, resnet50t ...)", "conv1.0.weight")
+    elif shapes["conv1.weight"][2:] != (7, 7):
         return "a ResNet without the 7x7 ImageNet stem", "conv1.weight"
     if "layer1.0.bn1.weight" in shapes and "layer1.0.bn1.running_var" not in shapes:
         return ("a ResNet without BatchNorm statistics (GroupNorm or frozen-norm variants)",
                 "layer1.0.bn1.weight")
-    if "layer1.0.conv3.weight" in shapes:
-        c1, c2, c3 = (shapes[f"layer1.0.conv{k}.weight"] for k in (1, 2, 3))
-        if c2[1] != c1[0]:
-            return ("a ResNeXt (grouped 3x3 convolutions: resnext50_32x4d, resnext101_32x8d ...)",
-                    "layer1.0.conv2.weight")
-        if c1[0] * 4 != c3[0]:
-            return ("a Wide ResNet (wide_resnet50_2, wide_resnet101_2: bottlenecks twice as wide)",
-                    "layer1.0.conv1.weight")
     return None
+
+
+def _family(shapes, block):
+    """The stem, shortcut, attention, groups and width per group that the tensors show."""
+    deep = "conv1.0.weight" in shapes
+    family = {"stem": "deep" if deep else "default",
+              "stem_width": shapes["conv1.6.weight" if deep else "conv1.weight"][0],
+              "shortcut": "avg_down" if any(re.search(r"\.downsample\.2\.weight$", k) for k in shapes)
+              else "projection",
+              "attention": "se" if any(k.endswith(".se.fc1.weight") for k in shapes) else None,
+              "groups": 1, "width_per_group": 64}
+    if block == "bottleneck":
+        c2, c3 = shapes["layer1.0.conv2.weight"], shapes["layer1.0.conv3.weight"]
+        inner, planes = c2[0], c3[0] // 4
+        groups = inner // c2[1]
+        family.update(groups=groups, width_per_group=inner // groups * 64 // planes)
+    return family
 
 
 def read_architecture(shapes):
     """The architecture a checkpoint's tensors describe, from ``{tensor name: shape}``.
 
-    Returns ``{"block", "blocks", "num_classes", "in_channels", "stem_width", "name"}``; raises
-    `ValueError` naming an unsupported variant and the tensor that shows it.
+    Returns ``{"block", "blocks", "num_classes", "in_channels", "stem", "stem_width", "shortcut",
+    "attention", "groups", "width_per_group", "evidence", "name"}`` (``evidence``: per option, the
+    tensor that shows it, with its shape); raises `ValueError` naming an unsupported
+    variant and the tensor that shows it.
     """
     shapes = {k: tuple(v) for k, v in shapes.items()}
     found = _unsupported(shapes)
@@ -142,12 +179,28 @@ def read_architecture(shapes):
         raise ValueError(f"The checkpoint has {len(blocks)} stages (layer1 ...); ImageNet ResNets have 4. "
                          f"Supported: {SUPPORTED}.")
     block = "bottleneck" if "layer1.0.conv3.weight" in shapes else "basic"
+    family = _family(shapes, block)
     depth = models.block_depth(block, blocks)
     standard = models.IMAGENET_DEPTHS.get(depth) == (block, blocks)
-    head, stem = shapes.get("fc.weight"), shapes["conv1.weight"]
+    named = models.architecture_name(depth, family) if standard and family["stem_width"] == 64 else None
+    head = shapes.get("fc.weight")
+    stem = shapes["conv1.0.weight" if family["stem"] == "deep" else "conv1.weight"]
     return {"block": block, "blocks": blocks, "num_classes": head[0] if head else None,
-            "in_channels": stem[1], "stem_width": stem[0],
-            "name": f"resnet{depth}" if standard else f"a ResNet of {block} blocks {blocks}"}
+            "in_channels": stem[1], **family, "evidence": _evidence(shapes, family),
+            "name": named or f"a ResNet of {block} blocks {blocks}"}
+
+
+def _evidence(shapes, family):
+    """Per option, the tensor (and its shape) that shows the checkpoint's choice."""
+    def show(key):
+        return f"{key} {shapes[key]}" if key in shapes else f"{key} absent"
+
+    se = next((k for k in shapes if k.endswith(".se.fc1.weight")), "layer1.0.se.fc1.weight")
+    down = next((k for k in shapes if re.search(r"\.downsample\.[12]\.weight$", k) and len(shapes[k]) == 4),
+                "layer2.0.downsample.0.weight")
+    grouped = show("layer1.0.conv2.weight")
+    return {"stem": show("conv1.0.weight"), "shortcut": show(down), "attention": show(se),
+            "groups": grouped, "width_per_group": grouped}
 
 
 def model_problems(model, config, arch):
@@ -164,13 +217,19 @@ def model_problems(model, config, arch):
         problems.append(f"the checkpoint is {arch['name']} ({arch['block']} blocks per stage "
                         f"{arch['blocks']}: {evidence}); the model is {model.name} ({config['block']} "
                         f"blocks {config['blocks']}): build it with {how}")
-    if max(1, round(64 * config["width"])) != arch["stem_width"]:
-        problems.append(f"the checkpoint's stem has {arch['stem_width']} filters (conv1.weight), width="
+    for key in ("stem", "shortcut", "attention", "groups", "width_per_group"):
+        if config[key] != arch[key]:
+            problems.append(f"the checkpoint has {key}={arch[key]!r} ({arch['evidence'][key]}); the model has "
+                            f"{key}={config[key]!r}: build it with {key}={arch[key]!r}"
+                            + (f" or build({arch['name']!r})" if arch["name"] in models.ARCHITECTURES else ""))
+    if config["stem_width"] != arch["stem_width"]:
+        stem = "conv1.6.weight" if arch["stem"] == "deep" else "conv1.weight"
+        problems.append(f"the checkpoint's stem has {arch['stem_width']} filters ({stem}), width="
                         f"{arch['stem_width'] / 64:g} of the standard 64; the model has "
-                        f"width={config['width']}: "
+                        f"width={config['width']} (stem_width={config['stem_width']}): "
                         f"build it with width={arch['stem_width'] / 64:g}")
-    stem = tuple(model.get_layer("stem_conv").kernel.shape)
-    if stem[:2] != (7, 7):
+    if "stem_pool" not in [layer.name for layer in model.layers]:
+        stem = tuple(model.get_layer("stem_conv").kernel.shape)
         problems.append(
             f"the model has the small-input stem (stem_conv {stem}: 3x3 stride 1, no max-pool), which "
             f"build() picks for inputs under {models.SMALL_INPUT} pixels (input_shape="
@@ -253,7 +312,7 @@ def load_state_dict(model, arrays, source):
         raise_problems(source, f"the checkpoint ({arch['name']}) does not fit the model {model.name}",
                        problems)
     load_head, note = head_decision(config, arch["num_classes"], arch["name"])
-    plan, problems = plan_assignment(model, arrays, checkpoint_key, in_file_layout, load_head,
+    plan, problems = plan_assignment(model, arrays, key_function(config), in_file_layout, load_head,
                                      ignored=() if load_head else HEAD_KEYS)
     if problems:
         raise_problems(source, f"{len(problems)} tensor(s) of the checkpoint ({arch['name']}) do not fit "

@@ -20,15 +20,32 @@ from keras_resnet.execution import DISTRIBUTE, PRECISIONS  # noqa: E402
 
 
 
+def _depth(text):
+    """A depth (an integer) or a name of keras_resnet.list_models(), which build() checks."""
+    return int(text) if text.isdigit() else text
+
+
 def add_model_args(p, input_shape=(224, 224, 3), num_classes=1000, depth=None):
     """The `build()` arguments, shared by every subcommand that builds a model."""
-    from keras_resnet.models import BLOCKS, VARIANTS
+    from keras_resnet.models import ATTENTIONS, BLOCKS, SHORTCUTS, STEMS, VARIANTS
 
     g = p.add_argument_group("model (arguments of keras_resnet.build)")
-    g.add_argument("--depth", type=int, default=depth, help="18/34/50/101/152, or 6n+2 (20, 56, 110, ...)")
+    g.add_argument("--depth", "--arch", dest="depth", type=_depth, default=depth,
+                   help="18/34/50/101/152, 6n+2 (20, 56, 110, ...), or a name of keras_resnet.list_models(): "
+                        "resnet50d, seresnet50, resnext50_32x4d, wide_resnet50_2, ...")
     g.add_argument("--blocks", type=flags.int_list, default=None, help="custom blocks per stage, e.g. 2,3,4,2")
     g.add_argument("--block", choices=sorted(BLOCKS), default=None)
     g.add_argument("--width", type=float, default=1.0, help="width multiplier (default 1.0)")
+    g.add_argument("--stem", choices=STEMS, default=None, help="deep: three 3x3 convolutions (ResNet-C)")
+    g.add_argument("--stem-width", type=int, default=None, help="channels out of the stem (default 64 * width)")
+    g.add_argument("--shortcut", choices=SHORTCUTS, default=None,
+                   help="avg_down: average-pool, then a stride-1 1x1 projection (ResNet-D)")
+    g.add_argument("--attention", choices=[a for a in ATTENTIONS if a], default=None,
+                   help="se: squeeze-and-excitation in every block")
+    g.add_argument("--groups", type=int, default=None, help="groups of the bottleneck's 3x3 (ResNeXt)")
+    g.add_argument("--width-per-group", type=int, default=None,
+                   help="bottleneck width per group per 64 channels (4 with --groups 32: resnext50_32x4d; "
+                        "128: wide_resnet50_2)")
     g.add_argument("--variant", choices=VARIANTS, default=VARIANTS[0])
     g.add_argument("--num-classes", type=int, default=num_classes)
     g.add_argument("--input-shape", type=flags.int_list, default=input_shape, help="H,W,C, e.g. 28,28,1")
@@ -36,7 +53,8 @@ def add_model_args(p, input_shape=(224, 224, 3), num_classes=1000, depth=None):
 
 
 def model_kwargs(args):
-    return {k: getattr(args, k) for k in ("depth", "blocks", "block", "width", "variant",
+    return {k: getattr(args, k) for k in ("depth", "blocks", "block", "width", "stem", "stem_width", "shortcut",
+                                          "attention", "groups", "width_per_group", "variant",
                                           "num_classes", "input_shape", "drop_path_rate")}
 
 
@@ -55,6 +73,20 @@ def _summary(args):
     print(format_summary(info))
     if args.model and "build" in info:
         print("  build(" + ", ".join(f"{k}={v!r}" for k, v in info["build"].items()) + ")")
+
+
+def _models(args):
+    from keras_resnet.models import ARCHITECTURE_FIELDS, ARCHITECTURES
+
+    for name, row in sorted(ARCHITECTURES.items()):
+        options = dict(zip(ARCHITECTURE_FIELDS, row))
+        print(f"{name:20s} " + " ".join(f"{k}={v}" for k, v in options.items()) if args.verbose else name)
+
+
+def _add_models(sub):
+    p = sub.add_parser("models", help="the names that --depth (--arch) takes, as keras_resnet.list_models()")
+    p.add_argument("--verbose", action="store_true", help="with each name's build() arguments")
+    p.set_defaults(func=_models)
 
 
 def _add_summary(sub):
@@ -342,7 +374,7 @@ def main(argv=None):
     sub = parser.add_subparsers(dest="command", required=True)
     argv = sys.argv[1:] if argv is None else list(argv)
     with quiet_native_logs("--debug" not in argv):  # TensorFlow's C++ log lines go nowhere
-        for add in (_add_summary, _add_training, _add_tuning, _add_export, _add_explain):
+        for add in (_add_models, _add_summary, _add_training, _add_tuning, _add_export, _add_explain):
             add(sub)
         args = parser.parse_args(argv)
         return _run(args)

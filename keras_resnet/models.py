@@ -1,6 +1,7 @@
-"""The depth table and `build()`: every ResNet is a stem, a list of stages of blocks, and a head."""
+"""The depth table, the named architectures and `build()`: a stem, stages of blocks, and a head."""
 
 import contextlib
+import difflib
 
 import keras
 from keras import layers
@@ -16,6 +17,44 @@ IMAGENET_DEPTHS = {
     101: ("bottleneck", (3, 4, 23, 3)),
     152: ("bottleneck", (3, 8, 36, 3)),
 }
+# The named architectures, as timm registers them: depth (in the table above), stem ("deep": three 3x3
+# convolutions, ResNet-C), shortcut ("avg_down": average-pool then a 1x1 stride-1 projection,
+# ResNet-D; He et al. 2019), attention ("se": squeeze-and-excitation, Hu et al. 2018), and the
+# bottleneck's groups and width per group (ResNeXt, Xie et al. 2017; wide ResNets, Zagoruyko and
+# Komodakis 2016, as torchvision's wide_resnet50_2). The c and d forms have a stem of 32-32-64.
+ARCHITECTURES = {
+    # name:              (depth, stem,      shortcut,     attention, groups, width_per_group)
+    "resnet18":          (18,    "default", "projection", None,      1,      64),
+    "resnet34":          (34,    "default", "projection", None,      1,      64),
+    "resnet50":          (50,    "default", "projection", None,      1,      64),
+    "resnet101":         (101,   "default", "projection", None,      1,      64),
+    "resnet152":         (152,   "default", "projection", None,      1,      64),
+    "resnet18c":         (18,    "deep",    "projection", None,      1,      64),
+    "resnet34c":         (34,    "deep",    "projection", None,      1,      64),
+    "resnet50c":         (50,    "deep",    "projection", None,      1,      64),
+    "resnet101c":        (101,   "deep",    "projection", None,      1,      64),
+    "resnet152c":        (152,   "deep",    "projection", None,      1,      64),
+    "resnet18d":         (18,    "deep",    "avg_down",   None,      1,      64),
+    "resnet34d":         (34,    "deep",    "avg_down",   None,      1,      64),
+    "resnet50d":         (50,    "deep",    "avg_down",   None,      1,      64),
+    "resnet101d":        (101,   "deep",    "avg_down",   None,      1,      64),
+    "resnet152d":        (152,   "deep",    "avg_down",   None,      1,      64),
+    "seresnet18":        (18,    "default", "projection", "se",      1,      64),
+    "seresnet34":        (34,    "default", "projection", "se",      1,      64),
+    "seresnet50":        (50,    "default", "projection", "se",      1,      64),
+    "seresnet101":       (101,   "default", "projection", "se",      1,      64),
+    "seresnet152":       (152,   "default", "projection", "se",      1,      64),
+    "resnext50_32x4d":   (50,    "default", "projection", None,      32,     4),
+    "resnext101_32x8d":  (101,   "default", "projection", None,      32,     8),
+    "resnext101_64x4d":  (101,   "default", "projection", None,      64,     4),
+    "seresnext50_32x4d": (50,    "default", "projection", "se",      32,     4),
+    "wide_resnet50_2":   (50,    "default", "projection", None,      1,      128),
+    "wide_resnet101_2":  (101,   "default", "projection", None,      1,      128),
+}
+ARCHITECTURE_FIELDS = ("depth", "stem", "shortcut", "attention", "groups", "width_per_group")
+STEMS = ("default", "deep")
+SHORTCUTS = ("projection", "avg_down")
+ATTENTIONS = (None, "se")
 # The CIFAR family is a rule, not a table: depth 6n+2 is three stages of n basic blocks of 16-32-64
 # channels (He et al. 2015, section 4.2); depth 9n+2 (164, 1001) is three stages of n bottlenecks
 # (He et al. 2016). ImageNet depths take precedence (50 and 152 are also 6n+2).
@@ -32,6 +71,42 @@ def supported_depths_message():
         "(20, 32, 44, 56, 110, 1202, ...) with basic blocks, or 9n+2 (164, 1001, ...) with bottlenecks; "
         "or pass `blocks=` per stage, e.g. blocks=(2, 3, 4, 2) for four stages or (3, 3, 3) for three."
     )
+
+
+def list_models():
+    """The names `build` takes in place of a depth, sorted.
+
+    >>> [name for name in list_models() if name.startswith("resnet50")]
+    ['resnet50', 'resnet50c', 'resnet50d']
+    """
+    return sorted(ARCHITECTURES)
+
+
+def resolve_architecture(depth=None, **options):
+    """``(name or None, depth, options)``: a name in place of `depth` replaced by its table row.
+
+    `options` are build()'s stem, shortcut, attention, groups and width_per_group (None: not given);
+    one given with a name must agree with the name's row.
+    """
+    if not isinstance(depth, str):
+        return None, depth, options
+    if depth not in ARCHITECTURES:
+        close = difflib.get_close_matches(depth, ARCHITECTURES, n=3)
+        raise ValueError(f"`depth` must be an integer or a name from keras_resnet.list_models(). Received: "
+                         f"depth={depth!r}" + (f"; did you mean {', '.join(close)}?" if close else ". ")
+                         + f" Names: {', '.join(list_models())}.")
+    row = dict(zip(ARCHITECTURE_FIELDS, ARCHITECTURES[depth]))
+    for key, value in options.items():
+        if value is not None and value != row[key]:
+            raise ValueError(f"`{key}`={value!r} disagrees with {depth!r}, which has {key}={row[key]!r}. "
+                             f"Pass the name alone, or a depth with the options you want.")
+    return depth, row.pop("depth"), row
+
+
+def architecture_name(depth, options):
+    """The table's name of an ImageNet depth with these options, or None."""
+    row = (depth, *(options[k] for k in ARCHITECTURE_FIELDS[1:]))
+    return next((name for name, r in ARCHITECTURES.items() if r == row), None)
 
 
 def resolve_depth(depth=None, blocks=None, block=None):
@@ -111,6 +186,12 @@ def build(
     blocks=None,
     block=None,
     width=1.0,
+    stem=None,
+    stem_width=None,
+    shortcut=None,
+    attention=None,
+    groups=None,
+    width_per_group=None,
     variant="v1.5",
     num_classes=1000,
     input_shape=(224, 224, 3),
@@ -130,17 +211,36 @@ def build(
     ``stem_bn``, ``stem_pool``, ``stage{s}_block{b}``, ``post_bn`` (pre-activation only), ``pool``,
     ``logits``, ``predictions``.
 
+    A name from `list_models()` in place of the depth (``build("resnet50d")``, as timm's
+    ``create_model``) stands for its row of `ARCHITECTURES`: a depth with a stem, a shortcut, an
+    attention module and the bottleneck's groups and width per group, options that can also be given
+    directly to any depth, the CIFAR family and custom stage lists included (a deep stem needs the
+    ImageNet stem, grouped or wider 3x3s need bottlenecks, and a plain network has no shortcut).
+
     Reference: He et al., "Deep Residual Learning for Image Recognition", CVPR 2016; He et al.,
-    "Identity Mappings in Deep Residual Networks", ECCV 2016.
+    "Identity Mappings in Deep Residual Networks", ECCV 2016; He et al., "Bag of Tricks for Image
+    Classification with Convolutional Neural Networks", CVPR 2019 (ResNet-C/D); Hu et al.,
+    "Squeeze-and-Excitation Networks", CVPR 2018; Xie et al., "Aggregated Residual Transformations for
+    Deep Neural Networks", CVPR 2017 (ResNeXt).
 
     Args:
         depth: 18, 34, 50, 101 or 152 (ImageNet family); 6n+2 such as 20, 32, 44, 56, 110, 1202
-            (CIFAR family, basic blocks), or 9n+2 such as 164 (CIFAR family, bottlenecks).
+            (CIFAR family, basic blocks), or 9n+2 such as 164 (CIFAR family, bottlenecks); or a
+            name from `list_models()` such as "resnet50d", "seresnext50_32x4d", "wide_resnet50_2".
             Defaults to 34 unless `blocks` is given.
         blocks: custom blocks per stage instead of a depth: 4 stages use the ImageNet widths
             (64-128-256-512), 3 stages the CIFAR widths (16-32-64).
         block: "basic" or "bottleneck" for custom `blocks` (default "basic").
         width: multiplier of every stage's width (2.0 doubles all channels, as in Wide ResNets).
+        stem: "default" (7x7 stride 2, or 3x3 stride 1 for small inputs) or "deep" (ResNet-C: three
+            3x3 convolutions of stem_width/2, stem_width/2 and stem_width channels, ImageNet stem only).
+        stem_width: channels out of the stem (default 64 * width, or 16 * width in the CIFAR family).
+        shortcut: "projection" (a strided 1x1 convolution where shapes change) or "avg_down"
+            (ResNet-D: 2x2 average pool, then a stride-1 1x1 convolution).
+        attention: None or "se" (a squeeze-and-excitation gate on every block's branch).
+        groups: groups of the bottleneck's 3x3 convolution (ResNeXt's cardinality; default 1).
+        width_per_group: the bottleneck's inner width per group, per 64 channels of the stage's width
+            (default 64; 4 with groups=32 is resnext50_32x4d, 128 is wide_resnet50_2).
         variant: "v1.5" (post-activation, stride on the 3x3), "preact" (pre-activation), or
             "plain" (the same network without shortcuts, for the paper's degradation experiment).
         num_classes: classes of the classifier (with `include_top`).
@@ -150,22 +250,40 @@ def build(
         drop_path_rate: stochastic-depth rate of the last block, rising linearly from 0 at the first.
         classifier_activation: activation of the classifier ("softmax", or None for logits).
         weights: None (random initialisation) or a checkpoint to load, as
-            `keras_resnet.pretrained.load_weights` takes it.
+            `keras_resnet.pretrained.load_weights` takes it. Without `depth` and `blocks`, the
+            architecture is the checkpoint's (`keras_resnet.pretrained.architecture_of`: timm's
+            config.json names it, else its tensors show it), e.g.
+            ``build(weights="timm/resnet50d.ra2_in1k")``.
 
     Returns:
         An uncompiled functional `ResNet` (a `keras.Model` whose config is these arguments, so a
-        saved file knows its architecture: see `config_of`) named ``resnet{depth}``
-        (``plain{depth}``, ``preresnet{depth}``).
+        saved file knows its architecture: see `config_of`) named after its architecture
+        (``resnet50d``), else ``resnet{depth}`` (``plain{depth}``, ``preresnet{depth}``).
 
     Example:
 
     >>> model = build(depth=20, input_shape=(28, 28, 1), num_classes=10)
     >>> model.output_shape
     (None, 10)
+    >>> build("resnet18d", input_shape=(64, 64, 3), num_classes=10).name
+    'resnet18d'
     """
-    model = ResNet(depth, blocks=blocks, block=block, width=width, variant=variant, num_classes=num_classes,
-                   input_shape=input_shape, include_top=include_top, pooling=pooling,
-                   drop_path_rate=drop_path_rate, classifier_activation=classifier_activation)
+    if weights is not None and depth is None and blocks is None:
+        from keras_resnet import pretrained
+
+        found = pretrained.architecture_of(weights)
+        depth, blocks, block = found.pop("depth"), found.pop("blocks", None), found.pop("block", None)
+        width = found.pop("width", width)
+        given = dict(stem=stem, stem_width=stem_width, shortcut=shortcut, attention=attention, groups=groups,
+                     width_per_group=width_per_group)
+        if isinstance(depth, str):  # a name: options given here are checked against its row
+            found = {}
+        stem, stem_width, shortcut, attention, groups, width_per_group = (
+            given[k] if given[k] is not None else found.get(k) for k in given)
+    model = ResNet(depth, blocks=blocks, block=block, width=width, stem=stem, stem_width=stem_width,
+                   shortcut=shortcut, attention=attention, groups=groups, width_per_group=width_per_group,
+                   variant=variant, num_classes=num_classes, input_shape=input_shape, include_top=include_top,
+                   pooling=pooling, drop_path_rate=drop_path_rate, classifier_activation=classifier_activation)
     if weights is not None:
         from keras_resnet import pretrained
 
@@ -173,8 +291,48 @@ def build(
     return model
 
 
-def _graph(depth, blocks, block, width, variant, num_classes, input_shape, include_top, pooling,
-           drop_path_rate, classifier_activation):
+def _check_family_options(block, blocks, small, stem, stem_width, shortcut, attention, groups,
+                          width_per_group, variant):
+    checks.check_choice("stem", stem, STEMS)
+    checks.check_int("stem_width", stem_width, 1)
+    checks.check_choice("shortcut", shortcut, SHORTCUTS)
+    checks.check_choice("attention", attention, ATTENTIONS)
+    checks.check_int("groups", groups, 1)
+    checks.check_int("width_per_group", width_per_group, 1)
+    if stem == "deep" and small:
+        raise ValueError(f"`stem`='deep' replaces the ImageNet stem (7x7 stride 2), but this network has the "
+                         f"small-input stem (a 3x3 stride-1 convolution: the CIFAR family, or inputs under "
+                         f"{SMALL_INPUT} pixels), which a deep stem would not improve. Received: stem='deep' "
+                         f"with blocks={blocks}")
+    if stem == "deep" and stem_width < 2:
+        raise ValueError(f"`stem_width` must be at least 2 with stem='deep' (its first convolutions have "
+                         f"stem_width / 2 channels). Received: stem_width={stem_width!r}")
+    if block == "basic" and (groups, width_per_group) != (1, 64):
+        raise ValueError(f"Grouped and wider 3x3 convolutions (`groups`, `width_per_group`) are options of "
+                         f"the bottleneck block; this network has basic blocks. Received: groups={groups!r}, "
+                         f"width_per_group={width_per_group!r}: pass block='bottleneck' with blocks=, or a "
+                         f"bottleneck depth (50, 101, 152, 9n+2)")
+    if shortcut == "avg_down" and variant == "plain":
+        raise ValueError("`shortcut`='avg_down' shapes the shortcut, and variant='plain' has none. Received: "
+                         "shortcut='avg_down' with variant='plain'")
+
+
+def _stem(inputs, small, stem, stem_width):
+    """The stem: 3x3 stride 1 (small inputs), 7x7 stride 2 (default) or three 3x3s (deep)."""
+    if small:
+        return conv(stem_width, 3, 1, "stem_conv")(inputs)
+    if stem == "default":
+        return conv(stem_width, 7, 2, "stem_conv")(StridedPad(7, name="stem_pad")(inputs))
+    # ResNet-C: 3x3 stride 2, 3x3, 3x3 (timm's stem_type="deep"); stem_bn and stem_relu follow
+    x = conv(stem_width // 2, 3, 2, "stem_conv1")(StridedPad(3, name="stem_pad")(inputs))
+    x = layers.Activation("relu", name="stem_relu1")(batch_norm("stem_bn1")(x))
+    x = conv(stem_width // 2, 3, 1, "stem_conv2")(x)
+    x = layers.Activation("relu", name="stem_relu2")(batch_norm("stem_bn2")(x))
+    return conv(stem_width, 3, 1, "stem_conv3")(x)
+
+
+def _graph(depth, blocks, block, width, stem, stem_width, shortcut, attention, groups, width_per_group,
+           variant, num_classes, input_shape, include_top, pooling, drop_path_rate, classifier_activation):
     """``(inputs, outputs, name)`` of the network `build` describes."""
     block, blocks = resolve_depth(depth, blocks, block)
     widths = STAGE_WIDTHS[len(blocks)]
@@ -184,20 +342,19 @@ def _graph(depth, blocks, block, width, variant, num_classes, input_shape, inclu
     total_stride = (1 if small else 4) * 2 ** (len(blocks) - 1)
     _check_build_args(width, variant, num_classes, input_shape, include_top, pooling, total_stride,
                       drop_path_rate, classifier_activation)
+    _check_family_options(block, blocks, small, stem, stem_width, shortcut, attention, groups,
+                          width_per_group, variant)
     preact, residual = variant == "preact", variant != "plain"
     block_cls = BLOCKS[block]
 
     inputs = keras.Input(shape=input_shape, name="input")
-    stem_width = max(1, round(widths[0] * width))
-    if small:
-        x = conv(stem_width, 3, 1, "stem_conv")(inputs)
-    else:
-        x = conv(stem_width, 7, 2, "stem_conv")(StridedPad(7, name="stem_pad")(inputs))
+    x = _stem(inputs, small, stem, stem_width)
     if not preact:  # pre-activation: the first block normalises its input itself
         x = layers.Activation("relu", name="stem_relu")(batch_norm("stem_bn")(x))
     if not small:
         x = layers.MaxPooling2D(3, strides=2, name="stem_pool")(StridedPad(3, name="stem_pool_pad")(x))
 
+    options = {} if block == "basic" else dict(groups=groups, width_per_group=width_per_group)
     total, index = sum(blocks), 0
     for s, (count, base) in enumerate(zip(blocks, widths), start=1):
         for b in range(1, count + 1):
@@ -207,7 +364,10 @@ def _graph(depth, blocks, block, width, variant, num_classes, input_shape, inclu
                 preact=preact,
                 residual=residual,
                 drop_path_rate=drop_path_rate * index / max(total - 1, 1),
+                attention=attention,
+                avg_down=shortcut == "avg_down",
                 name=f"stage{s}_block{b}",
+                **options,
             )(x)
             index += 1
     if preact:
@@ -225,8 +385,18 @@ def _graph(depth, blocks, block, width, variant, num_classes, input_shape, inclu
         x = layers.GlobalMaxPooling2D(name="pool")(x)
 
     d = block_depth(block, blocks)
+    family = dict(stem=stem, shortcut=shortcut, attention=attention, groups=groups,
+                  width_per_group=width_per_group)
+    named = (architecture_name(d, family) if (len(blocks) == 4 and IMAGENET_DEPTHS.get(d) == (block, blocks)
+             and variant == "v1.5" and stem_width == round(64 * width)) else None)
+    if named:
+        return inputs, x, named + ("" if width == 1 else f"_w{width:g}")
     prefix = {"v1.5": "resnet", "preact": "preresnet", "plain": "plain"}[variant]
-    suffix = "" if width == 1 else f"_w{width:g}"
+    # options outside a named row show in the name (and so in the default run folder)
+    tags = [tag for tag, on in (("deep_stem", stem == "deep"), ("avg_down", shortcut == "avg_down"),
+                                (attention, attention is not None),
+                                (f"{groups}x{width_per_group}d", (groups, width_per_group) != (1, 64))) if on]
+    suffix = "".join(f"_{t}" for t in tags) + ("" if width == 1 else f"_w{width:g}")
     return inputs, x, f"{prefix}{d}{suffix}"
 
 
@@ -234,17 +404,28 @@ def _graph(depth, blocks, block, width, variant, num_classes, input_shape, inclu
 class ResNet(keras.Model):
     """The functional model that `build` returns; its config is the `build` arguments.
 
-    A `.keras` file of it records depth, blocks, block, width and the rest, and loads (with
-    ``safe_mode=True`` and no ``custom_objects``) by building the same network again.
+    A `.keras` file of it records depth, blocks, block, width, the stem, shortcut, attention and
+    groups, and the rest, and loads (with ``safe_mode=True`` and no ``custom_objects``) by building
+    the same network again.
     """
 
-    def __init__(self, depth=None, *, blocks=None, block=None, width=1.0, variant="v1.5", num_classes=1000,
-                 input_shape=(224, 224, 3), include_top=True, pooling=None, drop_path_rate=0.0,
+    def __init__(self, depth=None, *, blocks=None, block=None, width=1.0, stem=None, stem_width=None,
+                 shortcut=None, attention=None, groups=None, width_per_group=None, variant="v1.5",
+                 num_classes=1000, input_shape=(224, 224, 3), include_top=True, pooling=None, drop_path_rate=0.0,
                  classifier_activation="softmax", name=None, trainable=True, dtype=None, **kwargs):
+        _, depth, family = resolve_architecture(depth, stem=stem, shortcut=shortcut, attention=attention,
+                                                    groups=groups, width_per_group=width_per_group)
         block, blocks = resolve_depth(depth, blocks, block)
+        checks.check_number("width", width, 0.0, low_open=True)
+        base = STAGE_WIDTHS[len(blocks)][0]
+        family = dict(stem=family["stem"] or "default",
+                      stem_width=max(1, round(base * width)) if stem_width is None else stem_width,
+                      shortcut=family["shortcut"] or "projection", attention=family["attention"],
+                      groups=1 if family["groups"] is None else family["groups"],
+                      width_per_group=64 if family["width_per_group"] is None else family["width_per_group"])
         # The dtype policy the layers were made under (mixed precision): a loaded file gets it back.
         dtype = dtype or keras.mixed_precision.dtype_policy().name
-        arguments = dict(depth=block_depth(block, blocks), blocks=blocks, block=block, width=width,
+        arguments = dict(depth=block_depth(block, blocks), blocks=blocks, block=block, width=width, **family,
                          variant=variant, num_classes=num_classes, input_shape=_check_input_shape(input_shape),
                          include_top=include_top, pooling=pooling, drop_path_rate=drop_path_rate,
                          classifier_activation=classifier_activation)
@@ -276,7 +457,8 @@ def dtype_policy_scope(policy):
 def config_of(model):
     """The `build` arguments of a model that `build` made (also after a `.keras` round trip).
 
-    Returns a dict with ``depth``, ``blocks``, ``block``, ``width``, ``variant``, ``num_classes``,
+    Returns a dict with ``depth``, ``blocks``, ``block``, ``width``, ``stem``, ``stem_width``,
+    ``shortcut``, ``attention``, ``groups``, ``width_per_group``, ``variant``, ``num_classes``,
     ``input_shape``, ``include_top``, ``pooling``, ``drop_path_rate`` and ``classifier_activation``;
     ``build(**config_of(model))`` builds the same architecture. Raises `ValueError` for another model.
     """

@@ -31,8 +31,8 @@ from keras_resnet.checkpoint_layout import (  # re-exported: the public names of
     to_state_dict,
 )
 
-__all__ = ["IMAGENET_NORMALIZATION", "SUPPORTED", "checkpoint_key", "load_weights", "normalization_of",
-           "read_architecture", "to_state_dict"]
+__all__ = ["IMAGENET_NORMALIZATION", "SUPPORTED", "architecture_of", "checkpoint_key", "load_weights",
+           "normalization_of", "read_architecture", "to_state_dict"]
 
 _TORCH_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt", ".tar")
 _FILE_SUFFIXES = _TORCH_SUFFIXES + (".safetensors", ".keras", ".h5")
@@ -235,6 +235,57 @@ def normalization_of(source):
     return _normalization(kind, _timm_config(config_path))
 
 
+def _shapes(path):
+    """``{tensor name: shape}`` of a checkpoint; a safetensors file is read without its data."""
+    if path.endswith(".safetensors"):
+        from safetensors import safe_open
+
+        with safe_open(path, framework="np") as f:
+            return {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+    return {k: v.shape for k, v in _read_torch(path).items()}
+
+
+_FAMILY = ("stem", "stem_width", "shortcut", "attention", "groups", "width_per_group")
+
+
+def architecture_of(source):
+    """The `keras_resnet.build` arguments of the network a checkpoint holds.
+
+    timm's ``config.json`` (in a Hub repository, or beside the file) names it in ``architecture``
+    (``resnet50d``, or ``resnet50d.ra2_in1k`` with its pretrained tag): a name of `list_models()` is
+    taken as it is. Otherwise the architecture is read from the tensors (`read_architecture`): the
+    stage list, block, stem, shortcut, attention, groups and width per group. Our ``.keras`` files
+    record their `build` arguments.
+
+    Returns:
+        A dict of `build` arguments: ``{"depth": "resnet50d"}``, or ``depth``/``blocks``/``block``
+        with the stem, shortcut, attention and group options.
+
+    Raises:
+        ValueError: for a ``.weights.h5`` file (it records no architecture) or an unsupported
+            checkpoint (naming the tensor that shows it).
+    """
+    kind, path, config_path = _resolve(source)
+    if kind == "weights.h5":
+        raise ValueError(f"{os.fspath(source)}: a .weights.h5 file does not record its architecture; pass "
+                         "the depth or name to build() (or use the model's .keras file).")
+    if kind == "keras":
+        import keras
+
+        config = models.config_of(keras.saving.load_model(path, compile=False, safe_mode=True))
+        return {k: config[k] for k in ("depth", "blocks", "block", "width", *_FAMILY)}
+    named = str(_timm_config(config_path).get("architecture") or "").split(".")[0]
+    if named in models.ARCHITECTURES:
+        return {"depth": named}
+    try:
+        arch = read_architecture(_shapes(path))
+    except ValueError as e:
+        raise ValueError(f"{os.fspath(source)}: {e}") from None
+    if arch["name"] in models.ARCHITECTURES:
+        return {"depth": arch["name"]}
+    return {"depth": None, "blocks": arch["blocks"], "block": arch["block"], **{k: arch[k] for k in _FAMILY}}
+
+
 def load_weights(model, source):
     """Fills a model that `keras_resnet.build` made with the weights of a checkpoint.
 
@@ -247,7 +298,8 @@ def load_weights(model, source):
 
     Args:
         model: a model made by `keras_resnet.build` with variant "v1.5" (the default) and an input
-            of at least 64 pixels a side.
+            of at least 64 pixels a side, of the checkpoint's architecture (``build("resnet50d")``;
+            ``build(weights=source)`` picks it with `architecture_of`).
         source: a torchvision/timm ``.pth`` (needs torch), a ``.safetensors`` file (with timm's
             ``config.json`` beside it if present), a folder holding ``model.safetensors``, a Hub name
             (``timm/resnet50.a1_in1k`` or ``hf-hub:timm/resnet50.a1_in1k``, cached by huggingface_hub),
@@ -262,8 +314,9 @@ def load_weights(model, source):
 
     Raises:
         ValueError: naming the tensor and its shapes in the file and in the model, for a missing,
-            unexpected or mis-shaped tensor, an unsupported variant (resnet50d, wide_resnet50_2,
-            ResNeXt, timm resnetv2 ...), another depth or variant, or a model with the small-input
+            unexpected or mis-shaped tensor, an unsupported variant (timm resnetv2, tiered stems,
+            attention other than SE ...), another depth, variant, stem, shortcut, attention or
+            groups (naming the build() argument or name to use), or a model with the small-input
             stem.
         FileNotFoundError: no such file; a Hub name not cached while offline.
         ImportError: a ``.pth`` file without torch (the message says how to convert it).

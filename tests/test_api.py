@@ -23,7 +23,9 @@ def test_saved_model_records_its_build_arguments_and_loads_safely(tmp_path, rng)
     model.save(path)
     loaded = keras.saving.load_model(path, safe_mode=True)
     assert config_of(loaded) == config_of(model) == {
-        "depth": 14, "blocks": (1, 2, 1), "block": "bottleneck", "width": 0.5, "variant": "preact",
+        "depth": 14, "blocks": (1, 2, 1), "block": "bottleneck", "width": 0.5, "stem": "default",
+        "stem_width": 8, "shortcut": "projection", "attention": None, "groups": 1, "width_per_group": 64,
+        "variant": "preact",
         "num_classes": 7, "input_shape": (32, 32, 3), "include_top": True, "pooling": None,
         "drop_path_rate": 0.1, "classifier_activation": "softmax"}
     assert loaded.name == model.name == "preresnet14_w0.5"

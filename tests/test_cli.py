@@ -1,6 +1,7 @@
 """The command line: every bad input is one line, ``keras-resnet <command>: error: ...``, with exit
 status 2 for bad input and 1 for a failure while running; no traceback unless --debug."""
 
+import json
 import os
 import subprocess
 import sys
@@ -9,6 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+import keras_resnet
 from keras_resnet import build
 from keras_resnet.cli import main
 
@@ -40,6 +42,9 @@ def files(tmp_path_factory):
 BAD_COMMANDS = [
     ("summary --depth 21", 2, ["depth=21", "blocks"]),
     ("summary --width -1 --depth 20", 2, ["width=-1"]),
+    ("summary --arch resnet50x", 2, ["depth='resnet50x'", "resnet50d"]),
+    ("summary --depth 20 --input-shape 28,28,1 --stem deep", 2, ["stem", "small-input stem"]),
+    ("summary --depth 18 --groups 32", 2, ["groups=32", "bottleneck"]),
     ("summary {root}/truncated.keras", 2, ["truncated.keras", "not a readable .keras file"]),
     ("summary {root}/missing.keras", 2, ["missing.keras"]),
     ("summary {root}/notes.png", 2, ["must be the path of a .keras file"]),
@@ -97,3 +102,11 @@ def test_debug_shows_the_traceback(files):
     out = subprocess.run([sys.executable, "-m", "keras_resnet.cli", "--debug", "evaluate",
                           str(files / "truncated.keras")], env=ENV, capture_output=True, text=True, timeout=300)
     assert out.returncode == 1 and "Traceback" in out.stderr
+
+
+def test_a_name_builds_its_architecture_from_the_command_line(capsys):
+    assert main(["summary", "--arch", "seresnext50_32x4d", "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["name"] == "seresnext50_32x4d" and info["trainable_params"] == 27_559_896
+    assert main(["models"]) == 0
+    assert capsys.readouterr().out.split() == keras_resnet.list_models()

@@ -312,10 +312,15 @@ def target(checkpoints):
     return build(checkpoints["resnet18"])
 
 
-def _deep_stem(state):
-    state = dict(state)
-    del state["conv1.weight"]
-    state["conv1.0.weight"] = np.zeros((32, 3, 3, 3), np.float32)
+def _deep_stem(state, tiered=False):
+    """timm's deep stem (conv1.0 ... conv1.6, 32-32-64) in place of the 7x7; `tiered`: 24-32-64."""
+    state = {k: v for k, v in state.items() if k != "conv1.weight"}
+    first = 24 if tiered else 32
+    for key, shape in (("conv1.0", (first, 3, 3, 3)), ("conv1.3", (32, first, 3, 3)), ("conv1.6", (64, 32, 3, 3))):
+        state[f"{key}.weight"] = np.zeros(shape, np.float32)
+    for key, channels in (("conv1.1", first), ("conv1.4", 32)):
+        for param in ("weight", "bias", "running_mean", "running_var"):
+            state[f"{key}.{param}"] = np.ones(channels, np.float32)
     return state
 
 
@@ -343,11 +348,16 @@ BAD = {  # name: (case whose state to start from, mutation, substrings of the me
     "depth": ("resnet50", lambda s: s, ["resnet50", "depth=50", "layer1.0.conv3.weight"]),
     "resnetv2": ("resnet18", lambda s: _timm_resnetv2(), ["timm ResNetV2", "resnetv2_50", "stem.conv.weight",
                                                        "(64, 3, 7, 7)", "pads with -inf"]),
-    "deep_stem": ("resnet18", _deep_stem, ["resnet50d", "conv1.0.weight", "(32, 3, 3, 3)", "Supported"]),
+    # the ResNet family loads into the model built for it; another model is told which one to build
+    "deep_stem": ("resnet18", _deep_stem, ["stem='deep'", "conv1.0.weight (32, 3, 3, 3)", "build('resnet18c')"]),
+    "tiered_stem": ("resnet18", lambda s: _deep_stem(s, tiered=True),
+                    ["tiered stem", "resnet26t", "conv1.0.weight", "(24, 3, 3, 3)", "Supported"]),
     "wide": ("resnet50", lambda s: _bottleneck_first(s, (128, 64, 1, 1), (128, 128, 3, 3), (256, 128, 1, 1)),
-             ["wide_resnet50_2", "layer1.0.conv1.weight", "(128, 64, 1, 1)"]),
+             ["wide_resnet50_2", "width_per_group=128", "layer1.0.conv2.weight (128, 128, 3, 3)"]),
     "resnext": ("resnet50", lambda s: _bottleneck_first(s, (128, 64, 1, 1), (128, 4, 3, 3), (256, 128, 1, 1)),
-                ["ResNeXt", "resnext50_32x4d", "layer1.0.conv2.weight", "(128, 4, 3, 3)"]),
+                ["resnext50_32x4d", "groups=32", "width_per_group=4", "layer1.0.conv2.weight (128, 4, 3, 3)"]),
+    "eca": ("resnet18", lambda s: {**s, "layer1.0.se.conv.weight": np.zeros((1, 1, 3), np.float32)},
+            ["other than squeeze-and-excitation", "ecaresnet50d", "layer1.0.se.conv.weight"]),
     "no_statistics": ("resnet18", lambda s: {k: v for k, v in s.items() if "running" not in k},
                       ["without BatchNorm statistics", "layer1.0.bn1.weight"]),
 }

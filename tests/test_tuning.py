@@ -48,6 +48,7 @@ def tiny_data():
     SearchSpace(),
     SearchSpace(depths=(8, 18), learning_rate=(0.01, 0.2), weight_decay=(1e-5, 1e-3)),
     SearchSpace(blocks=[(1, 1, 1), (1, 2, 1)], block=["basic", "bottleneck"], width_min=0.25, width_max=0.5),
+    SearchSpace(depths=(8,), shortcut=["projection", "avg_down"], attention=["none", "se"]),
 ])
 def test_space_names_feed_back_into_build_and_recipe(space):
     hp = keras_tuner.HyperParameters()
@@ -59,6 +60,15 @@ def test_space_names_feed_back_into_build_and_recipe(space):
         recipe = training.Recipe(**tuning.recipe_kwargs(point))
         assert model.output_shape == (None, 10)
         assert recipe.learning_rate == point.get("learning_rate", 0.1)
+
+
+def test_default_space_leaves_the_shortcut_and_se_to_build():
+    hp = keras_tuner.HyperParameters()
+    assert not {"shortcut", "attention"} & set(SearchSpace().declare(hp))
+    values = SearchSpace(depths=(8,), shortcut="avg_down", attention="se").declare(keras_tuner.HyperParameters())
+    assert tuning.build_kwargs(values) == {"depth": 8, "width": 0.5, "shortcut": "avg_down", "attention": "se"}
+    with pytest.raises(ValueError, match=r"`attention`.*attention=\['eca'\]"):
+        SearchSpace(attention=["eca"])
 
 
 def test_cifar_n_searches_the_6n_plus_2_depths():

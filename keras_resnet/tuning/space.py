@@ -12,11 +12,12 @@ import keras_tuner
 
 from keras_resnet import checks, training
 from keras_resnet.flags import field, int_list
-from keras_resnet.models import BLOCKS, build, resolve_depth, supported_depths_message
+from keras_resnet.models import BLOCKS, SHORTCUTS, build, resolve_depth, supported_depths_message
 from keras_resnet.summary import summarize
 from keras_resnet.tuning import _kt_compat
 
-ARCHITECTURE_NAMES = ("depth", "blocks", "block", "width")  # arguments of build()
+ARCHITECTURE_NAMES = ("depth", "blocks", "block", "width", "shortcut", "attention")  # arguments of build()
+ATTENTION_CHOICES = ("none", "se")  # KerasTuner stores strings; "none" is build()'s attention=None
 RECIPE_NAMES = ("learning_rate", "weight_decay")  # arguments of Recipe
 DEFAULT_CIFAR_N = (1, 5)  # depths 8, 14, 20, 26, 32
 
@@ -34,6 +35,9 @@ class SearchSpace:
         blocks: per-stage block counts to choose from, e.g. ``[(1, 1, 1), (2, 2, 2), (1, 2, 3)]``.
         block: with ``blocks``: ``"basic"`` (default), ``"bottleneck"``, or both to search it.
         width_min, width_max, width_step: the width multiplier's grid (equal ends fix it).
+        shortcut: None (build()'s default, not searched), one of "projection" or "avg_down" (fixed),
+            or both to search it.
+        attention: None (not searched), "none" or "se" (fixed), or both to search it.
         learning_rate: None (the recipe's), one value (fixed), or ``(min, max)`` on a log scale.
         weight_decay: None (the recipe's), one value (fixed), or ``(min, max)`` on a log scale.
     """
@@ -47,6 +51,10 @@ class SearchSpace:
     width_min: float = field(0.5, "smallest width multiplier")
     width_max: float = field(2.0, "largest width multiplier")
     width_step: float = field(0.25, "step of the width grid")
+    shortcut: object = field(None, "projection, avg_down, or both to search it (default: build()'s)",
+                             choices=SHORTCUTS, nargs="+")
+    attention: object = field(None, "none, se, or both to search it (default: none, not searched)",
+                              choices=ATTENTION_CHOICES, nargs="+")
     learning_rate: object = field(None, "one value fixes it, MIN MAX searches it on a log scale (default: "
                                         "the recipe's)", type=float, nargs="+", metavar="LR")
     weight_decay: object = field(None, "one value fixes it, MIN MAX searches it on a log scale (default: "
@@ -77,6 +85,8 @@ class SearchSpace:
         if self.width_min > self.width_max:
             raise ValueError(f"`width_min` must not exceed `width_max`. "
                              f"Received: width_min={self.width_min!r}, width_max={self.width_max!r}")
+        self.shortcut = _check_choices("shortcut", self.shortcut, SHORTCUTS)
+        self.attention = _check_choices("attention", self.attention, ATTENTION_CHOICES)
         self.learning_rate = _check_range("learning_rate", self.learning_rate)
         self.weight_decay = _check_range("weight_decay", self.weight_decay)
 
@@ -95,6 +105,9 @@ class SearchSpace:
             values["width"] = hp.Fixed("width", self.width_min)
         else:
             values["width"] = hp.Float("width", self.width_min, self.width_max, step=self.width_step)
+        for name in ("shortcut", "attention"):
+            if getattr(self, name) is not None:
+                values[name] = _choice(hp, name, list(getattr(self, name)))
         for name in RECIPE_NAMES:
             spec = getattr(self, name)
             if isinstance(spec, tuple):
@@ -141,6 +154,16 @@ def _check_blocks(blocks, block_choices):
     return tuple(dict.fromkeys(tuple(stages) for stages in blocks))
 
 
+def _check_choices(name, value, allowed):
+    """None, one of `allowed`, or a list of them (searched) -> None or a tuple."""
+    if value is None:
+        return None
+    values = (value,) if isinstance(value, str) else value
+    if not isinstance(values, (list, tuple)) or not values or any(v not in allowed for v in values):
+        raise ValueError(f"`{name}` must be one of {list(allowed)} or a list of them. Received: {name}={value!r}")
+    return tuple(dict.fromkeys(values))
+
+
 def _check_range(name, spec):
     if spec is None:
         return None
@@ -170,11 +193,13 @@ def blocks_text(blocks):
 def build_kwargs(values):
     """The `keras_resnet.build` arguments among a trial's values.
 
-    ``depth``, ``block`` and ``width`` pass through; ``blocks`` is stored as text (KerasTuner values
-    are scalars), ``"1,2,3"``, and comes back as the tuple ``(1, 2, 3)``. KerasTuner's own
-    ``tuner/...`` entries are left out.
+    ``depth``, ``block``, ``width`` and ``shortcut`` pass through; ``blocks`` is stored as text
+    (KerasTuner values are scalars), ``"1,2,3"``, and comes back as the tuple ``(1, 2, 3)``;
+    ``attention`` "none" is None. KerasTuner's own ``tuner/...`` entries are left out.
     """
-    kwargs = {name: values[name] for name in ("depth", "block", "width") if name in values}
+    kwargs = {name: values[name] for name in ("depth", "block", "width", "shortcut") if name in values}
+    if "attention" in values:
+        kwargs["attention"] = None if values["attention"] == "none" else values["attention"]
     if "blocks" in values:
         kwargs["blocks"] = tuple(int(b) for b in str(values["blocks"]).split(","))
     return kwargs
