@@ -353,6 +353,9 @@ def _run(args):
             raise
         message = " ".join(str(e).split()) or type(e).__name__
         print(f"keras-resnet {args.command}: error: {message}", file=sys.stderr)
+        distributed = sys.modules.get("keras_resnet.distributed")
+        if distributed is not None and isinstance(e, distributed.LostProcessError):
+            distributed.leave_after_loss()  # JAX's shutdown at exit would wait for the lost process
         return 2 if isinstance(e, USAGE_ERRORS) else 1
 
 

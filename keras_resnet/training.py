@@ -16,6 +16,7 @@ TensorFlow is optional here: with another Keras backend (JAX on a GPU machine) t
 NumPy pipeline and TensorFlow is never imported.
 """
 
+import contextlib
 import dataclasses
 import os
 import sys
@@ -37,6 +38,7 @@ from keras_resnet.summary import summarize
 
 SCHEDULES = ("cosine", "step")
 PIPELINES = ("auto", "tf", "numpy")
+MAX_LEARNING_RATE = 10.0
 
 
 @dataclasses.dataclass
@@ -66,9 +68,12 @@ class Recipe:
     def __post_init__(self):
         checks.check_int("epochs", self.epochs, 1)
         checks.check_int("batch_size", self.batch_size, 1)
-        checks.check_number("learning_rate", self.learning_rate, 0, low_open=True)
+        # Finite, and within what SGD can use: a learning rate above MAX_LEARNING_RATE or a decoupled
+        # decay of 1 or more (each step removes learning_rate * weight_decay of every kernel) only
+        # destroys the weights.
+        checks.check_number("learning_rate", self.learning_rate, 0, MAX_LEARNING_RATE, low_open=True)
         checks.check_number("momentum", self.momentum, 0, 1, high_open=True)
-        checks.check_number("weight_decay", self.weight_decay, 0)
+        checks.check_number("weight_decay", self.weight_decay, 0, 1, high_open=True)
         if self.warmup_epochs is None:
             self.warmup_epochs = min(2.0, self.epochs / 5)
         checks.check_number("warmup_epochs", self.warmup_epochs, 0, self.epochs, high_open=True)
@@ -186,8 +191,22 @@ def fit_run(model, recipe, data, run_dir, *, pipeline="auto", verbose="auto", co
 
     Returns:
         The metrics written to ``run.json``, with ``run_dir``.
+
+    Raises:
+        io_utils.FolderInUseError: another process is writing `run_dir` (it holds the folder's lock).
     """
     run_dir = os.fspath(run_dir)
+    # One writer per run folder, for the whole run: a second process is refused before it writes.
+    # A process of a multi-process job that dies stops the others with one line naming it.
+    with (io_utils.folder_lock(run_dir, "run folder", RUN_DIR_IN_USE) if chief else contextlib.nullcontext()), \
+            distributed.stop_if_a_process_is_lost():
+        return _fit_run(model, recipe, data, run_dir, pipeline, verbose, config, chief, callbacks)
+
+
+RUN_DIR_IN_USE = "wait for it to end (the same command then resumes there), or choose another run folder"
+
+
+def _fit_run(model, recipe, data, run_dir, pipeline, verbose, config, chief, callbacks):
     steps = steps_per_epoch(recipe, len(data.x_train))
     train_ds, val_ds = make_datasets(data.x_train, data.y_train, data.x_val, data.y_val, data.info, recipe,
                                      pipeline)
@@ -201,7 +220,8 @@ def fit_run(model, recipe, data, run_dir, *, pipeline="auto", verbose="auto", co
         io_utils.write_json(os.path.join(run_dir, "config.json"), config, indent=2)
     state = RunState(run_dir, monitor="val_accuracy" if val_ds is not None else None, chief=chief)
     guard = NaNGuard()
-    callbacks = [distributed.ProcessLocal(state), guard, *callbacks]  # process 0 writes alone
+    # The guard first: an epoch whose loss or weights are not finite is never committed.
+    callbacks = [guard, distributed.ProcessLocal(state), *callbacks]  # process 0 writes alone
     if chief and keras.backend.backend() == "tensorflow":
         callbacks.append(keras.callbacks.TensorBoard(os.path.join(run_dir, "logs")))
     start, epoch, fitted, restored = time.perf_counter(), state.peek_epoch(), False, False

@@ -4,6 +4,7 @@ import contextlib
 import dataclasses
 import logging
 import os
+import shutil
 import time
 
 import keras
@@ -76,9 +77,35 @@ def run_search(space=None, budget=None, recipe=None, *, data=None, retrain=None,
 
     Returns:
         The dict written to ``results.json`` (``{"role": "worker", ...}`` on a worker).
+
+    Raises:
+        io_utils.FolderInUseError: another search (not a worker of this one) is writing the folder.
     """
     space, budget, recipe = space or SearchSpace(), budget or Budget(), recipe or training.Recipe()
     data, retrain, setup = data or SearchData(), retrain or Retrain(), setup or SearchSetup()
+    if role() == "worker":  # a worker writes into its chief's folder, which the chief holds
+        return _run_search(space, budget, recipe, data, retrain, setup, hyperparameters, verbose)
+    folder = os.path.join(setup.directory, setup.name(data.dataset))
+    with io_utils.folder_lock(folder, "search folder", SEARCH_IN_USE):  # one chief or local search a folder
+        if setup.overwrite:
+            _clear(folder)
+        return _run_search(space, budget, recipe, data, retrain, dataclasses.replace(setup, overwrite=False),
+                           hyperparameters, verbose)
+
+
+SEARCH_IN_USE = ("wait for it to end (the same command then resumes it), choose another --search-name, or "
+                 "join it as a worker (KERASTUNER_TUNER_ID)")
+
+
+def _clear(folder):
+    """Starts a search folder afresh: everything in it goes, except the lock this process holds."""
+    for name in os.listdir(folder):
+        if name != io_utils.LOCK_FILE:
+            path = os.path.join(folder, name)
+            shutil.rmtree(path) if os.path.isdir(path) and not os.path.islink(path) else os.remove(path)
+
+
+def _run_search(space, budget, recipe, data, retrain, setup, hyperparameters, verbose):
     if not recipe.val_fraction > 0:
         raise ValueError("The search ranks trials on a validation split: `val_fraction` must be > 0. "
                          f"Received: val_fraction={recipe.val_fraction!r}")
