@@ -282,6 +282,13 @@ def _train_head_only(model, head_only):
         layer.trainable = not head_only or layer.name == "logits"
 
 
+def recorded_dataset(dataset):
+    """What a run folder records of `dataset`: a folder's absolute path (so that `evaluate` and
+    `export` find it from any working directory), else the dataset's name."""
+    path = os.path.expanduser(os.fspath(dataset))
+    return os.path.abspath(path) if os.path.isdir(path) else str(dataset)
+
+
 def run_name(model_name, dataset):
     return f"{model_name}_{os.path.basename(os.path.normpath(str(dataset)))}"
 
@@ -330,7 +337,7 @@ def train(*, dataset="fashion_mnist", data_dir=None, download=False, recipe=None
         data, layout = distributed.plan(data, recipe)  # the global batch across processes and devices
         model = build(**build_kwargs)
         run_dir = run_dir or os.path.join("saved_models", run_name(model.name, dataset))
-        config = {"dataset": str(dataset), "build": _jsonable(build_kwargs), "precision": policy,
+        config = {"dataset": recorded_dataset(dataset), "build": _jsonable(build_kwargs), "precision": policy,
                   "replicas": replicas, **layout}
         if weights is not None:
             config["weights"] = _start_from(model, weights, data.info)

@@ -1,6 +1,7 @@
 """The command line: every bad input is one line, ``keras-resnet <command>: error: ...``, with exit
 status 2 for bad input and 1 for a failure while running; no traceback unless --debug."""
 
+import json
 import os
 import subprocess
 import sys
@@ -24,6 +25,14 @@ def files(tmp_path_factory):
     data = (root / "model.keras").read_bytes()
     (root / "truncated.keras").write_bytes(data[: len(data) // 2])
     (root / "notes.png").write_text("this is not an image")
+    rgb = root / "lone"
+    rgb.mkdir()
+    build(depth=8, width=0.25, input_shape=(32, 32, 3), num_classes=10).save(rgb / "model.keras")
+    run = root / "moved_run"  # a run folder whose dataset was moved away after training
+    run.mkdir()
+    (run / "model.keras").write_bytes(data)
+    (run / "config.json").write_text(json.dumps({"dataset": str(root / "photos_moved_away")}))
+    _truncated_checkpoints(root)
     rng = np.random.default_rng(0)
     for name, per_class, corrupt in (("photos", 20, True), ("few", 60, False)):
         for label in ("cat", "dog"):
@@ -34,6 +43,19 @@ def files(tmp_path_factory):
         if corrupt:
             (root / name / "cat" / "broken.png").write_bytes(b"\x89PNG not really")
     return root
+
+
+def _truncated_checkpoints(root):
+    """Half of a real .safetensors file and of a real torch .pth file."""
+    import torch
+    from safetensors.numpy import save_file
+
+    tensors = {"conv1.weight": np.ones((8, 3, 3, 3), np.float32), "fc.bias": np.zeros(10, np.float32)}
+    save_file(tensors, str(root / "whole.safetensors"))
+    torch.save({k: torch.from_numpy(v) for k, v in tensors.items()}, root / "whole.pth")
+    for ext in ("safetensors", "pth"):
+        whole = (root / f"whole.{ext}").read_bytes()
+        (root / f"truncated.{ext}").write_bytes(whole[: len(whole) // 2])
 
 
 # (argv with {root} for the fixture folder, exit status, fragments the one error line must hold)
@@ -53,6 +75,24 @@ BAD_COMMANDS = [
     ("train --weights {root}/missing.pth --epochs 1 --train-size 500", 2, ["missing.pth"]),
     ("train --depth 8 --width 0.25 --epochs 1 --train-size 256 --batch-size 64 --run-dir /dev/null/run",
      2, ["/dev/null/run"]),
+    ("train --learning-rate inf --epochs 1", 2, ["learning_rate=inf", "a number in (0, 10]"]),
+    ("train --weight-decay nan --epochs 1", 2, ["weight_decay=nan", "a number in [0, 1)"]),
+    ("train --label-smoothing inf --epochs 1", 2, ["label_smoothing=inf"]),
+    ("train --depth 8 --width 0.25 --weights {root}/truncated.safetensors --epochs 1 --train-size 256 "
+     "--batch-size 64", 2, ["truncated.safetensors", "not a readable .safetensors file"]),
+    ("train --depth 8 --width 0.25 --weights {root}/truncated.pth --epochs 1 --train-size 256 --batch-size 64",
+     2, ["truncated.pth", "not a readable PyTorch checkpoint"]),
+    ("export {root}/lone/model.keras --quantize int8", 2,
+     ["int8 calibration needs images like the ones", "no run folder", "--dataset", "takes 3 channels"]),
+    ("evaluate {root}/moved_run/model.keras", 2,
+     ["photos_moved_away", "comes from the run folder", "moved_run/config.json", "--dataset"]),
+    ("predict {root}/notes.png {root}/notes.png", 2, ["first argument of predict must be a .tflite file",
+                                                     "notes.png"]),
+    ("predict {root} {root}/notes.png", 2, ["first argument of predict must be a .tflite file", "is a directory"]),
+    ("predict {root}/model.tflite {root}/photos", 2, ["photos", "is a directory", "image files"]),
+    ("tune --depths 8 --width-min 0.25 --width-max 0.25 --max-trials 1 --time-limit 0.001 --train-size 300 "
+     "--batch-size 32 --retrain-epochs 0 --directory {root}/searches --search-name none --quiet",
+     1, ["no trial of the search completed", "leaderboard.csv"]),
     ("evaluate {root}/truncated.keras", 2, ["truncated.keras", "truncated or corrupt"]),
     ("evaluate {root}/missing.keras", 2, ["missing.keras"]),
     ("tune --depths 21 --max-trials 1", 2, ["21"]),

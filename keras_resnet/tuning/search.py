@@ -129,7 +129,7 @@ def _run_search(space, budget, recipe, data, retrain, setup, hyperparameters, ve
         if role() == "worker":
             return {"role": "worker", "tuner_id": tuner.tuner_id, "search_seconds": seconds}
         config = {
-            "dataset": str(data.dataset), "tuner": setup.tuner, "space": dataclasses.asdict(space),
+            "dataset": training.recorded_dataset(data.dataset), "tuner": setup.tuner, "space": dataclasses.asdict(space),
             "budget": dataclasses.asdict(budget), "recipe": dataclasses.asdict(recipe),
             "variant": setup.variant, "precision": policy,
             "search_images": {"train": int(len(x_tr)), "val": int(len(x_val))},
