@@ -410,3 +410,42 @@ def test_chief_and_two_workers_share_the_trials(tmp_path):
     assert ran["tuner0"] and ran["tuner1"], ran  # both workers got trials
     assert len({r["width"] for r in board}) == 4  # no configuration twice
     assert "best: trial" in outputs["chief"]
+
+
+def test_a_worker_killed_mid_trial_is_recorded_as_failed_and_the_search_finishes(tmp_path):
+    """Bound: the chief gives the lost worker up 10 s (--worker-timeout) after its last word, and the
+    other worker runs the remaining trials; the whole job ends within LOST_WORKER_BOUND seconds."""
+    command = _tune_command(tmp_path, "lost", "--max-trials", "4", "--worker-timeout", "10")
+    oracle = {"KERASTUNER_ORACLE_IP": "127.0.0.1", "KERASTUNER_ORACLE_PORT": str(_free_port())}
+    processes = {
+        name: subprocess.Popen(command, env={**ENV, **oracle, "KERASTUNER_TUNER_ID": name}, text=True,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        for name in ("chief", "tuner0", "tuner1")
+    }
+    state = tmp_path / "lost" / "oracle.json"
+    try:
+        deadline = time.monotonic() + 600
+        while "tuner1" not in ((json.loads(state.read_text()) if state.exists() else {}).get("ongoing_trials") or {}):
+            assert time.monotonic() < deadline and all(p.poll() is None for p in processes.values())
+            time.sleep(0.05)
+        lost = json.loads(state.read_text())["ongoing_trials"]["tuner1"]
+        processes["tuner1"].send_signal(signal.SIGKILL)
+        processes["tuner1"].wait()
+        outputs = {name: processes[name].communicate(timeout=LOST_WORKER_BOUND)[0] for name in ("chief", "tuner0")}
+    finally:
+        for process in processes.values():
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+    for name, out in outputs.items():
+        assert processes[name].returncode == 0, f"{name}:\n{out[-3000:]}"
+    assert f"trial {lost} lost: worker tuner1 sent no word" in outputs["chief"]
+    board = {r["trial_id"]: r for r in json.loads((tmp_path / "lost" / "leaderboard.json").read_text())["trials"]}
+    assert len(board) == 4 and board[lost]["status"] == "FAILED" and board[lost]["val_accuracy"] is None
+    assert "lost: worker tuner1" in board[lost]["note"]
+    assert all(r["status"] == "COMPLETED" for t, r in board.items() if t != lost)
+    results = json.loads((tmp_path / "lost" / "results.json").read_text())
+    assert results["trials"] == {"COMPLETED": 3, "FAILED": 1} and lost not in results["pareto_front"]
+
+
+LOST_WORKER_BOUND = 600

@@ -9,7 +9,7 @@ import time
 
 import keras
 
-from keras_resnet import io_utils, training
+from keras_resnet import checks, io_utils, training
 from keras_resnet import data as data_lib
 from keras_resnet.flags import field
 from keras_resnet.models import VARIANTS
@@ -21,7 +21,7 @@ from keras_resnet.tuning.oracles import TUNERS
 from keras_resnet.tuning.report import leaderboard, pareto_front, plot_pareto, print_summary, write_leaderboard
 from keras_resnet.tuning.retrain import Retrain, finish_best
 from keras_resnet.tuning.space import ResNetHyperModel, SearchSpace
-from keras_resnet.tuning.tuner import OBJECTIVE, make_tuner, role
+from keras_resnet.tuning.tuner import CHIEF_TIMEOUT, OBJECTIVE, WORKER_TIMEOUT, make_tuner, role
 
 
 @dataclasses.dataclass
@@ -48,6 +48,16 @@ class SearchSetup:
     variant: str = field("v1.5", "the build variant of every model", choices=VARIANTS)
     precision: str = field("auto", "as in keras-resnet train", choices=PRECISIONS)
     pipeline: str = field("auto", "tf.data or NumPy input pipeline", choices=training.PIPELINES)
+    worker_timeout: float = field(WORKER_TIMEOUT, "distributed search, chief: seconds without word from a "
+                                                  "worker before its trial is recorded as failed (lost) and "
+                                                  "the worker no longer awaited; also how long the chief "
+                                                  "waits when no worker is there", metavar="SECONDS")
+    chief_timeout: float = field(CHIEF_TIMEOUT, "distributed search, worker: seconds a request may wait for "
+                                                "the chief", metavar="SECONDS")
+
+    def __post_init__(self):
+        checks.check_number("worker_timeout", self.worker_timeout, 0, low_open=True)
+        checks.check_number("chief_timeout", self.chief_timeout, 0, low_open=True)
 
     def name(self, dataset):
         return self.search_name or f"{self.tuner}_{os.path.basename(os.path.normpath(str(dataset)))}"
@@ -125,6 +135,7 @@ def _run_search(space, budget, recipe, data, retrain, setup, hyperparameters, ve
         tuner = make_tuner(hypermodel, budget, tuner=setup.tuner, search_name=setup.name(data.dataset),
                            directory=setup.directory, factor=setup.factor, hyperparameters=hyperparameters,
                            overwrite=setup.overwrite, seed=recipe.seed, verbose=verbose, meter=meter)
+        tuner.worker_timeout, tuner.chief_timeout = setup.worker_timeout, setup.chief_timeout
         seconds = _search(tuner, search, recipe, budget, setup, data.dataset, verbose)
         if role() == "worker":
             return {"role": "worker", "tuner_id": tuner.tuner_id, "search_seconds": seconds}
