@@ -20,8 +20,11 @@ _COMMAND = os.path.basename(sys.argv[0] if sys.argv else "") in ("keras-resnet",
 
 def _interrupted_while_starting(signum, frame):
     """Ctrl-C while the command imports Keras and TensorFlow: one line, not the import's traceback."""
-    os.write(2, b"keras-resnet: interrupted while starting; nothing was written\n")
-    os._exit(130)
+    try:  # Python's stderr: while the imports run, file descriptor 2 goes to /dev/null (quiet_native_logs)
+        sys.stderr.write("keras-resnet: interrupted while starting; nothing was written\n")
+        sys.stderr.flush()
+    finally:
+        os._exit(130)
 
 
 if _COMMAND:  # `keras_resnet.cli.main` hands Ctrl-C back to Python once the imports are done

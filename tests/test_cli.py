@@ -3,8 +3,11 @@ status 2 for bad input and 1 for a failure while running; no traceback unless --
 
 import json
 import os
+import shutil
+import signal
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -118,6 +121,37 @@ def test_bad_images_skip_trains_on_the_readable_ones(files, tmp_path, capsys):
     assert main(argv) == 0
     captured = capsys.readouterr()
     assert "broken.png" in captured.err and "test accuracy" in captured.out
+
+
+@pytest.mark.slow
+def test_a_run_folder_records_its_folder_dataset_by_absolute_path_for_any_working_directory(
+        files, tmp_path, monkeypatch, capsys):
+    shutil.copytree(files / "few", tmp_path / "few")
+    monkeypatch.chdir(tmp_path)
+    argv = ["train", "--dataset", "few", "--depth", "8", "--width", "0.25", "--epochs", "1", "--batch-size", "8",
+            "--verbose", "0", "--run-dir", str(tmp_path / "run")]
+    assert main(argv) == 0
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["dataset"] == str(tmp_path / "few")
+    monkeypatch.chdir(files)
+    assert main(["evaluate", str(tmp_path / "run" / "model.keras")]) == 0
+    (tmp_path / "few").rename(tmp_path / "moved")
+    capsys.readouterr()
+    assert main(["evaluate", str(tmp_path / "run" / "model.keras")]) == 2
+    err = capsys.readouterr().err
+    assert f"the dataset '{tmp_path / 'few'}' comes from the run folder ({tmp_path / 'run' / 'config.json'})" in err
+
+
+@pytest.mark.slow
+def test_ctrl_c_while_train_starts_prints_one_line_and_exits_130(tmp_path):
+    process = subprocess.Popen([sys.executable, "-m", "keras_resnet.cli", "train", "--epochs", "1", "--run-dir",
+                                str(tmp_path / "run")], env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True)
+    time.sleep(1.0)  # Python is up; Keras and TensorFlow are still being imported
+    process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=120)
+    assert process.returncode == 130, err[-3000:]
+    assert err.strip().splitlines() == ["keras-resnet: interrupted while starting; nothing was written"], err[-3000:]
+    assert not (tmp_path / "run").exists()
 
 
 def test_a_real_process_prints_no_traceback_and_no_native_log_lines(files):
