@@ -363,6 +363,13 @@ def check_same(what, value):
     return value
 
 
+def all_true(flag):
+    """True when every process of the job passes a true `flag` (this process's flag alone otherwise)."""
+    if _current()[1] == 1:
+        return bool(flag)
+    return bool(_allgather([int(bool(flag))]).min())
+
+
 class ProcessShare(NumpyDataset):
     """This process's rows of each batch of the NumPy pipeline (`numpy_dataset`): rows
     ``share*p .. share*(p+1)`` of every batch, with the draws those rows get in the whole batch."""

@@ -196,10 +196,20 @@ def fit_run(model, recipe, data, run_dir, *, pipeline="auto", verbose="auto", co
         io_utils.FolderInUseError: another process is writing `run_dir` (it holds the folder's lock).
     """
     run_dir = os.fspath(run_dir)
-    # One writer per run folder, for the whole run: a second process is refused before it writes.
     # A process of a multi-process job that dies stops the others with one line naming it.
-    with (io_utils.folder_lock(run_dir, "run folder", RUN_DIR_IN_USE) if chief else contextlib.nullcontext()), \
-            distributed.stop_if_a_process_is_lost():
+    with distributed.stop_if_a_process_is_lost(), contextlib.ExitStack() as held:
+        # One writer per run folder, for the whole run: a second run is refused before it writes. In a
+        # multi-process job process 0 holds the lock, and every process stops when it cannot.
+        refused = None
+        if chief:
+            try:
+                held.enter_context(io_utils.folder_lock(run_dir, "run folder", RUN_DIR_IN_USE))
+            except io_utils.FolderInUseError as e:
+                refused = e
+        if not distributed.all_true(refused is None):
+            raise refused or io_utils.FolderInUseError(
+                f"the run folder {run_dir} is in use by another process (process 0 of this job could not "
+                f"take it); {RUN_DIR_IN_USE}")
         return _fit_run(model, recipe, data, run_dir, pipeline, verbose, config, chief, callbacks)
 
 

@@ -352,3 +352,19 @@ def test_process_local_wraps_only_the_hooks_a_callback_defines():
     outer.on_epoch_end(3)
     assert inner.ends == [3]
     assert "on_epoch_end" in vars(outer) and "on_train_batch_end" not in vars(outer)
+
+
+def test_an_error_of_a_collective_with_a_lost_peer_names_the_lost_process(monkeypatch):
+    gloo = RuntimeError("UNKNOWN: Gloo all-reduce failed: [pair.cc:547] Connection closed by peer [127.0.0.1]:1")
+    monkeypatch.setattr(distributed, "_current", lambda: (0, 2, 2))
+    lost = distributed.lost_process_error(gloo)
+    assert isinstance(lost, distributed.LostProcessError)
+    assert str(lost).startswith("process 1 of the 2-process job was lost (UNKNOWN: Gloo all-reduce failed")
+    assert distributed.lost_process_error(ValueError("`batch_size`=33 does not divide")) is None
+    with pytest.raises(distributed.LostProcessError, match="process 1 of the 2-process job was lost"):
+        with distributed.stop_if_a_process_is_lost():
+            raise gloo
+    monkeypatch.setattr(distributed, "_current", lambda: (1, 3, 3))
+    assert str(distributed.lost_process_error(gloo)).startswith("a process of the 3-process job was lost")
+    monkeypatch.setattr(distributed, "_current", lambda: (0, 1, 1))
+    assert distributed.lost_process_error(gloo) is None  # alone, nobody can be lost

@@ -412,6 +412,35 @@ def test_chief_and_two_workers_share_the_trials(tmp_path):
     assert "best: trial" in outputs["chief"]
 
 
+def test_the_chief_records_a_silent_workers_trial_as_failed_and_ignores_its_late_end(tmp_path):
+    hypermodel = _hypermodel(SearchSpace(depths=(8,), **TINY))
+    tuner = tuning.make_tuner(hypermodel, Budget(max_trials=3, max_epochs=1), tuner="random",
+                              directory=str(tmp_path), search_name="s", verbose=0)
+    oracle, started = tuner.oracle, time.monotonic()
+    lost = oracle.create_trial("tuner1")
+    kept = oracle.create_trial("tuner0")
+    oracle.give_up_lost_workers(60, started)  # both were heard from just now
+    assert set(oracle.ongoing_trials) == {"tuner0", "tuner1"}
+    oracle._last_word["tuner1"] -= 61  # tuner1 silent for 61 s
+    oracle.give_up_lost_workers(60, started)
+    assert list(oracle.ongoing_trials) == ["tuner0"] and "tuner1" not in oracle.tuner_ids
+    assert oracle.trials[lost.trial_id].status == "FAILED"
+    assert oracle.trials[lost.trial_id].message.startswith("lost: worker tuner1 sent no word for 61 s")
+    # The worker was only slow: its late result (a trial sent over the wire) is not counted.
+    oracle.end_trial(keras_tuner.engine.trial.Trial(lost.hyperparameters.copy(), trial_id=lost.trial_id,
+                                                    status="COMPLETED"))
+    assert oracle.trials[lost.trial_id].status == "FAILED"
+    assert kept.trial_id in {t.trial_id for t in oracle.ongoing_trials.values()}
+
+
+def test_a_chief_that_hears_from_no_worker_stops_waiting(tmp_path):
+    tuner = tuning.make_tuner(_hypermodel(SearchSpace(depths=(8,), **TINY)), Budget(max_trials=3, max_epochs=1),
+                              tuner="random", directory=str(tmp_path), search_name="s", verbose=0)
+    tuner.oracle.give_up_lost_workers(60, time.monotonic())  # just started: waits
+    with pytest.raises(TimeoutError, match=r"no worker of the search has been heard from for 60 s \(--worker-timeout\)"):
+        tuner.oracle.give_up_lost_workers(60, time.monotonic() - 61)
+
+
 def test_a_worker_killed_mid_trial_is_recorded_as_failed_and_the_search_finishes(tmp_path):
     """Bound: the chief gives the lost worker up 10 s (--worker-timeout) after its last word, and the
     other worker runs the remaining trials; the whole job ends within LOST_WORKER_BOUND seconds."""
