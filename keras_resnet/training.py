@@ -230,8 +230,9 @@ def _fit_run(model, recipe, data, run_dir, pipeline, verbose, config, chief, cal
         io_utils.write_json(os.path.join(run_dir, "config.json"), config, indent=2)
     state = RunState(run_dir, monitor="val_accuracy" if val_ds is not None else None, chief=chief)
     guard = NaNGuard()
-    # The guard first: an epoch whose loss or weights are not finite is never committed.
-    callbacks = [guard, distributed.ProcessLocal(state), *callbacks]  # process 0 writes alone
+    # The guard first: an epoch whose loss or weights are not finite is never committed. Each process
+    # reads its own copy of the weights, and process 0 writes alone.
+    callbacks = [distributed.ProcessLocal(guard), distributed.ProcessLocal(state), *callbacks]
     if chief and keras.backend.backend() == "tensorflow":
         callbacks.append(keras.callbacks.TensorBoard(os.path.join(run_dir, "logs")))
     start, epoch, fitted, restored = time.perf_counter(), state.peek_epoch(), False, False
