@@ -15,6 +15,13 @@ calls, here with a time limit: ``KERAS_RESNET_COORDINATOR_TIMEOUT`` seconds, def
 (every device of the job). A process that trains alone gets the same scope over its own devices, so
 the same command runs unchanged on one machine or many.
 
+A lost process does not hang the job: when a process dies, the others fail at their next collective
+operation (its connections close), and `stop_if_a_process_is_lost` turns that failure into one
+`LostProcessError` naming it; the command line then leaves at once (`leave_after_loss`) rather than
+wait at JAX's shutdown barrier. A process that stops answering without dying is declared lost by JAX's
+coordination service after ``KERAS_RESNET_HEARTBEAT_TIMEOUT`` seconds (default 60); a finished process
+waits at most ``KERAS_RESNET_SHUTDOWN_TIMEOUT`` seconds (default 120) for the others at exit.
+
 Inputs: under a multi-process ``DataParallel``, Keras's JAX trainer turns what each process yields
 into one global batch with ``jax.make_array_from_process_local_data``: each process must yield its
 own rows, not the global batch. `process_datasets` gives each process rows ``p*B/N .. (p+1)*B/N`` of
