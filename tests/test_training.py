@@ -154,6 +154,7 @@ def test_absurd_recipe_numbers_are_refused_naming_the_argument(field, value):
         Recipe(**{field: value})
 
 
+@pytest.mark.slow
 def test_a_run_whose_weights_become_non_finite_stops_and_keeps_the_last_finite_state(tmp_path, monkeypatch):
     """The learning rate jumps to 1e30 after the first epoch: the weights overflow in the second."""
     data = training.load_run_data(recipe=Recipe(seed=1, val_fraction=0.1), train_size=320)
