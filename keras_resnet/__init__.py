@@ -16,14 +16,29 @@ TensorFlow-only parts (tf.data pipelines, LiteRT export) are imported on first u
 
 import importlib
 import os
+import signal
 import sys
 
-from keras_resnet.io_utils import quiet_native_logs
+_COMMAND = os.path.basename(sys.argv[0] if sys.argv else "") in ("keras-resnet", "-m")
+
+
+def _interrupted_while_starting(signum, frame):
+    """Ctrl-C while the command imports Keras and TensorFlow: one line, not the import's traceback."""
+    try:  # Python's stderr: while the imports run, file descriptor 2 goes to /dev/null (quiet_native_logs)
+        sys.stderr.write("keras-resnet: interrupted while starting; nothing was written\n")
+        sys.stderr.flush()
+    finally:
+        os._exit(130)
+
+
+if _COMMAND:  # `keras_resnet.cli.main` hands Ctrl-C back to Python once the imports are done
+    signal.signal(signal.SIGINT, _interrupted_while_starting)
+
+from keras_resnet.io_utils import quiet_native_logs  # noqa: E402
 
 # The `keras-resnet` command (also `python -m keras_resnet.cli`) keeps TensorFlow's C++ start-up log
 # lines out of its output unless it runs with --debug; a library import leaves them as they are.
-_COMMAND = os.path.basename(sys.argv[0] if sys.argv else "") in ("keras-resnet", "-m")
-with quiet_native_logs(_COMMAND and "--debug" not in sys.argv):
+with quiet_native_logs(_COMMAND and "--debug" not in sys.argv):  # noqa: E402
     from keras_resnet.layers import (
         BottleneckBlock,
         DropPath,

@@ -21,6 +21,7 @@ import warnings
 import zipfile
 
 import keras
+import numpy as np
 
 from keras_resnet import io_utils
 from keras_resnet.history import write_history
@@ -143,7 +144,15 @@ class RunState(keras.callbacks.Callback):
 
 
 class NaNGuard(keras.callbacks.Callback):
-    """Stops training the moment the loss is not finite, and says so plainly."""
+    """Stops training the moment the loss is not finite, and at the end of an epoch whose weights are
+    not all finite; says so plainly. Placed before `RunState`: such an epoch is never committed, so the
+    run folder keeps the last finite state.
+
+    Raises (from ``on_epoch_end``, out of ``fit``):
+        FloatingPointError: the loss or a weight stopped being finite in this epoch.
+    """
+
+    ADVICE = "Lower --learning-rate, raise --warmup-epochs, or use float32 precision."
 
     def __init__(self):
         super().__init__()
@@ -151,9 +160,16 @@ class NaNGuard(keras.callbacks.Callback):
 
     def on_train_batch_end(self, batch, logs=None):
         loss = (logs or {}).get("loss")
-        if loss is not None and not math.isfinite(float(loss)):
-            self.message = (
-                f"the training loss became {float(loss)} at batch {batch}; training stopped. "
-                "Lower --learning-rate, raise --warmup-epochs, or use float32 precision."
-            )
+        if loss is not None and not math.isfinite(float(loss)) and self.message is None:
+            self.message = f"the training loss became {float(loss)} at batch {batch}"
             self.model.stop_training = True
+
+    def on_epoch_end(self, epoch, logs=None):
+        bad = [w.path for w in self.model.weights if not np.all(np.isfinite(keras.ops.convert_to_numpy(w.value)))]
+        if bad and self.message is None:
+            self.message = (f"{len(bad)} of the {len(self.model.weights)} weight arrays became non-finite "
+                            f"(nan or inf; the first: {bad[0]})")
+        if self.message is not None:
+            self.message = (f"{self.message} in epoch {epoch + 1}; training stopped and this epoch was not "
+                            f"saved: the run folder keeps the last state whose weights are finite. {self.ADVICE}")
+            raise FloatingPointError(self.message)

@@ -8,6 +8,7 @@ received and what is allowed, and returns the value so that a check reads as one
     ValueError: `variant` must be one of ('v1.5', 'preact', 'plain'). Received: variant='v2'
 """
 
+import math
 import numbers
 
 
@@ -41,10 +42,11 @@ def check_int(name, value, minimum=None, maximum=None, *, none_ok=False):
 
 
 def check_number(name, value, low=None, high=None, *, low_open=False, high_open=False, none_ok=False):
-    """A real number (not a bool) in the interval given by `low`/`high` (closed unless `*_open`)."""
+    """A finite real number (not a bool, not inf or nan) in the interval given by `low`/`high` (closed
+    unless `*_open`)."""
     if value is None and none_ok:
         return None
-    bad = not is_number(value) or value != value
+    bad = not is_number(value) or not math.isfinite(value)
     if not bad and low is not None:
         bad = value <= low if low_open else value < low
     if not bad and high is not None:
@@ -53,11 +55,11 @@ def check_number(name, value, low=None, high=None, *, low_open=False, high_open=
         if low is not None and high is not None:
             allowed = f"a number in {'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
         elif low is not None:
-            allowed = f"a number {'>' if low_open else '>='} {low:g}"
+            allowed = f"a finite number {'>' if low_open else '>='} {low:g}"
         elif high is not None:
-            allowed = f"a number {'<' if high_open else '<='} {high:g}"
+            allowed = f"a finite number {'<' if high_open else '<='} {high:g}"
         else:
-            allowed = "a number"
+            allowed = "a finite number"
         _fail(name, value, allowed + (", or None" if none_ok else ""))
     return value
 

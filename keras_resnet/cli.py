@@ -204,6 +204,10 @@ def _tune(args):
         setup=flags.from_args(tuning.SearchSetup, args), verbose=0 if args.quiet else 1)
     if result.get("role") == "worker":
         print(f"worker {result['tuner_id']}: no trials left after {result['search_seconds']:.0f} s")
+    elif not result["trials"].get("COMPLETED"):
+        counts = ", ".join(f"{n} {status.lower()}" for status, n in result["trials"].items()) or "none ran"
+        raise RuntimeError(f"no trial of the search completed ({counts}; each trial's line above says why), "
+                           f"so there is no result: see {result['files']['leaderboard_csv']}")
 
 
 def _add_tuning(sub):
@@ -241,7 +245,8 @@ def _export(args):
     model = io_utils.load_model(args.model)
     # the run's own dataset, statistics and class names, images resized as in training
     dataset, (x_train, _), (x_test, y_test), info, note = run_folder.load_data_for(
-        model, args.model, args.dataset, args.data_dir, args.download)
+        model, args.model, args.dataset, args.data_dir, args.download,
+        purpose="int8 calibration" if quantize == "int8" else "verification")
     if note:
         print(note, file=sys.stderr if args.json else sys.stdout)
     class_names = info["class_names"]
@@ -277,6 +282,14 @@ def _predict(args):
 
     from keras_resnet.checks import check_int
 
+    if os.path.isdir(args.model) or not args.model.endswith(".tflite"):
+        what = "a directory" if os.path.isdir(args.model) else "not a .tflite file"
+        raise ValueError(f"the first argument of predict must be a .tflite file (written by export); "
+                         f"{args.model!r} is {what}. Usage: keras-resnet predict MODEL.tflite IMAGE [IMAGE ...]")
+    for image in args.images:
+        if os.path.isdir(image):
+            raise IsADirectoryError(f"{image!r} is a directory; predict takes image files (e.g. "
+                                    f"{os.path.join(image, '*.png')}, expanded by the shell)")
     if not args.images and not args.idx:
         raise ValueError("predict needs image files and/or --idx PATH. Received neither.")
     check_int("--limit", args.limit, minimum=1, none_ok=True)
@@ -374,10 +387,26 @@ def main(argv=None):
     sub = parser.add_subparsers(dest="command", required=True)
     argv = sys.argv[1:] if argv is None else list(argv)
     with quiet_native_logs("--debug" not in argv):  # TensorFlow's C++ log lines go nowhere
-        for add in (_add_models, _add_summary, _add_training, _add_tuning, _add_export, _add_explain):
-            add(sub)
+        try:
+            for add in (_add_models, _add_summary, _add_training, _add_tuning, _add_export, _add_explain):  # imports the modules
+                add(sub)
+        except KeyboardInterrupt:
+            print("keras-resnet: interrupted while starting; nothing was written", file=sys.stderr)
+            return 130
+        _python_handles_ctrl_c()
         args = parser.parse_args(argv)
         return _run(args)
+
+
+def _python_handles_ctrl_c():
+    """From here on Ctrl-C is Python's KeyboardInterrupt again (during the imports, the package's own
+    handler printed one line and left)."""
+    import signal
+
+    import keras_resnet
+
+    if signal.getsignal(signal.SIGINT) is keras_resnet._interrupted_while_starting:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def _run(args):
@@ -391,6 +420,9 @@ def _run(args):
             raise
         message = " ".join(str(e).split()) or type(e).__name__
         print(f"keras-resnet {args.command}: error: {message}", file=sys.stderr)
+        distributed = sys.modules.get("keras_resnet.distributed")
+        if distributed is not None and isinstance(e, distributed.LostProcessError):
+            distributed.leave_after_loss()  # JAX's shutdown at exit would wait for the lost process
         return 2 if isinstance(e, USAGE_ERRORS) else 1
 
 

@@ -15,6 +15,13 @@ calls, here with a time limit: ``KERAS_RESNET_COORDINATOR_TIMEOUT`` seconds, def
 (every device of the job). A process that trains alone gets the same scope over its own devices, so
 the same command runs unchanged on one machine or many.
 
+A lost process does not hang the job: when a process dies, the others fail at their next collective
+operation (its connections close), and `stop_if_a_process_is_lost` turns that failure into one
+`LostProcessError` naming it; the command line then leaves at once (`leave_after_loss`) rather than
+wait at JAX's shutdown barrier. A process that stops answering without dying is declared lost by JAX's
+coordination service after ``KERAS_RESNET_HEARTBEAT_TIMEOUT`` seconds (default 60); a finished process
+waits at most ``KERAS_RESNET_SHUTDOWN_TIMEOUT`` seconds (default 120) for the others at exit.
+
 Inputs: under a multi-process ``DataParallel``, Keras's JAX trainer turns what each process yields
 into one global batch with ``jax.make_array_from_process_local_data``: each process must yield its
 own rows, not the global batch. `process_datasets` gives each process rows ``p*B/N .. (p+1)*B/N`` of
@@ -43,6 +50,18 @@ NUM_PROCESSES = "KERAS_DISTRIBUTION_NUM_PROCESSES"
 PROCESS_ID = "KERAS_DISTRIBUTION_PROCESS_ID"
 TIMEOUT = "KERAS_RESNET_COORDINATOR_TIMEOUT"
 DEFAULT_TIMEOUT = 300
+# A process that stops answering (hung, or its machine gone) is declared lost by JAX's coordination
+# service after this many seconds, and the others are stopped; a process that dies is noticed at once,
+# by the next collective operation (its connections close).
+HEARTBEAT_TIMEOUT = "KERAS_RESNET_HEARTBEAT_TIMEOUT"
+DEFAULT_HEARTBEAT_TIMEOUT = 60
+# At exit, how long a process waits for the others to reach JAX's shutdown barrier.
+SHUTDOWN_TIMEOUT = "KERAS_RESNET_SHUTDOWN_TIMEOUT"
+DEFAULT_SHUTDOWN_TIMEOUT = 120
+# What a collective operation says when a process of the job is gone (gloo on CPUs, NCCL on GPUs, JAX's
+# coordination service).
+_LOST_SIGNS = ("Connection closed by peer", "Connection reset by peer", "Broken pipe", "Socket closed",
+               "remote process exited", "heartbeat", "coordination service")
 # The variables JAX's Slurm detection reads (a task of an `srun` step has them all).
 SLURM_VARS = ("SLURM_JOB_ID", "SLURM_STEP_NODELIST", "SLURM_NTASKS", "SLURM_PROCID", "SLURM_LOCALID")
 
@@ -109,16 +128,15 @@ def job_from_env(environ=None):
     return None
 
 
-def _timeout(timeout):
+def _timeout(timeout, variable=TIMEOUT, default=DEFAULT_TIMEOUT):
     if timeout is None:
-        timeout = os.environ.get(TIMEOUT, DEFAULT_TIMEOUT)
+        timeout = os.environ.get(variable, default)
     try:
         value = float(timeout)
     except (TypeError, ValueError):
         value = 0
-    if value <= 0:
-        raise ValueError(f"The coordinator timeout must be a number of seconds > 0. Received: "
-                         f"{TIMEOUT}={timeout!r}")
+    if not 0 < value < float("inf"):
+        raise ValueError(f"{variable} must be a number of seconds > 0. Received: {variable}={timeout!r}")
     return value
 
 
@@ -192,8 +210,10 @@ def initialize(job=None, timeout=None):
         watchdog.daemon = True
         watchdog.start()
         try:
-            jax.distributed.initialize(job.coordinator, job.num_processes, job.process_id,
-                                       initialization_timeout=max(int(timeout), 1))
+            jax.distributed.initialize(
+                job.coordinator, job.num_processes, job.process_id, initialization_timeout=max(int(timeout), 1),
+                heartbeat_timeout_seconds=max(int(_timeout(None, HEARTBEAT_TIMEOUT, DEFAULT_HEARTBEAT_TIMEOUT)), 1),
+                shutdown_timeout_seconds=max(int(_timeout(None, SHUTDOWN_TIMEOUT, DEFAULT_SHUTDOWN_TIMEOUT)), 1))
         except RuntimeError as e:
             raise RuntimeError(f"Process {job.process_id} could not join its job: {e} Start the "
                                "program with keras_resnet.distributed.initialize(), before any JAX "
@@ -206,6 +226,46 @@ def initialize(job=None, timeout=None):
                          f"{jax.process_count()} processes, but they declare {NUM_PROCESSES}="
                          f"{declared.tolist()} (by process). Give every process the same {NUM_PROCESSES}.")
     return job
+
+
+class LostProcessError(RuntimeError):
+    """A process of a multi-process job is gone (killed, crashed, its machine lost): the job cannot
+    go on, and this process cannot leave it cleanly either (JAX's shutdown waits for everyone)."""
+
+
+def lost_process_error(error):
+    """A `LostProcessError` naming the lost process when `error`, raised inside a multi-process job,
+    says that a process of the job is gone; None otherwise."""
+    process, processes, _ = _current()
+    text = " ".join(str(error).split())
+    if processes < 2 or isinstance(error, LostProcessError) or not any(s in text for s in _LOST_SIGNS):
+        return None
+    # In a pair the lost one is the other; in a larger job the collective names only its address.
+    lost = f"process {1 - process}" if processes == 2 else "a process"
+    return LostProcessError(
+        f"{lost} of the {processes}-process job was lost ({text[:300]}); process {process} stops. Start "
+        "the same command on every process again: the run resumes from its last committed epoch.")
+
+
+@contextlib.contextmanager
+def stop_if_a_process_is_lost():
+    """Inside the block, an error that says a process of the job is gone becomes a `LostProcessError`
+    naming it (one line, instead of the collective's own message)."""
+    try:
+        yield
+    except Exception as e:  # noqa: BLE001 -- XLA reports a lost peer as its own runtime error
+        lost = lost_process_error(e)
+        if lost is None:
+            raise
+        raise lost from e
+
+
+def leave_after_loss():
+    """Ends this process now, with exit status 1: after a `LostProcessError`, JAX's shutdown at exit
+    would wait for the lost process until its shutdown timeout."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(1)
 
 
 def _check_backend(job):
@@ -308,6 +368,13 @@ def check_same(what, value):
         raise ValueError(f"The {processes} processes disagree on {what}: {values} (by process). Run "
                          "the same command on every process, with a run folder on storage they all see.")
     return value
+
+
+def all_true(flag):
+    """True when every process of the job passes a true `flag` (this process's flag alone otherwise)."""
+    if _current()[1] == 1:
+        return bool(flag)
+    return bool(_allgather([int(bool(flag))]).min())
 
 
 class ProcessShare(NumpyDataset):

@@ -5,10 +5,15 @@ half-written file, whatever kills the process. The temporary name is unique to t
 thread, so concurrent writers (a search's chief and its workers) never share one. A failure while
 writing (a full disk) removes the temporary file, leaves the previous file in place, and raises an
 `OSError` whose message names the path.
+
+`folder_lock` makes one process the only writer of a folder (a run folder, a search folder): an
+exclusive lock on ``<folder>/.lock`` that the operating system releases when the process ends, however
+it ends, so a killed run never leaves a lock behind that blocks its resume.
 """
 
 import contextlib
 import errno
+import fcntl
 import json
 import os
 import sys
@@ -37,6 +42,71 @@ def atomic_path(path, suffix=""):
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+LOCK_FILE = ".lock"
+_HELD = {}  # real path of a folder this process holds -> [descriptor of its lock file, depth]
+
+
+class FolderInUseError(RuntimeError):
+    """Another process holds the folder's lock: it is writing there now."""
+
+
+@contextlib.contextmanager
+def folder_lock(folder, what="folder", hint=""):
+    """Inside the block this process is the only writer of `folder` (created if missing).
+
+    The lock is ``fcntl.flock`` on ``<folder>/.lock``, which holds the holder's process id; the
+    operating system releases it when the process ends, even by ``kill -9``. The same process may
+    enter the block again (nested) for the same folder.
+
+    Args:
+        folder: the folder.
+        what: what the folder is, for the message ("run folder", "search folder").
+        hint: what to do instead, appended to the message.
+
+    Raises:
+        FolderInUseError: another process holds the lock; the message names the folder and its pid.
+    """
+    folder = os.path.abspath(os.fspath(folder))
+    os.makedirs(folder, exist_ok=True)
+    key = os.path.realpath(folder)
+    if key in _HELD:
+        _HELD[key][1] += 1
+        try:
+            yield folder
+        finally:
+            _HELD[key][1] -= 1
+        return
+    path = os.path.join(folder, LOCK_FILE)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as e:
+        os.close(fd)
+        if e.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+            raise
+        holder = lock_holder(folder)
+        raise FolderInUseError(
+            f"the {what} {folder} is in use by another process ({f'pid {holder}' if holder else 'pid unknown'}"
+            f"); two writers would mix their files{'; ' + hint if hint else ''}") from None
+    try:
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        _HELD[key] = [fd, 1]
+        yield folder
+    finally:
+        _HELD.pop(key, None)
+        os.close(fd)  # releases the lock
+
+
+def lock_holder(folder):
+    """The process id written in `folder`'s lock file (whoever holds or last held it), or None."""
+    try:
+        with open(os.path.join(os.fspath(folder), LOCK_FILE)) as f:
+            return int(f.read().strip() or 0) or None
+    except (OSError, ValueError):
+        return None
 
 
 def write_bytes(path, data):

@@ -15,6 +15,7 @@ model keeps the weights it had. `normalization_of(source)` gives the mean and st
 expects, in the scale of ``keras_resnet.data.normalize``.
 """
 
+import contextlib
 import os
 import re
 import warnings
@@ -93,7 +94,8 @@ def _read_torch(path):
             f".safetensors file instead (read through NumPy, no torch needed):\n  python -c \"import torch; "
             f"from safetensors.torch import save_file; save_file({{k: v.contiguous() for k, v in "
             f"torch.load('{path}', weights_only=True).items()}}, '{stem}.safetensors')\"") from None
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    with _unreadable(path, "PyTorch checkpoint (.pth)"):
+        state = torch.load(path, map_location="cpu", weights_only=True)
     for wrapper in ("state_dict", "model"):  # training checkpoints wrap the state dict
         if isinstance(state, dict) and isinstance(state.get(wrapper), dict):
             state = state[wrapper]
@@ -115,8 +117,23 @@ def _read_safetensors(path):
     except ImportError:
         raise ImportError(f"Reading {path!r} needs the safetensors package: "
                           "pip install 'keras3-resnet[pretrained]'") from None
-    with safe_open(path, framework="np") as f:
-        return {k: f.get_tensor(k) for k in f.keys()}
+    with _unreadable(path, ".safetensors file"):
+        with safe_open(path, framework="np") as f:
+            return {k: f.get_tensor(k) for k in f.keys()}
+
+
+@contextlib.contextmanager
+def _unreadable(path, what):
+    """A checkpoint that its reader cannot read (truncated, corrupt, another format) becomes one
+    ValueError naming the file; the reader's own errors do not."""
+    try:
+        yield
+    except (MemoryError, KeyboardInterrupt):
+        raise
+    except Exception as e:  # noqa: BLE001 -- safetensors and torch raise their own kinds for a damaged file
+        first = (str(e).strip().splitlines() or [""])[0]
+        raise ValueError(f"{path!r} is not a readable {what} (truncated or corrupt?): {type(e).__name__}: "
+                         f"{first[:200]}. Download or convert it again.") from e
 
 
 def _hub_settings():

@@ -58,19 +58,42 @@ def dataset_for(model_path, dataset=None):
                                    f"{DEFAULT_DATASET} (pass --dataset to choose)")
 
 
-def load_data_for(model, model_path, dataset=None, data_dir=None, download=False):
+def load_data_for(model, model_path, dataset=None, data_dir=None, download=False, purpose="evaluation"):
     """The data a saved model is evaluated or exported with: the run folder's dataset, normalisation
     and class names (see `dataset_for`), its images resized to the model's input when it was trained
     on resized images.
 
+    Args:
+        purpose: what the images are for, in messages ("evaluation", "int8 calibration", ...).
+
     Returns:
         ``(dataset, (x_train, y_train), (x_test, y_test), info, note)``; ``info`` carries the run's
         ``mean``, ``std`` and ``class_names``; ``note`` is `dataset_for`'s line or None.
+
+    Raises:
+        ValueError: no dataset given, no run folder, and a model whose images are not Fashion-MNIST's
+            kind (not one channel): the fallback would not fit it. FileNotFoundError or ValueError:
+            the run folder's dataset is not where it recorded it.
     """
     from keras_resnet import data
 
     dataset, defaults, note = dataset_for(model_path, dataset)
-    train, test, info = data.load(dataset, data_dir=data_dir, download=download)
+    channels = model.input_shape[-1]
+    if defaults is None and note is not None and channels != 1:
+        raise ValueError(
+            f"{purpose} needs images like the ones {os.fspath(model_path)} was trained on, and no run folder "
+            f"beside it (config.json or run.json) says which: pass --dataset (a folder of class folders, or "
+            f"a tensorflow-datasets name; the API's `dataset`). The fallback, {DEFAULT_DATASET}, has 1-channel "
+            f"images; this model takes {channels} channels.")
+    try:
+        train, test, info = data.load(dataset, data_dir=data_dir, download=download)
+    except (OSError, ValueError) as e:
+        if defaults is None:
+            raise
+        message = (f"the dataset {defaults['dataset']!r} comes from the run folder ({defaults['source']}) and "
+                   f"cannot be loaded from there: {' '.join(str(e).split())}. Pass --dataset to use data "
+                   "elsewhere")
+        raise (FileNotFoundError if isinstance(e, FileNotFoundError) else ValueError)(message) from e
     size = tuple(model.input_shape[1:3])
     if tuple(info["input_shape"][:2]) != size:  # trained on resized images
         train, test, info = data.load(dataset, data_dir=data_dir, download=download, image_size=size)

@@ -17,6 +17,7 @@ TensorFlow is optional here: with another Keras backend (JAX on a GPU machine) t
 NumPy pipeline and TensorFlow is never imported.
 """
 
+import contextlib
 import dataclasses
 import os
 import sys
@@ -38,6 +39,7 @@ from keras_resnet.summary import summarize
 
 SCHEDULES = ("cosine", "step")
 PIPELINES = ("auto", "tf", "numpy")
+MAX_LEARNING_RATE = 10.0
 
 
 @dataclasses.dataclass
@@ -67,9 +69,12 @@ class Recipe:
     def __post_init__(self):
         checks.check_int("epochs", self.epochs, 1)
         checks.check_int("batch_size", self.batch_size, 1)
-        checks.check_number("learning_rate", self.learning_rate, 0, low_open=True)
+        # Finite, and within what SGD can use: a learning rate above MAX_LEARNING_RATE or a decoupled
+        # decay of 1 or more (each step removes learning_rate * weight_decay of every kernel) only
+        # destroys the weights.
+        checks.check_number("learning_rate", self.learning_rate, 0, MAX_LEARNING_RATE, low_open=True)
         checks.check_number("momentum", self.momentum, 0, 1, high_open=True)
-        checks.check_number("weight_decay", self.weight_decay, 0)
+        checks.check_number("weight_decay", self.weight_decay, 0, 1, high_open=True)
         if self.warmup_epochs is None:
             self.warmup_epochs = min(2.0, self.epochs / 5)
         checks.check_number("warmup_epochs", self.warmup_epochs, 0, self.epochs, high_open=True)
@@ -187,8 +192,32 @@ def fit_run(model, recipe, data, run_dir, *, pipeline="auto", verbose="auto", co
 
     Returns:
         The metrics written to ``run.json``, with ``run_dir``.
+
+    Raises:
+        io_utils.FolderInUseError: another process is writing `run_dir` (it holds the folder's lock).
     """
     run_dir = os.fspath(run_dir)
+    # A process of a multi-process job that dies stops the others with one line naming it.
+    with distributed.stop_if_a_process_is_lost(), contextlib.ExitStack() as held:
+        # One writer per run folder, for the whole run: a second run is refused before it writes. In a
+        # multi-process job process 0 holds the lock, and every process stops when it cannot.
+        refused = None
+        if chief:
+            try:
+                held.enter_context(io_utils.folder_lock(run_dir, "run folder", RUN_DIR_IN_USE))
+            except io_utils.FolderInUseError as e:
+                refused = e
+        if not distributed.all_true(refused is None):
+            raise refused or io_utils.FolderInUseError(
+                f"the run folder {run_dir} is in use by another process (process 0 of this job could not "
+                f"take it); {RUN_DIR_IN_USE}")
+        return _fit_run(model, recipe, data, run_dir, pipeline, verbose, config, chief, callbacks)
+
+
+RUN_DIR_IN_USE = "wait for it to end (the same command then resumes there), or choose another run folder"
+
+
+def _fit_run(model, recipe, data, run_dir, pipeline, verbose, config, chief, callbacks):
     steps = steps_per_epoch(recipe, len(data.x_train))
     train_ds, val_ds = make_datasets(data.x_train, data.y_train, data.x_val, data.y_val, data.info, recipe,
                                      pipeline)
@@ -202,7 +231,9 @@ def fit_run(model, recipe, data, run_dir, *, pipeline="auto", verbose="auto", co
         io_utils.write_json(os.path.join(run_dir, "config.json"), config, indent=2)
     state = RunState(run_dir, monitor="val_accuracy" if val_ds is not None else None, chief=chief)
     guard = NaNGuard()
-    callbacks = [distributed.ProcessLocal(state), guard, *callbacks]  # process 0 writes alone
+    # The guard first: an epoch whose loss or weights are not finite is never committed. Each process
+    # reads its own copy of the weights, and process 0 writes alone.
+    callbacks = [distributed.ProcessLocal(guard), distributed.ProcessLocal(state), *callbacks]
     if chief and keras.backend.backend() == "tensorflow":
         callbacks.append(keras.callbacks.TensorBoard(os.path.join(run_dir, "logs")))
     start, epoch, fitted, restored = time.perf_counter(), state.peek_epoch(), False, False
@@ -269,6 +300,13 @@ def _train_head_only(model, head_only):
         layer.trainable = not head_only or layer.name == "logits"
 
 
+def recorded_dataset(dataset):
+    """What a run folder records of `dataset`: a folder's absolute path (so that `evaluate` and
+    `export` find it from any working directory), else the dataset's name."""
+    path = os.path.expanduser(os.fspath(dataset))
+    return os.path.abspath(path) if os.path.isdir(path) else str(dataset)
+
+
 def run_name(model_name, dataset):
     return f"{model_name}_{os.path.basename(os.path.normpath(str(dataset)))}"
 
@@ -317,7 +355,7 @@ def train(*, dataset="fashion_mnist", data_dir=None, download=False, recipe=None
         data, layout = distributed.plan(data, recipe)  # the global batch across processes and devices
         model = build(**build_kwargs)
         run_dir = run_dir or os.path.join("saved_models", run_name(model.name, dataset))
-        config = {"dataset": str(dataset), "build": io_utils.jsonable(build_kwargs), "precision": policy,
+        config = {"dataset": recorded_dataset(dataset), "build": io_utils.jsonable(build_kwargs), "precision": policy,
                   "replicas": replicas, **layout}
         if weights is not None:
             config["weights"] = _start_from(model, weights, data.info)

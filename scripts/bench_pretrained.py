@@ -29,6 +29,7 @@ def parse_args(argv=None):
     p.add_argument("--runs", type=int, default=5, help="fresh processes per format")
     p.add_argument("--work-dir", default="saved_models/bench_pretrained", help="where the checkpoints go")
     p.add_argument("--output", default="saved_models/bench_pretrained.json")
+    p.add_argument("--timeout", type=float, default=600, help="seconds one loading process may take")
     p.add_argument("--worker", nargs=2, metavar=("DEPTH", "PATH"), help=argparse.SUPPRESS)
     return p.parse_args(argv)
 
@@ -111,7 +112,7 @@ def main(argv=None):
         for _ in range(args.runs):
             out = subprocess.run([sys.executable, __file__, "--worker", str(args.depth), path,
                                   "--image-size", str(args.image_size)],
-                                 capture_output=True, text=True, check=True).stdout
+                                 capture_output=True, text=True, check=True, timeout=args.timeout).stdout
             runs.append(json.loads(out.strip().splitlines()[-1]))
         rows.append({"format": fmt, "file_mib": os.path.getsize(path) / 2**20, "runs": runs,
                      "seconds_median": statistics.median(r["seconds"] for r in runs),

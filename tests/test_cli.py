@@ -3,8 +3,11 @@ status 2 for bad input and 1 for a failure while running; no traceback unless --
 
 import json
 import os
+import shutil
+import signal
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -26,6 +29,14 @@ def files(tmp_path_factory):
     data = (root / "model.keras").read_bytes()
     (root / "truncated.keras").write_bytes(data[: len(data) // 2])
     (root / "notes.png").write_text("this is not an image")
+    rgb = root / "lone"
+    rgb.mkdir()
+    build(depth=8, width=0.25, input_shape=(32, 32, 3), num_classes=10).save(rgb / "model.keras")
+    run = root / "moved_run"  # a run folder whose dataset was moved away after training
+    run.mkdir()
+    (run / "model.keras").write_bytes(data)
+    (run / "config.json").write_text(json.dumps({"dataset": str(root / "photos_moved_away")}))
+    _truncated_checkpoints(root)
     rng = np.random.default_rng(0)
     for name, per_class, corrupt in (("photos", 20, True), ("few", 60, False)):
         for label in ("cat", "dog"):
@@ -36,6 +47,19 @@ def files(tmp_path_factory):
         if corrupt:
             (root / name / "cat" / "broken.png").write_bytes(b"\x89PNG not really")
     return root
+
+
+def _truncated_checkpoints(root):
+    """Half of a real .safetensors file and of a real torch .pth file."""
+    import torch
+    from safetensors.numpy import save_file
+
+    tensors = {"conv1.weight": np.ones((8, 3, 3, 3), np.float32), "fc.bias": np.zeros(10, np.float32)}
+    save_file(tensors, str(root / "whole.safetensors"))
+    torch.save({k: torch.from_numpy(v) for k, v in tensors.items()}, root / "whole.pth")
+    for ext in ("safetensors", "pth"):
+        whole = (root / f"whole.{ext}").read_bytes()
+        (root / f"truncated.{ext}").write_bytes(whole[: len(whole) // 2])
 
 
 # (argv with {root} for the fixture folder, exit status, fragments the one error line must hold)
@@ -58,6 +82,24 @@ BAD_COMMANDS = [
     ("train --weights {root}/missing.pth --epochs 1 --train-size 500", 2, ["missing.pth"]),
     ("train --depth 8 --width 0.25 --epochs 1 --train-size 256 --batch-size 64 --run-dir /dev/null/run",
      2, ["/dev/null/run"]),
+    ("train --learning-rate inf --epochs 1", 2, ["learning_rate=inf", "a number in (0, 10]"]),
+    ("train --weight-decay nan --epochs 1", 2, ["weight_decay=nan", "a number in [0, 1)"]),
+    ("train --label-smoothing inf --epochs 1", 2, ["label_smoothing=inf"]),
+    ("train --depth 8 --width 0.25 --weights {root}/truncated.safetensors --epochs 1 --train-size 256 "
+     "--batch-size 64", 2, ["truncated.safetensors", "not a readable .safetensors file"]),
+    ("train --depth 8 --width 0.25 --weights {root}/truncated.pth --epochs 1 --train-size 256 --batch-size 64",
+     2, ["truncated.pth", "not a readable PyTorch checkpoint"]),
+    ("export {root}/lone/model.keras --quantize int8", 2,
+     ["int8 calibration needs images like the ones", "no run folder", "--dataset", "takes 3 channels"]),
+    ("evaluate {root}/moved_run/model.keras", 2,
+     ["photos_moved_away", "comes from the run folder", "moved_run/config.json", "--dataset"]),
+    ("predict {root}/notes.png {root}/notes.png", 2, ["first argument of predict must be a .tflite file",
+                                                     "notes.png"]),
+    ("predict {root} {root}/notes.png", 2, ["first argument of predict must be a .tflite file", "is a directory"]),
+    ("predict {root}/model.tflite {root}/photos", 2, ["photos", "is a directory", "image files"]),
+    ("tune --depths 8 --width-min 0.25 --width-max 0.25 --max-trials 1 --time-limit 0.001 --train-size 300 "
+     "--batch-size 32 --retrain-epochs 0 --directory {root}/searches --search-name none --quiet",
+     1, ["no trial of the search completed", "leaderboard.csv"]),
     ("evaluate {root}/truncated.keras", 2, ["truncated.keras", "truncated or corrupt"]),
     ("evaluate {root}/missing.keras", 2, ["missing.keras"]),
     ("explain {root}/truncated.keras {root}/notes.png", 2, ["truncated.keras", "truncated or corrupt"]),
@@ -86,6 +128,37 @@ def test_bad_images_skip_trains_on_the_readable_ones(files, tmp_path, capsys):
     assert main(argv) == 0
     captured = capsys.readouterr()
     assert "broken.png" in captured.err and "test accuracy" in captured.out
+
+
+@pytest.mark.slow
+def test_a_run_folder_records_its_folder_dataset_by_absolute_path_for_any_working_directory(
+        files, tmp_path, monkeypatch, capsys):
+    shutil.copytree(files / "few", tmp_path / "few")
+    monkeypatch.chdir(tmp_path)
+    argv = ["train", "--dataset", "few", "--depth", "8", "--width", "0.25", "--epochs", "1", "--batch-size", "8",
+            "--verbose", "0", "--run-dir", str(tmp_path / "run")]
+    assert main(argv) == 0
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["dataset"] == str(tmp_path / "few")
+    monkeypatch.chdir(files)
+    assert main(["evaluate", str(tmp_path / "run" / "model.keras")]) == 0
+    (tmp_path / "few").rename(tmp_path / "moved")
+    capsys.readouterr()
+    assert main(["evaluate", str(tmp_path / "run" / "model.keras")]) == 2
+    err = capsys.readouterr().err
+    assert f"the dataset '{tmp_path / 'few'}' comes from the run folder ({tmp_path / 'run' / 'config.json'})" in err
+
+
+@pytest.mark.slow
+def test_ctrl_c_while_train_starts_prints_one_line_and_exits_130(tmp_path):
+    process = subprocess.Popen([sys.executable, "-m", "keras_resnet.cli", "train", "--epochs", "1", "--run-dir",
+                                str(tmp_path / "run")], env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True)
+    time.sleep(1.0)  # Python is up; Keras and TensorFlow are still being imported
+    process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=120)
+    assert process.returncode == 130, err[-3000:]
+    assert err.strip().splitlines() == ["keras-resnet: interrupted while starting; nothing was written"], err[-3000:]
+    assert not (tmp_path / "run").exists()
 
 
 @pytest.mark.slow

@@ -165,6 +165,45 @@ def test_a_job_killed_after_an_epoch_resumes_at_the_next_epoch_on_every_process(
         np.testing.assert_array_equal(a, b)
 
 
+LOST_BOUND = 30  # seconds from a process's kill -9 to the other's exit (it notices at the next collective)
+
+
+def test_a_process_killed_mid_epoch_stops_the_other_naming_it_and_the_job_resumes(tmp_path):
+    port, run_dir = free_port(), tmp_path / "run"
+    args = TINY + ["--epochs", "3", "--run-dir", str(run_dir)]
+    bounds = {distributed.HEARTBEAT_TIMEOUT: "20", distributed.SHUTDOWN_TIMEOUT: "20"}
+    procs = [start(tmp_path, f"first{i}", job_env(port, i, **bounds), args) for i in range(2)]
+    deadline = time.monotonic() + LAUNCH_TIMEOUT
+    while not (run_dir / "state" / "epoch-0001").exists():  # the second epoch has begun
+        assert time.monotonic() < deadline and all(p.poll() is None for p in procs), \
+            "\n".join(p.log_path.read_text()[-2000:] for p in procs)
+        time.sleep(0.05)
+    os.killpg(procs[1].pid, signal.SIGKILL)
+    killed = time.monotonic()
+    procs[1].wait()
+    try:
+        procs[0].wait(timeout=LOST_BOUND)
+    except subprocess.TimeoutExpired:
+        os.killpg(procs[0].pid, signal.SIGKILL)
+        pytest.fail(f"process 0 still ran {LOST_BOUND} s after process 1 was killed:\n"
+                    + procs[0].log_path.read_text()[-2000:])
+    assert time.monotonic() - killed < LOST_BOUND
+    log = procs[0].log_path.read_text()
+    assert procs[0].returncode == 1, log[-3000:]
+    errors = [line for line in log.splitlines() if line.startswith("keras-resnet train: error: ")]
+    assert len(errors) == 1 and "process 1 of the 2-process job was lost" in errors[0], log[-3000:]
+    assert "Traceback" not in log
+    done = max(int(name.split("-")[1]) for name in os.listdir(run_dir / "state") if name.startswith("epoch-"))
+    assert 1 <= done < 3
+    port = free_port()
+    procs = [start(tmp_path, f"again{i}", job_env(port, i, **bounds), args) for i in range(2)]
+    for p, log in zip(procs, finish(procs)):
+        assert p.returncode == 0, log[-3000:]
+        assert epochs_started(log) == list(range(done + 1, 4))
+    with open(run_dir / "history.csv") as f:
+        assert [int(row["epoch"]) for row in csv.DictReader(f)] == [0, 1, 2]
+
+
 def run_job(tmp_path, envs, args, timeout=LAUNCH_TIMEOUT):
     procs = [start(tmp_path, f"p{i}", env, args) for i, env in enumerate(envs)]
     return [(p.returncode, log) for p, log in zip(procs, finish(procs, timeout))]
@@ -313,3 +352,19 @@ def test_process_local_wraps_only_the_hooks_a_callback_defines():
     outer.on_epoch_end(3)
     assert inner.ends == [3]
     assert "on_epoch_end" in vars(outer) and "on_train_batch_end" not in vars(outer)
+
+
+def test_an_error_of_a_collective_with_a_lost_peer_names_the_lost_process(monkeypatch):
+    gloo = RuntimeError("UNKNOWN: Gloo all-reduce failed: [pair.cc:547] Connection closed by peer [127.0.0.1]:1")
+    monkeypatch.setattr(distributed, "_current", lambda: (0, 2, 2))
+    lost = distributed.lost_process_error(gloo)
+    assert isinstance(lost, distributed.LostProcessError)
+    assert str(lost).startswith("process 1 of the 2-process job was lost (UNKNOWN: Gloo all-reduce failed")
+    assert distributed.lost_process_error(ValueError("`batch_size`=33 does not divide")) is None
+    with pytest.raises(distributed.LostProcessError, match="process 1 of the 2-process job was lost"):
+        with distributed.stop_if_a_process_is_lost():
+            raise gloo
+    monkeypatch.setattr(distributed, "_current", lambda: (1, 3, 3))
+    assert str(distributed.lost_process_error(gloo)).startswith("a process of the 3-process job was lost")
+    monkeypatch.setattr(distributed, "_current", lambda: (0, 1, 1))
+    assert distributed.lost_process_error(gloo) is None  # alone, nobody can be lost

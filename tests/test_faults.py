@@ -2,18 +2,20 @@
 resume that must not lose the best model. After each, the same command finishes the run, the history
 has each epoch once, and no earlier good file is lost."""
 
+import fcntl
 import hashlib
 import os
 import signal
 import subprocess
 import sys
 import textwrap
+import time
 
 import keras
 import pytest
 from conftest import kill_when
 
-from keras_resnet import callbacks, history, training
+from keras_resnet import callbacks, history, io_utils, training
 from keras_resnet.training import Recipe
 
 TINY = dict(depth=8, width=0.25)
@@ -225,3 +227,84 @@ def test_search_retraining_with_a_truncated_checkpoint_resumes_from_the_one_befo
     assert any(".unreadable-" in f for f in os.listdir(run_dir / "state"))
     best = json.loads((tmp_path / "s" / "results.json").read_text())["best"]
     assert best["retrain_epochs"] == 4 and callbacks.readable_keras_file(tmp_path / "s" / "best.keras")
+
+
+# --- one writer per folder ---------------------------------------------------------------------------
+
+
+def _hold_lock(folder, pid):
+    """Locks `folder` the way another process would (a lock on its own open file), claiming `pid`."""
+    os.makedirs(folder, exist_ok=True)
+    fd = os.open(os.path.join(folder, io_utils.LOCK_FILE), os.O_RDWR | os.O_CREAT)
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    os.write(fd, f"{pid}\n".encode())
+    return fd
+
+
+def test_a_second_writer_of_a_run_folder_is_refused_before_it_writes_naming_folder_and_holder(tmp_path):
+    run_dir = str(tmp_path / "run")
+    fd = _hold_lock(run_dir, 4242)
+    try:
+        with pytest.raises(io_utils.FolderInUseError,
+                           match=rf"run folder {run_dir} is in use by another process \(pid 4242\)"):
+            training.fit_run(None, Recipe(), None, run_dir)  # refused before the model or data are touched
+    finally:
+        os.close(fd)
+    assert os.listdir(run_dir) == [io_utils.LOCK_FILE]
+    with io_utils.folder_lock(run_dir):  # free again once its holder has gone
+        assert io_utils.lock_holder(run_dir) == os.getpid()
+
+
+def test_a_second_search_on_a_search_folder_is_refused_and_overwrite_keeps_the_lock(tmp_path):
+    from keras_resnet import tuning
+
+    setup = tuning.SearchSetup(directory=str(tmp_path), search_name="s", overwrite=True)
+    fd = _hold_lock(tmp_path / "s", 4343)
+    try:
+        with pytest.raises(io_utils.FolderInUseError, match=r"search folder .*/s is in use by another process "
+                                                            r"\(pid 4343\).*worker"):
+            tuning.run_search(setup=setup)
+    finally:
+        os.close(fd)
+    (tmp_path / "s" / "old.json").write_text("{}")
+    with io_utils.folder_lock(tmp_path / "s"):
+        tuning.search._clear(str(tmp_path / "s"))
+    assert os.listdir(tmp_path / "s") == [io_utils.LOCK_FILE]
+
+
+@pytest.mark.slow
+def test_two_train_processes_on_one_run_folder_one_is_refused_and_kill_9_of_the_other_never_blocks_resume(
+        tmp_path):
+    """Bound: three short CLI runs of a depth-8 network, about a minute on two cores."""
+    run_dir = tmp_path / "run"
+    command = [sys.executable, "-m", "keras_resnet.cli", "train", "--depth", "8", "--width", "0.25", "--epochs",
+               "4", "--train-size", "2000", "--batch-size", "64", "--verbose", "2", "--run-dir", str(run_dir)]
+    both = [subprocess.Popen(command, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            for _ in range(2)]
+    try:
+        deadline = time.monotonic() + 400
+        while all(p.poll() is None for p in both):  # the refused one ends as soon as the other holds the folder
+            assert time.monotonic() < deadline, "neither process was refused"
+            time.sleep(0.1)
+        refused = next(p for p in both if p.poll() is not None)
+        holder = next(p for p in both if p is not refused)
+        err = refused.communicate(timeout=60)[1].strip().splitlines()
+        assert refused.returncode == 1, err
+        assert err == [f"keras-resnet train: error: the run folder {run_dir} is in use by another process "
+                       f"(pid {holder.pid}); two writers would mix their files; {training.RUN_DIR_IN_USE}"]
+        while not (run_dir / "state" / "epoch-0001").exists():
+            assert time.monotonic() < deadline and holder.poll() is None, holder.communicate()[1][-2000:]
+            time.sleep(0.05)
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+    finally:
+        for p in both:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    done = _epochs(str(run_dir))
+    assert 1 <= len(done) < 4
+    again = subprocess.run(command, env=ENV, capture_output=True, text=True, timeout=400)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert f"Epoch {len(done) + 1}/4" in again.stdout and "Epoch 1/4" not in again.stdout
+    assert _epochs(str(run_dir)) == [0, 1, 2, 3]

@@ -460,3 +460,20 @@ def test_normalization_comes_from_config_json_or_imagenet(checkpoints, tmp_path)
     (tmp_path / "config.json").write_text(json.dumps(config))
     for source in (tmp_path, tmp_path / "model.safetensors"):  # a folder, or the file with config.json beside
         assert pretrained.normalization_of(source)["std"] == [0.25] * 3
+
+
+@pytest.mark.parametrize("ext, what", [("safetensors", ".safetensors file"), ("pth", "PyTorch checkpoint")])
+def test_a_truncated_checkpoint_is_one_error_naming_the_file(tmp_path, ext, what):
+    from safetensors.numpy import save_file
+
+    tensors = {"fc.weight": np.ones((10, 64), np.float32), "fc.bias": np.zeros(10, np.float32)}
+    whole = tmp_path / f"whole.{ext}"
+    if ext == "safetensors":
+        save_file(tensors, str(whole))
+    else:
+        torch.save({k: torch.from_numpy(v) for k, v in tensors.items()}, whole)
+    cut = tmp_path / f"cut.{ext}"
+    cut.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
+    model = keras_resnet.build(depth=18, width=0.25, input_shape=(32, 32, 3), num_classes=10)
+    with pytest.raises(ValueError, match=rf"'{cut}' is not a readable {what}.*\(truncated or corrupt\?\)"):
+        pretrained.load_weights(model, cut)

@@ -148,9 +148,41 @@ def test_nan_guard_stops_training_with_a_clear_message():
     training.compile_model(model, Recipe(epochs=3), steps_per_epoch=4)
     x = np.full((64, 32, 32, 3), np.nan, dtype="float32")
     guard = training.NaNGuard()
-    history = model.fit(x, np.zeros(64), batch_size=16, epochs=3, callbacks=[guard], verbose=0)
-    assert len(history.history["loss"]) == 1, "training went on after the loss became NaN"
-    assert "batch 0" in guard.message and "--learning-rate" in guard.message
+    epochs = keras.callbacks.History()
+    with pytest.raises(FloatingPointError, match="batch 0 in epoch 1; training stopped"):
+        model.fit(x, np.zeros(64), batch_size=16, epochs=3, callbacks=[guard, epochs], verbose=0)
+    assert not epochs.epoch, "training went on after the loss became NaN"
+    assert "--learning-rate" in guard.message
+
+
+@pytest.mark.parametrize("field", ["learning_rate", "weight_decay", "label_smoothing", "momentum", "erase",
+                                   "ema", "val_fraction", "warmup_epochs", "fine_tune_lr_scale"])
+@pytest.mark.parametrize("value", [float("inf"), float("nan"), -float("inf")])
+def test_non_finite_recipe_numbers_are_refused_naming_the_argument(field, value):
+    with pytest.raises(ValueError, match=rf"`{field}` must be a (finite )?number.*Received: {field}={value!r}"):
+        Recipe(**{field: value})
+
+
+@pytest.mark.parametrize("field, value", [("learning_rate", 1e6), ("weight_decay", 1.0)])
+def test_absurd_recipe_numbers_are_refused_naming_the_argument(field, value):
+    with pytest.raises(ValueError, match=rf"Received: {field}={value!r}"):
+        Recipe(**{field: value})
+
+
+@pytest.mark.slow
+def test_a_run_whose_weights_become_non_finite_stops_and_keeps_the_last_finite_state(tmp_path, monkeypatch):
+    """The learning rate jumps to 1e30 after the first epoch: the weights overflow in the second."""
+    data = training.load_run_data(recipe=Recipe(seed=1, val_fraction=0.1), train_size=320)
+    model = keras_resnet.build(depth=8, width=0.25, input_shape=(28, 28, 1), num_classes=10)
+    monkeypatch.setattr(training, "learning_rate_schedule", lambda recipe, steps: (
+        keras.optimizers.schedules.PiecewiseConstantDecay([steps], [0.05, 1e30])))
+    run_dir = tmp_path / "run"
+    with pytest.raises(FloatingPointError, match="in epoch 2; training stopped and this epoch was not saved"):
+        training.fit_run(model, Recipe(epochs=3, batch_size=32, seed=1), data, run_dir, verbose=0)
+    assert sorted(os.listdir(run_dir / "state")) == ["epoch-0001"]
+    assert not (run_dir / "model.keras").exists()
+    model.load_weights(run_dir / "state" / "epoch-0001" / "model.weights.h5")
+    assert all(np.all(np.isfinite(w)) for w in model.get_weights())
 
 
 def test_atomic_save_keeps_the_old_file_when_saving_fails(tmp_path, monkeypatch):

@@ -481,3 +481,71 @@ def test_chief_and_two_workers_share_the_trials(tmp_path):
     assert ran["tuner0"] and ran["tuner1"], ran  # both workers got trials
     assert len({r["width"] for r in board}) == 4  # no configuration twice
     assert "best: trial" in outputs["chief"]
+
+
+def test_the_chief_records_a_silent_workers_trial_as_failed_and_ignores_its_late_end(tmp_path):
+    hypermodel = _hypermodel(SearchSpace(depths=(8,), **TINY))
+    tuner = tuning.make_tuner(hypermodel, Budget(max_trials=3, max_epochs=1), tuner="random",
+                              directory=str(tmp_path), search_name="s", verbose=0)
+    oracle, started = tuner.oracle, time.monotonic()
+    lost = oracle.create_trial("tuner1")
+    kept = oracle.create_trial("tuner0")
+    oracle.give_up_lost_workers(60, started)  # both were heard from just now
+    assert set(oracle.ongoing_trials) == {"tuner0", "tuner1"}
+    oracle._last_word["tuner1"] -= 61  # tuner1 silent for 61 s
+    oracle.give_up_lost_workers(60, started)
+    assert list(oracle.ongoing_trials) == ["tuner0"] and "tuner1" not in oracle.tuner_ids
+    assert oracle.trials[lost.trial_id].status == "FAILED"
+    assert oracle.trials[lost.trial_id].message.startswith("lost: worker tuner1 sent no word for 61 s")
+    # The worker was only slow: its late result (a trial sent over the wire) is not counted.
+    oracle.end_trial(keras_tuner.engine.trial.Trial(lost.hyperparameters.copy(), trial_id=lost.trial_id,
+                                                    status="COMPLETED"))
+    assert oracle.trials[lost.trial_id].status == "FAILED"
+    assert kept.trial_id in {t.trial_id for t in oracle.ongoing_trials.values()}
+
+
+def test_a_chief_that_hears_from_no_worker_stops_waiting(tmp_path):
+    tuner = tuning.make_tuner(_hypermodel(SearchSpace(depths=(8,), **TINY)), Budget(max_trials=3, max_epochs=1),
+                              tuner="random", directory=str(tmp_path), search_name="s", verbose=0)
+    tuner.oracle.give_up_lost_workers(60, time.monotonic())  # just started: waits
+    with pytest.raises(TimeoutError, match=r"no worker of the search has been heard from for 60 s \(--worker-timeout\)"):
+        tuner.oracle.give_up_lost_workers(60, time.monotonic() - 61)
+
+
+def test_a_worker_killed_mid_trial_is_recorded_as_failed_and_the_search_finishes(tmp_path):
+    """Bound: the chief gives the lost worker up 10 s (--worker-timeout) after its last word, and the
+    other worker runs the remaining trials; the whole job ends within LOST_WORKER_BOUND seconds."""
+    command = _tune_command(tmp_path, "lost", "--max-trials", "4", "--worker-timeout", "10")
+    oracle = {"KERASTUNER_ORACLE_IP": "127.0.0.1", "KERASTUNER_ORACLE_PORT": str(_free_port())}
+    processes = {
+        name: subprocess.Popen(command, env={**ENV, **oracle, "KERASTUNER_TUNER_ID": name}, text=True,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        for name in ("chief", "tuner0", "tuner1")
+    }
+    state = tmp_path / "lost" / "oracle.json"
+    try:
+        deadline = time.monotonic() + 600
+        while "tuner1" not in ((json.loads(state.read_text()) if state.exists() else {}).get("ongoing_trials") or {}):
+            assert time.monotonic() < deadline and all(p.poll() is None for p in processes.values())
+            time.sleep(0.05)
+        lost = json.loads(state.read_text())["ongoing_trials"]["tuner1"]
+        processes["tuner1"].send_signal(signal.SIGKILL)
+        processes["tuner1"].wait()
+        outputs = {name: processes[name].communicate(timeout=LOST_WORKER_BOUND)[0] for name in ("chief", "tuner0")}
+    finally:
+        for process in processes.values():
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+    for name, out in outputs.items():
+        assert processes[name].returncode == 0, f"{name}:\n{out[-3000:]}"
+    assert f"trial {lost} lost: worker tuner1 sent no word" in outputs["chief"]
+    board = {r["trial_id"]: r for r in json.loads((tmp_path / "lost" / "leaderboard.json").read_text())["trials"]}
+    assert len(board) == 4 and board[lost]["status"] == "FAILED" and board[lost]["val_accuracy"] is None
+    assert "lost: worker tuner1" in board[lost]["note"]
+    assert all(r["status"] == "COMPLETED" for t, r in board.items() if t != lost)
+    results = json.loads((tmp_path / "lost" / "results.json").read_text())
+    assert results["trials"] == {"COMPLETED": 3, "FAILED": 1} and lost not in results["pareto_front"]
+
+
+LOST_WORKER_BOUND = 600

@@ -5,6 +5,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 import keras_tuner
 import numpy as np
@@ -111,6 +112,33 @@ def test_unparsable_or_failing_command_names_it_and_its_last_line(script, match,
     with pytest.raises(ValueError, match=match) as error:
         run_latency_command(command, tmp_path / "m.tflite")
     assert sys.executable in str(error.value)
+
+
+@pytest.mark.slow
+def test_a_command_that_never_returns_is_stopped_at_the_timeout_after_one_waiting_line(tmp_path, monkeypatch):
+    from keras_resnet.tuning import latency
+
+    monkeypatch.setattr(latency, "NOTICE_AFTER", 0.2)
+    marker = tmp_path / "child-ran-on"
+    command = f"sleep 1.5 && touch {marker} && echo latency_ms: 1 # {{tflite}}"
+    lines = []
+    began = time.monotonic()
+    with pytest.raises(TimeoutError, match=r"`latency_command` 'sleep 1\.5 .* did not finish in 0\.6 s and was "
+                                           r"stopped; raise --latency-timeout"):
+        run_latency_command(command, tmp_path / "m.tflite", timeout=0.6, log=lines.append)
+    assert time.monotonic() - began < 1.4
+    assert len(lines) == 1 and lines[0].startswith("waiting for `latency_command` 'sleep 1.5")
+    time.sleep(1.5)
+    assert not marker.exists(), "the command's own children must be stopped with it"
+
+
+def test_the_latency_timeout_is_bounded_by_a_shorter_time_limit():
+    assert Budget(latency_command="m {tflite}").command_timeout == 600
+    assert Budget(latency_command="m {tflite}", latency_timeout=20, time_limit=5).command_timeout == 5
+    assert Budget(latency_command="m {tflite}", latency_timeout=20, time_limit=50).command_timeout == 20
+    for bad in (0, -1, float("inf"), float("nan")):
+        with pytest.raises(ValueError, match="latency_timeout"):
+            Budget(latency_timeout=bad)
 
 
 def test_latency_command_without_placeholder_is_refused():

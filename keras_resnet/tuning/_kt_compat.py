@@ -8,7 +8,9 @@ our own; the functions read the private attributes. `PRIVATE_NAMES` lists them a
 removes one fails there, loudly, instead of deep inside a search.
 """
 
+import contextlib
 import os
+import time
 
 import keras_tuner
 
@@ -28,6 +30,12 @@ PRIVATE_NAMES = (
     ("Tuner", "_is_worker", "a worker of a distributed search leaves the oracle's state to the chief"),
     ("Tuner", "_get_tuner_fname", "the tuner's state file, written atomically instead"),
     ("keras_tuner.engine", "hyperparameters", "the hyperparameter classes (Fixed, Choice, Int, Float)"),
+    ("oracle_chief", "OracleServicer", "the chief's gRPC service, served by `serve` with a loop that gives "
+                                       "up lost workers (KerasTuner's own loop waits for them forever)"),
+    ("oracle_chief", "exit_chief", "when the chief's work is done: no trial runs and no worker waits"),
+    ("oracle_client", "TIMEOUT", "seconds a worker's request waits for the chief (an hour in KerasTuner): "
+                                 "set from --chief-timeout"),
+    ("protos", "get_service_grpc", "registers the service on the chief's gRPC server"),
 )
 
 
@@ -106,7 +114,47 @@ def hyperparameter_kinds():
     return {name: getattr(kinds, name) for name in ("Fixed", "Choice", "Int", "Float")}
 
 
+def _distribute_modules():
+    from keras_tuner.src import protos
+    from keras_tuner.src.distribute import oracle_chief, oracle_client
+
+    return {"oracle_chief": oracle_chief, "oracle_client": oracle_client, "protos": protos}
+
+
+def serve(oracle, watch, poll=1.0):
+    """Serves `oracle` to the workers, as KerasTuner's ``oracle_chief.start_server`` does, until the
+    search is done (a worker was told to stop, no trial runs, no worker waits); calls ``watch()``
+    every `poll` seconds in between, which may end trials of lost workers or raise to stop waiting."""
+    import concurrent.futures
+
+    import grpc
+
+    modules = _distribute_modules()
+    server = grpc.server(concurrent.futures.ThreadPoolExecutor(max_workers=1))
+    servicer = modules["oracle_chief"].OracleServicer(oracle)
+    modules["protos"].get_service_grpc().add_OracleServicer_to_server(servicer, server)
+    server.add_insecure_port(f"{os.environ['KERASTUNER_ORACLE_IP']}:{os.environ['KERASTUNER_ORACLE_PORT']}")
+    server.start()
+    try:
+        while not (servicer.stop_triggered and modules["oracle_chief"].exit_chief(oracle)):
+            time.sleep(poll)
+            watch()
+    finally:
+        server.stop(grace=None)
+
+
+@contextlib.contextmanager
+def chief_timeout(seconds):
+    """Inside the block, a worker's request waits at most `seconds` for the chief."""
+    client = _distribute_modules()["oracle_client"]
+    saved, client.TIMEOUT = client.TIMEOUT, seconds
+    try:
+        yield
+    finally:
+        client.TIMEOUT = saved
+
+
 def missing_names(oracle, tuner):
     """The `PRIVATE_NAMES` absent from the installed KerasTuner, as ``"where.name"`` strings."""
-    owners = {"Oracle": oracle, "Tuner": tuner, "keras_tuner.engine": keras_tuner.engine}
+    owners = {"Oracle": oracle, "Tuner": tuner, "keras_tuner.engine": keras_tuner.engine, **_distribute_modules()}
     return [f"{where}.{name}" for where, name, _ in PRIVATE_NAMES if not hasattr(owners[where], name)]

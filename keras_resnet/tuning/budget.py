@@ -30,6 +30,8 @@ class Budget:
         latency_command: measure elsewhere: a command with ``{tflite}`` (the file's path) and optionally
             ``{threads}``, which prints ``latency_ms: X`` or TFLite benchmark_model's average in
             microseconds (None: the LiteRT interpreter on this machine).
+        latency_timeout: seconds that command may take for one file (`time_limit` bounds it when
+            shorter); then it is stopped, with every process it started, and the search fails naming it.
     """
 
     max_trials: int = field(20, "trials in all; 0: no cap (Hyperband's full iteration)")
@@ -48,6 +50,9 @@ class Budget:
     latency_command: str = field(None, "measure with this command instead of on this machine, e.g. 'adb shell "
                                        "/data/local/tmp/benchmark_model --graph={tflite} --num_threads={threads}'"
                                        "; it prints 'latency_ms: X' or benchmark_model's average (us)", type=str)
+    latency_timeout: float = field(600.0, "seconds the latency command may take for one file (bounded by "
+                                          "--time-limit when that is shorter); then it is stopped and the "
+                                          "search fails, naming it", metavar="SECONDS")
 
     def __post_init__(self):
         checks.check_int("max_trials", self.max_trials, 1, none_ok=True)
@@ -60,9 +65,15 @@ class Budget:
                              f"goes. Received: latency_command={self.latency_command!r}")
         for name in ("time_limit", "max_params", "max_macs", "max_latency_ms", "max_file_kb"):
             value = getattr(self, name)
-            if value is not None and not (checks.is_number(value) and value > 0):
-                raise ValueError(f"`{name}` must be a number > 0, or None for no limit. "
+            if value is not None and not (checks.is_number(value) and 0 < value < float("inf")):
+                raise ValueError(f"`{name}` must be a finite number > 0, or None for no limit. "
                                  f"Received: {name}={value!r}")
+        checks.check_number("latency_timeout", self.latency_timeout, 0, low_open=True)
+
+    @property
+    def command_timeout(self):
+        """Seconds a `latency_command` may take: `latency_timeout`, or `time_limit` when shorter."""
+        return min(self.latency_timeout, self.time_limit or float("inf"))
 
     @property
     def limits_size(self):

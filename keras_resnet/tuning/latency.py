@@ -17,6 +17,7 @@ import json
 import os
 import re
 import shlex
+import signal
 import statistics
 import subprocess
 import tempfile
@@ -34,7 +35,7 @@ WARMUP_RUNS = 20
 MIN_RUNS = 100
 MIN_SECONDS = 1.0
 MAX_RUNS = 5000
-COMMAND_TIMEOUT = 600  # seconds a `latency_command` may take for one file
+NOTICE_AFTER = 5.0  # seconds of waiting for a `latency_command` before a line says so
 CALIBRATION_IMAGES = 32  # training images that calibrate an untrained architecture's int8 file
 
 # What a `latency_command` may print, checked in this order; the last match in the output counts.
@@ -62,19 +63,42 @@ def parse_latency(output):
     return None
 
 
-def run_latency_command(command, tflite_path, threads=1):
-    """Runs `command` for one file and returns the milliseconds it printed; ValueError naming the
-    command and its last output line when it fails or prints no figure."""
+def run_latency_command(command, tflite_path, threads=1, timeout=600.0, log=None):
+    """Runs `command` for one file and returns the milliseconds it printed.
+
+    Args:
+        command: the command line, with ``{tflite}`` (and optionally ``{threads}``).
+        tflite_path: the file to measure; threads: the thread count.
+        timeout: seconds the command may take; then it is killed (with every process it started).
+        log: where the one line goes that says the command is still running after `NOTICE_AFTER` s.
+
+    Raises:
+        TimeoutError: it ran past `timeout`, named. ValueError: it failed or printed no figure, named
+            with its last output line.
+    """
     line = command.format(tflite=shlex.quote(str(tflite_path)), threads=threads)
-    try:
-        done = subprocess.run(line, shell=True, capture_output=True, text=True, timeout=COMMAND_TIMEOUT)
-    except subprocess.TimeoutExpired:
-        raise ValueError(f"`latency_command` {line!r} did not finish in {COMMAND_TIMEOUT} s") from None
-    output = (done.stdout or "") + (done.stderr or "")
+    with tempfile.TemporaryFile("w+") as out:
+        process = subprocess.Popen(line, shell=True, stdout=out, stderr=subprocess.STDOUT, text=True,
+                                   start_new_session=True)  # its own group: a timeout ends its children too
+        try:
+            process.wait(timeout=min(NOTICE_AFTER, timeout))
+        except subprocess.TimeoutExpired:
+            if timeout > NOTICE_AFTER:
+                (log or _print)(f"waiting for `latency_command` {line!r} (up to {timeout:g} s: "
+                                "--latency-timeout)")
+        try:
+            process.wait(timeout=max(timeout - NOTICE_AFTER, 0) if timeout > NOTICE_AFTER else 0.001)
+        except subprocess.TimeoutExpired:
+            _kill_group(process)
+            raise TimeoutError(f"`latency_command` {line!r} did not finish in {timeout:g} s and was stopped; "
+                               "raise --latency-timeout (or --time-limit, which bounds it) if the device "
+                               "needs longer") from None
+        out.seek(0)
+        output = out.read()
     lines = output.strip().splitlines()
     last = lines[-1] if lines else "(no output)"
-    if done.returncode != 0:
-        raise ValueError(f"`latency_command` {line!r} failed with exit status {done.returncode}; its last "
+    if process.returncode != 0:
+        raise ValueError(f"`latency_command` {line!r} failed with exit status {process.returncode}; its last "
                          f"output line: {last!r}")
     ms = parse_latency(output)
     if ms is None or not ms > 0:
@@ -82,6 +106,18 @@ def run_latency_command(command, tflite_path, threads=1):
                          f"'latency_ms: X', or benchmark_model's 'Inference (avg): X' or 'avg=X' in "
                          f"microseconds); its last output line: {last!r}")
     return ms
+
+
+def _print(line):
+    print(line, flush=True)
+
+
+def _kill_group(process):
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    process.wait()
 
 
 def time_tflite(path, threads=1):
@@ -194,7 +230,8 @@ class LatencyMeter:
         """The latency of one file, with this meter's measurer and threads."""
         threads = self.budget.latency_threads
         if self.budget.latency_command:
-            return {"latency_ms": run_latency_command(self.budget.latency_command, path, threads)}
+            return {"latency_ms": run_latency_command(self.budget.latency_command, path, threads,
+                                                      timeout=self.budget.command_timeout)}
         return time_tflite(path, threads)
 
     def save(self):

@@ -4,11 +4,12 @@ import contextlib
 import dataclasses
 import logging
 import os
+import shutil
 import time
 
 import keras
 
-from keras_resnet import io_utils, training
+from keras_resnet import checks, io_utils, training
 from keras_resnet import data as data_lib
 from keras_resnet.flags import field
 from keras_resnet.models import VARIANTS
@@ -21,7 +22,7 @@ from keras_resnet.tuning.oracles import TUNERS
 from keras_resnet.tuning.report import leaderboard, pareto_front, plot_pareto, print_summary, write_leaderboard
 from keras_resnet.tuning.retrain import Retrain, finish_best
 from keras_resnet.tuning.space import ResNetHyperModel, SearchSpace
-from keras_resnet.tuning.tuner import OBJECTIVE, make_tuner, role
+from keras_resnet.tuning.tuner import CHIEF_TIMEOUT, OBJECTIVE, WORKER_TIMEOUT, make_tuner, role
 
 
 @dataclasses.dataclass
@@ -43,6 +44,16 @@ class SearchSetup:
     variant: str = field("v1.5", "the build variant of every model", choices=VARIANTS)
     precision: str = field("auto", "as in keras-resnet train", choices=PRECISIONS)
     pipeline: str = field("auto", "tf.data or NumPy input pipeline", choices=training.PIPELINES)
+    worker_timeout: float = field(WORKER_TIMEOUT, "distributed search, chief: seconds without word from a "
+                                                  "worker before its trial is recorded as failed (lost) and "
+                                                  "the worker no longer awaited; also how long the chief "
+                                                  "waits when no worker is there", metavar="SECONDS")
+    chief_timeout: float = field(CHIEF_TIMEOUT, "distributed search, worker: seconds a request may wait for "
+                                                "the chief", metavar="SECONDS")
+
+    def __post_init__(self):
+        checks.check_number("worker_timeout", self.worker_timeout, 0, low_open=True)
+        checks.check_number("chief_timeout", self.chief_timeout, 0, low_open=True)
 
     def name(self, dataset):
         return self.search_name or f"{self.tuner}_{os.path.basename(os.path.normpath(str(dataset)))}"
@@ -73,9 +84,35 @@ def run_search(space=None, budget=None, recipe=None, *, data=None, retrain=None,
 
     Returns:
         The dict written to ``results.json`` (``{"role": "worker", ...}`` on a worker).
+
+    Raises:
+        io_utils.FolderInUseError: another search (not a worker of this one) is writing the folder.
     """
     space, budget, recipe = space or SearchSpace(), budget or Budget(), recipe or training.Recipe()
     data, retrain, setup = data or SearchData(), retrain or Retrain(), setup or SearchSetup()
+    if role() == "worker":  # a worker writes into its chief's folder, which the chief holds
+        return _run_search(space, budget, recipe, data, retrain, setup, hyperparameters, verbose)
+    folder = os.path.join(setup.directory, setup.name(data.dataset))
+    with io_utils.folder_lock(folder, "search folder", SEARCH_IN_USE):  # one chief or local search a folder
+        if setup.overwrite:
+            _clear(folder)
+        return _run_search(space, budget, recipe, data, retrain, dataclasses.replace(setup, overwrite=False),
+                           hyperparameters, verbose)
+
+
+SEARCH_IN_USE = ("wait for it to end (the same command then resumes it), choose another --search-name, or "
+                 "join it as a worker (KERASTUNER_TUNER_ID)")
+
+
+def _clear(folder):
+    """Starts a search folder afresh: everything in it goes, except the lock this process holds."""
+    for name in os.listdir(folder):
+        if name != io_utils.LOCK_FILE:
+            path = os.path.join(folder, name)
+            shutil.rmtree(path) if os.path.isdir(path) and not os.path.islink(path) else os.remove(path)
+
+
+def _run_search(space, budget, recipe, data, retrain, setup, hyperparameters, verbose):
     if not recipe.val_fraction > 0:
         raise ValueError("The search ranks trials on a validation split: `val_fraction` must be > 0. "
                          f"Received: val_fraction={recipe.val_fraction!r}")
@@ -95,11 +132,12 @@ def run_search(space=None, budget=None, recipe=None, *, data=None, retrain=None,
         tuner = make_tuner(hypermodel, budget, tuner=setup.tuner, search_name=setup.name(data.dataset),
                            directory=setup.directory, factor=setup.factor, hyperparameters=hyperparameters,
                            overwrite=setup.overwrite, seed=recipe.seed, verbose=verbose, meter=meter)
+        tuner.worker_timeout, tuner.chief_timeout = setup.worker_timeout, setup.chief_timeout
         seconds = _search(tuner, search, recipe, budget, setup, data.dataset, verbose)
         if role() == "worker":
             return {"role": "worker", "tuner_id": tuner.tuner_id, "search_seconds": seconds}
         config = {
-            "dataset": str(data.dataset), "tuner": setup.tuner, "space": dataclasses.asdict(space),
+            "dataset": training.recorded_dataset(data.dataset), "tuner": setup.tuner, "space": dataclasses.asdict(space),
             "budget": dataclasses.asdict(budget), "recipe": dataclasses.asdict(recipe),
             "variant": setup.variant, "precision": policy,
             "search_images": {"train": int(len(x_tr)), "val": int(len(x_val))},

@@ -2,9 +2,11 @@
 
 import math
 import os
+import threading
 import time
 import warnings
 
+import grpc
 import keras
 import keras_tuner
 import numpy as np
@@ -18,6 +20,8 @@ from keras_resnet.tuning.oracles import TUNERS, HyperbandOracle
 from keras_resnet.tuning.space import ARCHITECTURE_NAMES, RECIPE_NAMES, build_kwargs, describe
 
 OBJECTIVE = "val_accuracy"
+WORKER_TIMEOUT = 600.0  # seconds the chief waits for word from a worker before its trial counts as lost
+CHIEF_TIMEOUT = 900.0  # seconds a worker's request waits for the chief
 
 
 class ResNetTuner(_kt_compat.TunerHooks, keras_tuner.Tuner):
@@ -34,11 +38,61 @@ class ResNetTuner(_kt_compat.TunerHooks, keras_tuner.Tuner):
     Use `make_tuner` to create one.
     """
 
+    # In a distributed search: the chief records the trial of a worker not heard from for
+    # `worker_timeout` seconds as failed (a worker sends word every tenth of it while it trains), and
+    # stops when no worker at all has been heard from for that long; a worker's request waits at most
+    # `chief_timeout` seconds for the chief. `run_search` sets both from its `SearchSetup`.
+    worker_timeout = WORKER_TIMEOUT
+    chief_timeout = CHIEF_TIMEOUT
+
     def __init__(self, oracle, hypermodel, *, budget, clock, meter=None, seed=0, verbose=1, **kwargs):
         self.budget, self.clock, self.meter, self.seed, self.verbose = budget, clock, meter, seed, verbose
         self._stops = {}  # trial_id -> why training stopped early
         self.skipped = []  # architectures the size limit kept out, in this process
+        self._running = None  # the id of the trial this process trains now
         super().__init__(oracle=oracle, hypermodel=hypermodel, **kwargs)
+
+    # --- distributed search ----------------------------------------------------------------------
+
+    def search(self, *fit_args, **fit_kwargs):
+        where = role()
+        if where == "chief":  # KerasTuner's chief, with a wait that gives up lost workers
+            self.oracle.verbose = fit_kwargs.get("verbose", self.oracle.verbose)
+            self.save()
+            started = time.monotonic()
+            _kt_compat.serve(self.oracle, lambda: self.oracle.give_up_lost_workers(self.worker_timeout, started))
+            return None
+        if where == "local":
+            return super().search(*fit_args, **fit_kwargs)
+        stop = threading.Event()
+        word = threading.Thread(target=self._send_word, args=(stop,), daemon=True)
+        word.start()
+        try:
+            with _kt_compat.chief_timeout(self.chief_timeout):
+                return super().search(*fit_args, **fit_kwargs)
+        except grpc.RpcError as e:
+            address = f"{os.environ['KERASTUNER_ORACLE_IP']}:{os.environ['KERASTUNER_ORACLE_PORT']}"
+            raise ConnectionError(
+                f"worker {self.tuner_id} lost the search's chief at {address} ({e.code().name}: the chief "
+                f"did not answer within --chief-timeout {self.chief_timeout:g} s); start the chief again "
+                "with the same command, then this worker") from None
+        finally:
+            stop.set()
+
+    def _send_word(self, stop):
+        """A worker's word to the chief while it trains (a request for its trial), every tenth of
+        `worker_timeout`, so that a long epoch does not look like a lost worker."""
+        while not stop.wait(max(self.worker_timeout / 10, 0.5)):
+            trial_id = self._running
+            if trial_id is not None:
+                try:
+                    self.oracle.get_trial(trial_id)
+                except Exception:  # noqa: BLE001 -- the search's own requests report a lost chief
+                    pass
+
+    def on_trial_begin(self, trial):
+        self._running = trial.trial_id
+        super().on_trial_begin(trial)
 
     # --- budgets ---------------------------------------------------------------------------------
 
@@ -113,6 +167,7 @@ class ResNetTuner(_kt_compat.TunerHooks, keras_tuner.Tuner):
         return result
 
     def on_trial_end(self, trial):
+        self._running = None
         super().on_trial_end(trial)
         if self.verbose:
             self.log(self._progress_line(trial))
