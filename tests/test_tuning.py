@@ -512,6 +512,7 @@ def test_a_chief_that_hears_from_no_worker_stops_waiting(tmp_path):
         tuner.oracle.give_up_lost_workers(60, time.monotonic() - 61)
 
 
+@pytest.mark.slow
 def test_a_worker_killed_mid_trial_is_recorded_as_failed_and_the_search_finishes(tmp_path):
     """Bound: the chief gives the lost worker up 10 s (--worker-timeout) after its last word, and the
     other worker runs the remaining trials; the whole job ends within LOST_WORKER_BOUND seconds."""
