@@ -34,7 +34,10 @@ demo: install
 # The whole suite (what CI runs), and the fast tier (every module, no training runs, searches,
 # subprocesses or multi-process jobs: the tests marked slow are left out).
 # pytest exits 5 when it collects no test: that is a failure here, not a pass.
-PYTEST_ARGS ?= --durations=20
+# One pytest worker per core (pytest-xdist); a file's tests stay in one worker, so that its shared
+# fixtures are made once.
+TEST_WORKERS ?= auto
+PYTEST_ARGS ?= -n $(TEST_WORKERS) --dist loadfile --durations=20
 test: install-dev
 	$(PYTHON) -m pytest -q $(PYTEST_ARGS) tests; rc=$$?; \
 	  if [ $$rc -eq 5 ]; then echo "no tests were collected" >&2; exit 1; fi; exit $$rc
