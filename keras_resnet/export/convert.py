@@ -35,6 +35,7 @@ def to_tflite(
     max_accuracy_drop=None,
     strip_names=False,
     verbose=False,
+    transforms=None,
 ):
     """Converts a Keras model to a verified LiteRT (``.tflite``) file with metadata and a JSON sidecar.
 
@@ -88,6 +89,8 @@ def to_tflite(
         strip_names: drop the names of the inner tensors, for a smaller file (ResNet-20: 9.5 KiB of
             a 1.1 MB float32 file). The input, the output and the signature keep theirs.
         verbose: let TensorFlow's and MLIR's native log lines of the conversion through.
+        transforms: the run's transforms (``config.json``'s ``transforms``), recorded in the sidecar
+            so that ``predict`` applies the run's evaluation transform to image files.
 
     Returns:
         The sidecar as a dict (also written next to the file).
@@ -139,7 +142,8 @@ def to_tflite(
         buffer = _convert(app_model, mode, spec.front.feed(calibration), (in_dtype, out_dtype), shape)
     buffer = graph.rewrite(buffer, pixel_input=in_dtype == "uint8" and spec.front.rgb,
                            strip_names=strip_names)
-    info = {**_facts(model, buffer, spec, normalization), "trained_dtype_policy": policy}
+    info = {**_facts(model, buffer, spec, normalization), "trained_dtype_policy": policy,
+            "transforms": transforms}
     buffer = _with_metadata(buffer, info)
 
     ops = graph.analyze(buffer)
