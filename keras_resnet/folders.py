@@ -31,6 +31,10 @@ class Listing:
     test_paths: np.ndarray
     test_labels: np.ndarray
 
+    def all_paths(self):
+        """Every file of both splits, in the folder's sorted order."""
+        return np.sort(np.concatenate([self.train_paths, self.test_paths]))
+
 
 def list_folder(folder, test_fraction=0.2, seed=0):
     """Lists `folder` (a ``Path``): its classes, and its training and test files (the ``test/``
@@ -87,7 +91,7 @@ def load_folder(folder, image_size=None, test_fraction=0.2, seed=0, bad_images="
         ``(x_train, y_train), (x_test, y_test), info`` without ``info``'s statistics and input shape.
     """
     listing = list_folder(folder, test_fraction, seed)
-    channels, first_size, line = probe(listing.train_paths)
+    channels, first_size, line = probe(listing.all_paths())
     print(f"note: {folder}: {line}", file=sys.stderr)
     size = image_size or first_size
     transform = images.choose_transform(transform, size)

@@ -62,7 +62,7 @@ def open_folder(folder, *, image_size=None, test_fraction=0.2, seed=0, bad_image
     check_choice("cache", cache, CACHE)
     check_number("crop_fraction", crop_fraction, 0, 1, low_open=True)
     listing = folders.list_folder(folder, test_fraction, seed)
-    channels, first_size, line = folders.probe(listing.train_paths)
+    channels, first_size, line = folders.probe(listing.all_paths())
     size = tuple(image_size or first_size)
     transform = images.choose_transform(transform, size)
     transforms = images.describe(transform, size, crop_fraction)
