@@ -31,9 +31,7 @@ class Listing:
     test_paths: np.ndarray
     test_labels: np.ndarray
 
-    def all_paths(self):
-        """Every file of both splits, in the folder's sorted order."""
-        return np.sort(np.concatenate([self.train_paths, self.test_paths]))
+    all_paths: np.ndarray  # both splits, in the folder's order
 
 
 def list_folder(folder, test_fraction=0.2, seed=0):
@@ -52,12 +50,14 @@ def list_folder(folder, test_fraction=0.2, seed=0):
             raise DatasetError(f"{test_dir}: its class sub-folders {_class_folders(test_dir)} differ "
                                f"from those of {train_dir}: {class_names}.")
         train, test = (paths, labels), _list_images(test_dir, class_names)
+        everything = np.concatenate([paths, test[0]])
     else:
         train, test = split_validation(paths, labels, test_fraction, seed)
+        everything = paths
     if not len(test[0]):
         raise DatasetError(f"{folder}: no test images (test_fraction={test_fraction} of {len(labels)} "
                            "images, or none in test/); pass a larger test_fraction or add images.")
-    return Listing(str(folder), str(train_dir), class_names, *train, *test)
+    return Listing(str(folder), str(train_dir), class_names, *train, *test, everything)
 
 
 def probe(paths):
@@ -91,18 +91,23 @@ def load_folder(folder, image_size=None, test_fraction=0.2, seed=0, bad_images="
         ``(x_train, y_train), (x_test, y_test), info`` without ``info``'s statistics and input shape.
     """
     listing = list_folder(folder, test_fraction, seed)
-    channels, first_size, line = probe(listing.all_paths())
+    channels, first_size, line = probe(listing.all_paths)
     print(f"note: {folder}: {line}", file=sys.stderr)
     size = image_size or first_size
     transform = images.choose_transform(transform, size)
-    x, y = read_images(listing.train_dir, listing.train_paths, listing.train_labels, size, channels,
-                        bad_images, image_size is None, transform, crop_fraction)
+    (x, y), bad, resized = read_images(listing.train_paths, listing.train_labels, size, channels, transform,
+                                       crop_fraction)
+    test, test_bad, test_resized = read_images(listing.test_paths, listing.test_labels, size, channels,
+                                               transform, crop_fraction)
+    bad = sorted({**bad, **test_bad}.items())
+    if image_size is None and transform == "small":
+        note_resized(folder, resized + test_resized, len(y) + len(test[1]), size)
+    report_bad_images(folder, [path for path, _ in bad], len(listing.all_paths), bad_images,
+                      bad[0][1] if bad else "")
     empty = [name for c, name in enumerate(listing.class_names) if not np.any(y == c)]
     if empty:
         raise DatasetError(f"{listing.train_dir}: the class sub-folder(s) {empty} hold no readable images "
                            f"({', '.join(IMAGE_EXTENSIONS)}).")
-    test = read_images(folder, listing.test_paths, listing.test_labels, size, channels, bad_images,
-                        image_size is None, transform, crop_fraction)
     if not len(test[0]):
         raise DatasetError(f"{folder}: no readable test images; add images.")
     return (x, y), test, {"name": folder.resolve().name, "num_classes": len(listing.class_names),
@@ -138,16 +143,17 @@ def _list_images(folder, class_names):
     return np.asarray(paths, dtype=str), np.asarray(labels, np.int64)
 
 
-def read_images(folder, paths, labels, size, channels, bad_images, note_sizes, transform, crop_fraction):
+def read_images(paths, labels, size, channels, transform, crop_fraction):
     """Decodes every image into one preallocated array, with a thread per core (Pillow releases the
-    interpreter lock while it decodes); files that do not decode are reported."""
+    interpreter lock while it decodes). Returns ``((x, y), {path: why}, resized)``: the files that do
+    not decode are left out; ``resized`` lists ``(path, height, width)`` of those of another size."""
     x = np.zeros((len(paths),) + tuple(size) + (channels,), np.uint8)
     shapes = np.zeros((len(paths), 2), np.int64)
     errors = {}
 
     def read(i):
         try:
-            pixels = images.read_image(paths[i], channels)
+            pixels = images.read_image(str(paths[i]), channels)
         except images.ImageError as e:
             errors[i] = str(e)
             return
@@ -156,18 +162,21 @@ def read_images(folder, paths, labels, size, channels, bad_images, note_sizes, t
 
     with ThreadPoolExecutor(max(os.cpu_count() or 1, 1)) as pool:
         list(pool.map(read, range(len(paths))))
-    bad = sorted(errors)
-    report_bad_images(folder, [paths[i] for i in bad], len(paths), bad_images, errors[bad[0]] if bad else "")
-    keep = np.setdiff1d(np.arange(len(paths)), bad)
-    if bad:
+    keep = np.setdiff1d(np.arange(len(paths)), sorted(errors))
+    if errors:
         x, shapes = x[keep], shapes[keep]
     other = np.flatnonzero(np.any(shapes != size, axis=1))
-    if note_sizes and transform == "small" and len(other):
-        h, w = shapes[other[0]]
-        print(f"note: {folder}: {len(other)} of {len(keep)} images are not {size[0]}x{size[1]} (the "
-              f"first image's size), e.g. {paths[keep[other[0]]]} is {h}x{w}; they are resized to "
-              f"{size[0]}x{size[1]}. Pass image_size=(height, width) to choose the size.", file=sys.stderr)
-    return x, labels[keep]
+    resized = [(str(paths[keep[i]]), *shapes[i]) for i in other]
+    return (x, labels[keep]), {str(paths[i]): why for i, why in errors.items()}, resized
+
+
+def note_resized(folder, resized, total, size):
+    """One line when images of another size than the first were resized to it."""
+    if resized:
+        path, h, w = min(resized)
+        print(f"note: {folder}: {len(resized)} of {total} images are not {size[0]}x{size[1]} (the first "
+              f"image's size), e.g. {path} is {h}x{w}; they are resized to {size[0]}x{size[1]}. Pass "
+              "image_size=(height, width) to choose the size.", file=sys.stderr)
 
 
 def report_bad_images(folder, bad, total, bad_images, first_error=""):

@@ -68,11 +68,13 @@ def open_image(source):
     """A loaded ``PIL.Image`` from a path or the file's bytes; an `ImageError` naming it otherwise."""
     from PIL import Image, UnidentifiedImageError
 
-    name = "<bytes>" if isinstance(source, (bytes, bytearray)) else os.fspath(source)
+    name = "<bytes>" if isinstance(source, (bytes, bytearray)) else str(os.fspath(source))
     try:
         image = Image.open(io.BytesIO(source) if isinstance(source, (bytes, bytearray)) else source)
         image.load()
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+    except UnidentifiedImageError:
+        raise ImageError(f"{name}: not a readable image: not a format Pillow identifies") from None
+    except (OSError, SyntaxError, ValueError) as e:
         reason = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise ImageError(f"{name}: not a readable image: {reason}") from None
     return image

@@ -62,7 +62,7 @@ def open_folder(folder, *, image_size=None, test_fraction=0.2, seed=0, bad_image
     check_choice("cache", cache, CACHE)
     check_number("crop_fraction", crop_fraction, 0, 1, low_open=True)
     listing = folders.list_folder(folder, test_fraction, seed)
-    channels, first_size, line = folders.probe(listing.all_paths())
+    channels, first_size, line = folders.probe(listing.all_paths)
     size = tuple(image_size or first_size)
     transform = images.choose_transform(transform, size)
     transforms = images.describe(transform, size, crop_fraction)
@@ -81,10 +81,14 @@ def open_folder(folder, *, image_size=None, test_fraction=0.2, seed=0, bad_image
           f"{line}; " + (f"held in memory ({decoded / 2**20:.0f} MiB decoded)" if held else
                          "streamed from disk") + f"; {transforms['summary']}", file=sys.stderr)
     if held:
-        train = folders.read_images(listing.train_dir, listing.train_paths, listing.train_labels, size,
-                                    channels, bad_images, image_size is None, transform, crop_fraction)
-        test = folders.read_images(folder, listing.test_paths, listing.test_labels, size, channels,
-                                   bad_images, image_size is None, transform, crop_fraction)
+        train, bad, resized = folders.read_images(listing.train_paths, listing.train_labels, size, channels,
+                                                  transform, crop_fraction)
+        test, test_bad, test_resized = folders.read_images(listing.test_paths, listing.test_labels, size,
+                                                           channels, transform, crop_fraction)
+        bad = sorted({**bad, **test_bad}.items())
+        if image_size is None:
+            folders.note_resized(folder, resized + test_resized, len(train[1]) + len(test[1]), size)
+        folders.report_bad_images(folder, [p for p, _ in bad], n, bad_images, bad[0][1] if bad else "")
         info["mean"], info["std"] = _channel_stats(train[0])
         info["cache"] = "memory"
         return train, test, info
