@@ -46,6 +46,7 @@ CACHE = ("auto", "memory", "none")
 STATS_SAMPLE = 256  # training files whose pixels give the normalisation statistics
 CACHE_BUDGET = 1 << 30  # decoded bytes a small-image folder may hold in memory
 JPEG_START = b"\xff\xd8\xff"
+JPEG_MARGIN = 16  # pixels decoded around a JPEG crop window (one block of 4:2:0 chroma)
 
 
 def open_folder(folder, *, image_size=None, test_fraction=0.2, seed=0, bad_images="error", transform="auto",
@@ -106,8 +107,10 @@ def _memory_bytes():
         return 8 << 30
 
 
-def sample_stats(paths, stream, seed=0, count=STATS_SAMPLE):
-    """Per-channel mean and std of `count` training files (seeded; the evaluation transform's pixels)."""
+def sample_stats(paths, stream, seed=0, count=None):
+    """Per-channel mean and std of `count` (default `STATS_SAMPLE`) training files, seeded, in the
+    evaluation transform's pixels."""
+    count = count or STATS_SAMPLE
     index = np.sort(np.random.default_rng((seed, 3)).permutation(len(paths))[:count])
     pixels = []
     for i in index:
@@ -178,9 +181,14 @@ def _train_loader(paths, stream, seed, bad):
                 data = f.read()
             if data[:3] == JPEG_START:
                 h, w = (int(d) for d in tf.io.extract_jpeg_shape(data)[:2])
-                window = images.crop_window(h, w, u[1:].reshape(images.CROP_ATTEMPTS, 4))
-                pixels = tf.io.decode_and_crop_jpeg(data, window, channels=channels,
+                top, left, ch, cw = images.crop_window(h, w, u[1:].reshape(images.CROP_ATTEMPTS, 4))
+                # decode the window and a margin of one 16-pixel block: inside it, the chroma
+                # upsampling sees the same neighbours as in a whole decode, so the pixels are Pillow's
+                t, l = max(top - JPEG_MARGIN, 0), max(left - JPEG_MARGIN, 0)
+                b, r = min(top + ch + JPEG_MARGIN, h), min(left + cw + JPEG_MARGIN, w)
+                pixels = tf.io.decode_and_crop_jpeg(data, [t, l, b - t, r - l], channels=channels,
                                                     dct_method="INTEGER_ACCURATE").numpy()
+                pixels = pixels[top - t:top - t + ch, left - l:left - l + cw]
             else:
                 pixels = images.read_image(data, channels)
                 top, left, h, w = images.crop_window(*pixels.shape[:2], u[1:].reshape(images.CROP_ATTEMPTS, 4))
