@@ -17,9 +17,10 @@ Streams (`train_stream`, `eval_stream`):
   resumed run reads the same files in the same order. Under a multi-process job each process reads
   only its rows of every global batch: the processes' files are disjoint and together cover the
   epoch once. The photo recipe decodes a random-resized-crop (`keras_resnet.images.crop_window`, drawn
-  from ``(seed, epoch, file)``) with ``tf.io.decode_and_crop_jpeg`` for JPEGs (only the window is
-  decoded; the accurate integer IDCT gives Pillow's pixels) or `keras_resnet.images.read_image` for
-  the rest, resizes it bilinearly (antialiased) to the input size and flips half the images; the
+  from ``(seed, epoch, file)``) with ``tf.io.decode_and_crop_jpeg`` for JPEGs (only the window and a
+  one-block margin are decoded; the accurate integer IDCT gives Pillow's pixels) or
+  `keras_resnet.images.read_image` for the rest, resizes it bilinearly (antialiased, in the graph) to
+  the input size and flips half the images; the
   small-image recipe decodes and resizes, then pads, crops, flips and erases a batch as
   `keras_resnet.pipelines` does.
 - Evaluation: `keras_resnet.images.eval_transform`, the transform ``evaluate``, ``export`` and
@@ -30,9 +31,11 @@ Streams (`train_stream`, `eval_stream`):
   one line per epoch names the files skipped.
 """
 
+import io
 import os
 import sys
 import threading
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -46,7 +49,10 @@ CACHE = ("auto", "memory", "none")
 STATS_SAMPLE = 256  # training files whose pixels give the normalisation statistics
 CACHE_BUDGET = 1 << 30  # decoded bytes a small-image folder may hold in memory
 JPEG_START = b"\xff\xd8\xff"
+JPEG_END = b"\xff\xd9"
 JPEG_MARGIN = 16  # pixels decoded around a JPEG crop window (one block of 4:2:0 chroma)
+NO_WINDOW = np.zeros(4, np.int32)
+NO_PIXELS = {c: np.zeros((1, 1, c), np.uint8) for c in (1, 3)}
 
 
 def open_folder(folder, *, image_size=None, test_fraction=0.2, seed=0, bad_images="error", transform="auto",
@@ -58,6 +64,7 @@ def open_folder(folder, *, image_size=None, test_fraction=0.2, seed=0, bad_image
         ``x_*`` are arrays of file paths and ``info["stream"]`` holds what the streams need; held in
         memory, they are the decoded uint8 arrays. ``info["transforms"]`` records the recipe either way.
     """
+    folder = Path(os.path.expanduser(os.fspath(folder)))
     image_size = _image_size(image_size)
     check_choice("bad_images", bad_images, BAD_IMAGES)
     check_choice("cache", cache, CACHE)
@@ -168,40 +175,71 @@ class BadFiles:
 
 
 def _train_loader(paths, stream, seed, bad):
-    """(index, epoch) -> (uint8 crop at the input size, ok): the photo recipe's per-file transform."""
-    import tensorflow as tf
+    """(index, epoch) -> the photo recipe's per-file work in Python, without TensorFlow ops (an eager
+    op inside tf.data's threads can wait forever for a thread): ``(kind, window, place, pixels,
+    flip)``.
 
-    size, channels = stream["size"], stream["channels"]
+    kind 1: a JPEG, to be decoded in the graph from ``window`` ``(top, left, height, width)``, the
+    crop with a margin of one 16-pixel block around it (there the chroma upsampling sees the same
+    neighbours as in a whole decode, so the pixels are Pillow's), ``place`` the crop in it; kind 2:
+    another format, ``pixels`` the crop decoded by Pillow; kind 0: a file that does not decode
+    (recorded in `bad`).
+    """
+    from PIL import Image
+
+    channels = stream["channels"]
 
     def load(index, epoch):
         path = paths[index]
         u = np.random.default_rng((seed, 1, int(epoch), int(index))).random(4 * images.CROP_ATTEMPTS + 1)
+        draws, flip = u[1:].reshape(images.CROP_ATTEMPTS, 4), bool(u[0] < 0.5)
         try:
             with open(path, "rb") as f:
                 data = f.read()
-            if data[:3] == JPEG_START:
-                h, w = (int(d) for d in tf.io.extract_jpeg_shape(data)[:2])
-                top, left, ch, cw = images.crop_window(h, w, u[1:].reshape(images.CROP_ATTEMPTS, 4))
-                # decode the window and a margin of one 16-pixel block: inside it, the chroma
-                # upsampling sees the same neighbours as in a whole decode, so the pixels are Pillow's
-                t, l = max(top - JPEG_MARGIN, 0), max(left - JPEG_MARGIN, 0)
-                b, r = min(top + ch + JPEG_MARGIN, h), min(left + cw + JPEG_MARGIN, w)
-                pixels = tf.io.decode_and_crop_jpeg(data, [t, l, b - t, r - l], channels=channels,
-                                                    dct_method="INTEGER_ACCURATE").numpy()
-                pixels = pixels[top - t:top - t + ch, left - l:left - l + cw]
-            else:
-                pixels = images.read_image(data, channels)
-                top, left, h, w = images.crop_window(*pixels.shape[:2], u[1:].reshape(images.CROP_ATTEMPTS, 4))
-                pixels = pixels[top:top + h, left:left + w]
-        except (OSError, images.ImageError, tf.errors.OpError) as e:
+            if data[:3] == JPEG_START and data.rstrip(b"\0")[-2:] == JPEG_END:
+                with Image.open(io.BytesIO(data)) as image:  # the header only
+                    w, h = image.size
+                    colour = images.is_colour(image.mode)
+                if channels == 3 or not colour:  # colour to gray: Pillow's formula, below
+                    top, left, ch, cw = images.crop_window(h, w, draws)
+                    t, l = max(top - JPEG_MARGIN, 0), max(left - JPEG_MARGIN, 0)
+                    b, r = min(top + ch + JPEG_MARGIN, h), min(left + cw + JPEG_MARGIN, w)
+                    place = np.array([top - t, left - l, ch, cw], np.int32)
+                    return 1, np.array([t, l, b - t, r - l], np.int32), place, NO_PIXELS[channels], flip
+            pixels = images.read_image(data, channels)
+            top, left, ch, cw = images.crop_window(*pixels.shape[:2], draws)
+            crop = np.ascontiguousarray(pixels[top:top + ch, left:left + cw])
+            return 2, NO_WINDOW, NO_WINDOW, crop, flip
+        except (OSError, images.ImageError) as e:
             bad.add(path, _reason(e))
-            return np.zeros(tuple(size) + (channels,), np.uint8), False
-        pixels = images.resize(pixels, size)
-        if u[0] < 0.5:
-            pixels = pixels[:, ::-1]
-        return np.ascontiguousarray(pixels), True
+            return 0, NO_WINDOW, NO_WINDOW, NO_PIXELS[channels], flip
 
     return load
+
+
+def _crop_and_resize(load, path, index, epoch, size, channels):
+    """The photo recipe's training transform of one file: float32 pixels at `size`, and ok."""
+    import tensorflow as tf
+
+    kind, window, place, pixels, flip = tf.numpy_function(
+        load, [index, epoch], (tf.int64, tf.int32, tf.int32, tf.uint8, tf.bool), stateful=False)
+    kind, flip = tf.ensure_shape(kind, ()), tf.ensure_shape(flip, ())
+    window, place = tf.ensure_shape(window, (4,)), tf.ensure_shape(place, (4,))
+
+    def jpeg():
+        decoded = tf.io.decode_and_crop_jpeg(tf.io.read_file(path), window, channels=channels,
+                                             dct_method="INTEGER_ACCURATE")
+        return decoded[place[0]:place[0] + place[2], place[1]:place[1] + place[3]]
+
+    crop = tf.cond(tf.equal(kind, 1), jpeg, lambda: tf.ensure_shape(pixels, (None, None, channels)))
+    crop = tf.ensure_shape(crop, (None, None, channels))
+    # bilinear, antialiased when shrinking as torchvision's is (growing, the two filters are the same
+    # and the plain one costs half as much)
+    shrinks = tf.reduce_any(tf.shape(crop)[:2] > size)
+    x = tf.cond(shrinks, lambda: tf.image.resize(crop, size, method="bilinear", antialias=True),
+                lambda: tf.image.resize(crop, size, method="bilinear"))
+    x = tf.cond(flip, lambda: x[:, ::-1], lambda: x)
+    return tf.ensure_shape(x, tuple(size) + (channels,)), kind > 0
 
 
 def _eval_loader(paths, stream, bad):
@@ -218,10 +256,6 @@ def _eval_loader(paths, stream, bad):
 
 
 def _reason(e):
-    import tensorflow as tf
-
-    if isinstance(e, tf.errors.OpError):
-        return "not a readable image: " + e.message.split("}} ")[-1].split(" [Op:")[0].strip()
     return str(e).split(": ", 1)[-1] if isinstance(e, images.ImageError) else f"cannot read it: {e}"
 
 
@@ -244,8 +278,9 @@ def train_stream(paths, labels, info, batch_size, *, seed=0, start_epoch=0, eras
     n, share = len(paths), batch_size // processes
     steps = n // batch_size
     labels_t = tf.constant(np.asarray(labels, np.int64))
-    scale, offset = _scale_offset(info)
     photo = stream["transform"] == "photo"
+    paths_t = tf.constant([os.fsencode(str(p)) for p in paths]) if photo else None
+    scale, offset = _scale_offset(info)
     load = _train_loader(paths, stream, seed, bad) if photo else _eval_loader(paths, stream, bad)
 
     def epoch_files(epoch):
@@ -253,12 +288,13 @@ def train_stream(paths, labels, info, batch_size, *, seed=0, start_epoch=0, eras
                                   [epoch], tf.int64, stateful=False)
         files = tf.data.Dataset.from_tensor_slices(tf.ensure_shape(order, (steps * share,)))
         if photo:
-            files = files.map(lambda i: (i, *_py(load, [i, epoch], size, channels)),
+            files = files.map(lambda i: (i, *_crop_and_resize(load, paths_t[i], i, epoch, size, channels)),
                               num_parallel_calls=tf.data.AUTOTUNE)
         else:
             files = files.map(lambda i: (i, *_py(load, [i], size, channels)), num_parallel_calls=tf.data.AUTOTUNE)
-        # a file that does not decode is left out, the epoch filled up from its start
-        files = files.filter(lambda i, x, ok: ok).repeat(2).take(steps * share)
+        # a file that does not decode is left out, the epoch filled up from its start (a JPEG whose
+        # body is corrupt stops its decode in the graph: left out too, unnamed)
+        files = files.ignore_errors().filter(lambda i, x, ok: ok).repeat(2).take(steps * share)
         batches = files.batch(share, drop_remainder=True)
         steps_t = tf.data.Dataset.range(steps)
         return tf.data.Dataset.zip(batches, steps_t).map(lambda b, s: (b, s, epoch))
@@ -267,7 +303,7 @@ def train_stream(paths, labels, info, batch_size, *, seed=0, start_epoch=0, eras
         index, x, _ = batch
         y = tf.gather(labels_t, index)
         if photo:
-            return tf.cast(x, tf.float32) * scale + offset, y
+            return x * scale + offset, y
         # the small-image recipe: the whole global batch's draws, this process's rows of them
         u = tf.random.stateless_uniform((batch_size, 8), seed=tf.stack([tf.cast(seed, tf.int64),
                                                                         epoch * steps + step]))

@@ -310,11 +310,12 @@ class _Feed:
         from keras_resnet import streams
 
         probs, flipped, labels, weights = [], [], [], []
-        for x, y, w in streams.eval_stream(data.x_test, data.y_test, data.info, 256, bad=self.bad):
+        batch = self.recipe.batch_size  # the training batch's activations fit; a larger one may not
+        for x, y, w in streams.eval_stream(data.x_test, data.y_test, data.info, batch, bad=self.bad):
             x = x.numpy()
-            probs.append(predict_probs(model, x))
+            probs.append(predict_probs(model, x, batch_size=batch))
             if data.info.get("flip"):
-                flipped.append(predict_probs(model, _mirror(x)))
+                flipped.append(predict_probs(model, _mirror(x), batch_size=batch))
             labels.append(y.numpy())
             weights.append(w.numpy())
         self.check.check()

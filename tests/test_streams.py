@@ -98,18 +98,23 @@ def test_a_stream_resumed_at_an_epoch_reads_what_the_whole_run_read(photos):
     assert not np.array_equal(whole[0][0], whole[steps][0]), "each epoch has its own order and crops"
 
 
-def test_a_jpeg_crop_decoded_by_tensorflow_is_pillows_crop_resized(photos):
+def test_a_jpeg_crop_decoded_by_tensorflow_is_pillows_crop(photos):
     (x, y), _, info = _open(photos, cache="none")
     load = streams._train_loader(x, info["stream"], 4, streams.BadFiles())
+    flips = []
     for index in range(len(x)):
-        pixels, ok = load(index, 7)
         u = np.random.default_rng((4, 1, 7, index)).random(4 * images.CROP_ATTEMPTS + 1)
         full = images.read_image(str(x[index]), 3)
         top, left, h, w = images.crop_window(*full.shape[:2], u[1:].reshape(images.CROP_ATTEMPTS, 4))
-        expected = images.resize(full[top:top + h, left:left + w], (32, 32))
+        crop = full[top:top + h, left:left + w]
+        pixels, ok = streams._crop_and_resize(load, tf.constant(str(x[index])), tf.constant(index, tf.int64),
+                                              tf.constant(7, tf.int64), (32, 32), 3)
+        expected = tf.image.resize(crop, (32, 32), antialias=bool(h > 32 or w > 32)).numpy()
         expected = expected[:, ::-1] if u[0] < 0.5 else expected
-        assert ok and pixels.shape == (32, 32, 3)
-        np.testing.assert_array_equal(pixels, expected)
+        assert bool(ok) and load(index, 7)[0] == (1 if str(x[index]).endswith(".jpg") else 2)
+        np.testing.assert_allclose(pixels.numpy(), expected, atol=1e-3)
+        flips.append(u[0] < 0.5)
+    assert 0 < sum(flips) < len(flips)
 
 
 def test_evaluation_stream_gives_the_centre_crop_that_evaluate_and_predict_use(photos):
