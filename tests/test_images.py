@@ -61,7 +61,8 @@ def test_random_resized_crop_falls_back_to_the_centre_with_the_aspect_clamped():
     always_too_big = np.ones((images.CROP_ATTEMPTS, 4)) * [1.0, 1.0, 0.5, 0.5]  # area 100 %, aspect 4/3
     assert images.crop_window(300, 10, always_too_big) == (int((300 - round(10 / 0.75)) // 2), 0,
                                                            round(10 / 0.75), 10)
-    assert images.crop_window(100, 100, np.zeros((images.CROP_ATTEMPTS, 4))) == (0, 0, 33, 24)  # 8 %, width 3/4 of height
+    smallest = np.zeros((images.CROP_ATTEMPTS, 4))  # area 8 %, width 3/4 of the height
+    assert images.crop_window(100, 100, smallest) == (0, 0, 33, 24)
 
 
 def _save(image, path, **kwargs):
