@@ -220,7 +220,7 @@ def run_train(folder, train_size):
                         env={**os.environ, "PYTHONUNBUFFERED": "1", "TF_CPP_MIN_LOG_LEVEL": "3"})
     peak, first_step = 0, None
     lines = []
-    reader = threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True)
+    reader = threading.Thread(target=lambda: [lines.append(line) for line in proc.stdout], daemon=True)
     reader.start()
     while proc.poll() is None:
         try:
