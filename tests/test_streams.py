@@ -179,3 +179,17 @@ def test_a_streamed_photo_run_trains_evaluates_and_records_its_transforms(photos
     assert result["test_images"] == 5
     evaluated = training.evaluate(str(tmp_path / "run" / "model.keras"))
     assert evaluated["test_accuracy"] == pytest.approx(result["test_accuracy"])
+
+
+@pytest.mark.slow
+def test_cli_train_on_a_folder_with_a_bad_file_ends_in_one_line_naming_it(with_bad_file, tmp_path, capsys):
+    from keras_resnet import cli
+
+    folder, bad_paths = with_bad_file
+    status = cli.main(["train", "--dataset", str(folder), "--image-size", "32", "--transform", "photo",
+                       "--depth", "8", "--width", "0.25", "--epochs", "1", "--batch-size", "4",
+                       "--run-dir", str(tmp_path / "run"), "--verbose", "0"])
+    err = capsys.readouterr().err.strip().splitlines()
+    errors = [line for line in err if line.startswith("keras-resnet train: error: ")]
+    assert status == 2 and len(errors) == 1 and "Traceback" not in "\n".join(err)
+    assert any(f"error: {p}: not a readable image" in errors[0] for p in bad_paths), errors
