@@ -109,7 +109,8 @@ def _train(args):
         dataset=args.dataset, data_dir=args.data_dir, download=args.download,
         recipe=flags.from_args(training.Recipe, args), run_dir=args.run_dir, precision=args.precision,
         distribute=args.distribute, pipeline=args.pipeline, train_size=args.train_size, verbose=verbose,
-        bad_images=args.bad_images, weights=args.weights, image_size=args.image_size, **kwargs)
+        bad_images=args.bad_images, weights=args.weights, image_size=args.image_size,
+        transform=args.transform, crop_fraction=args.crop_fraction, cache=args.cache, **kwargs)
     tta = (f", {result['test_accuracy_flip_tta']:.4f} with flip test-time augmentation"
            if "test_accuracy_flip_tta" in result else "")
     best = result["best_val_accuracy"]
@@ -176,6 +177,14 @@ def _add_training(sub):
                         "(timm/resnet50.a1_in1k), or a .keras/.weights.h5 file")
     p.add_argument("--image-size", type=int, default=None,
                    help="resize images to this side (pretrained ImageNet networks need >= 64, e.g. 224)")
+    p.add_argument("--transform", choices=["auto", "photo", "small"], default="auto",
+                   help="an image folder's transforms: photo (random-resized-crop + flip; centre crop to "
+                        "evaluate), small (resize; pad-crop + flip), auto: photo from 64 pixels up")
+    p.add_argument("--crop-fraction", type=float, default=0.875,
+                   help="the photo recipe's evaluation keeps this share of the resized image (default 0.875)")
+    p.add_argument("--cache", choices=["auto", "memory", "none"], default="auto",
+                   help="an image folder: none streams it from disk, memory decodes it once into arrays "
+                        "(small-image recipe); auto: memory when it takes at most 1 GiB")
     p.add_argument("--verbose", default="auto", choices=["auto", "0", "1", "2"],
                    help="auto: a progress bar on a terminal, one line per epoch otherwise")
     p.set_defaults(func=_train)
@@ -257,7 +266,7 @@ def _export(args):
     result = export.to_tflite(
         model, output, options, representative, verify_data=data.normalize(x_test[:n], info),
         verify_labels=y_test[:n], mean=info["mean"], std=info["std"], class_names=class_names,
-        verbose=getattr(args, "debug", False))
+        verbose=getattr(args, "debug", False), transforms=info.get("transforms"))
     if args.json:
         print(json.dumps(result))
         return
@@ -293,10 +302,11 @@ def _predict(args):
     if not args.images and not args.idx:
         raise ValueError("predict needs image files and/or --idx PATH. Received neither.")
     check_int("--limit", args.limit, minimum=1, none_ok=True)
-    shape = export.read_sidecar(args.model)["input"]["shape"][1:]
+    sidecar = export.read_sidecar(args.model)
+    shape, transforms = sidecar["input"]["shape"][1:], sidecar.get("transforms")
     names, batches = [], []
     if args.images:
-        batches.append(export.load_images(args.images, shape))
+        batches.append(export.load_images(args.images, shape, transforms))
         names += args.images
     if args.idx:
         from keras_resnet.data import read_idx

@@ -8,7 +8,8 @@ and int64 labels.
   ``dataset-fashion-mnist`` (/usr/share/datasets/fashion-mnist), then the Keras cache.
 - Any tensorflow-datasets image-classification name (``"cifar10"``, ``"svhn_cropped"``, ...).
 - A directory with one sub-folder of images per class (every image is decoded while loading, so a
-  corrupt file is named here, not met mid-epoch).
+  corrupt file is named here, not met mid-epoch). Training streams large folders instead
+  (`keras_resnet.streams`); this array path is for small folders and machines without TensorFlow.
 
 Normalisation, augmentation and the tf.data / NumPy pipelines live in `keras_resnet.pipelines`; their
 public names (``normalize``, ``calibration_images``, ``tf_dataset``, ``numpy_dataset``,
@@ -33,6 +34,7 @@ import numpy as np
 
 from keras_resnet.flags import field
 from keras_resnet.checks import check_bool, check_choice, check_int, check_int_tuple, check_number, is_int
+from keras_resnet.images import CROP_FRACTION, IMAGE_EXTENSIONS, TRANSFORM_CHOICES, describe  # noqa: F401
 from keras_resnet.pipelines import (  # noqa: F401 (public names of this module)
     NumpyDataset, calibration_images, check_batch_size, normalize, numpy_dataset, tf_dataset)
 
@@ -52,7 +54,6 @@ IDX_SETS = {
 }
 # tensorflow-datasets sets of digits and characters, where a mirror image is another class or none.
 NO_FLIP = {"mnist", "emnist", "kmnist", "svhn_cropped", "binarized_mnist", "omniglot"}
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
 BAD_IMAGES = ("error", "skip")  # what `load` does with a file in an image folder that does not decode
 # A tensorflow-datasets name ("cifar10", "emnist/letters", "cifar10:3.*.*"); a `dataset` string that is
 # not one, or ends in a file extension, and is not an existing folder is a mistyped path.
@@ -81,7 +82,7 @@ class DataSource:
 
 
 def load(dataset="fashion_mnist", data_dir=None, download=False, *, image_size=None,
-         test_fraction=0.2, seed=0, bad_images="error"):
+         test_fraction=0.2, seed=0, bad_images="error", transform="small", crop_fraction=CROP_FRACTION):
     """Loads an image-classification dataset as uint8 NHWC arrays and int64 labels.
 
     ``dataset`` is one of:
@@ -97,10 +98,12 @@ def load(dataset="fashion_mnist", data_dir=None, download=False, *, image_size=N
     - a directory path with one sub-folder of images per class (the folder names, sorted, are the
       classes). If it holds ``train/`` and ``test/`` sub-folders those are the two splits; otherwise
       ``test_fraction`` of the images is held out, stratified and seeded. Files ending in
-      .png/.jpg/.jpeg/.bmp/.gif are decoded (TensorFlow's ``decode_image``, as
-      ``keras.utils.image_dataset_from_directory`` does) and resized bilinearly to ``image_size``
-      (default: the first image's size; a line on stderr says how many images had another size).
-      Grayscale if the first image is, else RGB. A file that does not decode stops the load with a
+      .png/.jpg/.jpeg/.bmp/.gif/.webp/.tif/.tiff are decoded with the package's one decoder
+      (`keras_resnet.images.read_image`, also used by ``predict``) and brought to ``image_size``
+      (default: the first image's size; a line on stderr says how many images had another size) by
+      ``transform``: ``"small"`` resizes bilinearly, ``"photo"`` resizes the shorter side to
+      ``size / crop_fraction`` and keeps the centre. RGB if any image is colour, else grayscale (one
+      line on stderr says which). A file that does not decode stops the load with a
       `DatasetError` naming it, or with ``bad_images="skip"`` is left out (one line on stderr gives
       the count and the first paths). A path that does not exist is a `DatasetError` ("no such
       folder"), not a tensorflow-datasets look-up.
@@ -119,6 +122,9 @@ def load(dataset="fashion_mnist", data_dir=None, download=False, *, image_size=N
         seed: seed of that held-out split.
         bad_images: for an image folder, what to do with files that do not decode: ``"error"``
             (default) or ``"skip"``.
+        transform: for an image folder, ``"small"`` (resize), ``"photo"`` (centre crop) or
+            ``"auto"`` (photo from 64 pixels up).
+        crop_fraction: the photo transform's share of the resized image that is kept, in (0, 1].
 
     Returns:
         ``(x_train, y_train), (x_test, y_test), info``: ``x_*`` uint8 arrays ``(N, H, W, C)``, ``y_*``
@@ -137,12 +143,15 @@ def load(dataset="fashion_mnist", data_dir=None, download=False, *, image_size=N
     check_int("seed", seed, 0)
     check_bool("download", download)
     check_choice("bad_images", bad_images, BAD_IMAGES)
+    check_choice("transform", transform, TRANSFORM_CHOICES)
+    check_number("crop_fraction", crop_fraction, 0, 1, low_open=True)
     data_dir = _check_folder_path("data_dir", data_dir)
     folder = _folder_of(dataset)
     if folder is not None:
         from keras_resnet import folders  # it imports this module
 
-        train, test, info = folders.load_folder(folder, image_size, test_fraction, seed, bad_images)
+        train, test, info = folders.load_folder(folder, image_size, test_fraction, seed, bad_images, transform,
+                                                crop_fraction)
     elif dataset in IDX_SETS:
         train, test, info = _load_idx_set(dataset, data_dir, download)
         if image_size is not None and image_size != train[0].shape[1:3]:
@@ -150,6 +159,7 @@ def load(dataset="fashion_mnist", data_dir=None, download=False, *, image_size=N
     else:
         train, test, info = _load_tfds(dataset, data_dir, download, image_size, test_fraction, seed)
     info["input_shape"] = tuple(int(d) for d in train[0].shape[1:])
+    info.setdefault("transforms", describe("small", info["input_shape"][:2]))
     info["mean"], info["std"] = _channel_stats(train[0])
     return train, test, info
 

@@ -1,25 +1,42 @@
 """Image-classification data from a folder with one sub-folder of images per class.
 
-`keras_resnet.data.load` calls `load_folder` for a directory path. Every image is decoded here, with
-TensorFlow's ``decode_image`` and a bilinear resize (what ``keras.utils.image_dataset_from_directory``
-does), in parallel, and a file that does not decode is named while loading instead of stopping
-training mid-epoch. TensorFlow is imported inside the functions.
+`list_folder` lists the files of both layouts (``DIR/<class>/...`` and ``DIR/train|test/<class>/...``)
+without decoding them: the streamed input of `keras_resnet.streams` starts from it. `load_folder`
+(what `keras_resnet.data.load` calls for a directory) decodes every file into preallocated uint8
+arrays, for small folders and machines without TensorFlow. Both read files with the package's one
+decoder, `keras_resnet.images.read_image`, and apply the run's evaluation transform. No TensorFlow here.
 """
 
+import dataclasses
 import os
 import sys
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from keras_resnet.data import IMAGE_EXTENSIONS, DatasetError, split_validation
+from keras_resnet import images
+from keras_resnet.data import DatasetError, split_validation
+from keras_resnet.images import IMAGE_EXTENSIONS
 
-def load_folder(folder, image_size=None, test_fraction=0.2, seed=0, bad_images="error"):
-    """Loads `folder` (a ``Path``) for `keras_resnet.data.load`, which documents it and checks the
-    arguments.
 
-    Returns:
-        ``(x_train, y_train), (x_test, y_test), info`` without ``info``'s statistics and input shape.
-    """
+@dataclasses.dataclass
+class Listing:
+    """A folder's files, listed and split, not decoded: paths (str arrays) and int64 labels."""
+
+    folder: str
+    train_dir: str
+    class_names: list
+    train_paths: np.ndarray
+    train_labels: np.ndarray
+    test_paths: np.ndarray
+    test_labels: np.ndarray
+
+    all_paths: np.ndarray  # both splits, in the folder's order
+
+
+def list_folder(folder, test_fraction=0.2, seed=0):
+    """Lists `folder` (a ``Path``): its classes, and its training and test files (the ``test/``
+    sub-folder, or a stratified, seeded `test_fraction` of the files). Nothing is decoded."""
     has_splits = (folder / "train").is_dir() and (folder / "test").is_dir()
     train_dir = folder / "train" if has_splits else folder
     class_names = _class_folders(train_dir)
@@ -27,28 +44,75 @@ def load_folder(folder, image_size=None, test_fraction=0.2, seed=0, bad_images="
     if len(class_names) < 2:
         raise DatasetError(f"{train_dir}: only one class sub-folder ({class_names[0]!r}); classification "
                            "needs two or more, one sub-folder of images per class.")
-    channels, first_size = _probe(paths)
-    size = image_size or first_size
-    x, y = _read_images(train_dir, paths, labels, size, channels, bad_images, image_size is None)
-    empty = [name for c, name in enumerate(class_names) if not np.any(y == c)]
-    if empty:
-        raise DatasetError(f"{train_dir}: the class sub-folder(s) {empty} hold no readable images "
-                           f"({', '.join(IMAGE_EXTENSIONS)}).")
     if has_splits:
         test_dir = folder / "test"
         if _class_folders(test_dir) != class_names:
             raise DatasetError(f"{test_dir}: its class sub-folders {_class_folders(test_dir)} differ "
                                f"from those of {train_dir}: {class_names}.")
-        test_paths, test_labels = _list_images(test_dir, class_names)
-        train, test = (x, y), _read_images(test_dir, test_paths, test_labels, size, channels, bad_images,
-                                           image_size is None)
+        train, test = (paths, labels), _list_images(test_dir, class_names)
+        everything = np.concatenate([paths, test[0]])
     else:
-        train, test = split_validation(x, y, test_fraction, seed)
+        train, test = split_validation(paths, labels, test_fraction, seed)
+        everything = paths
     if not len(test[0]):
-        raise DatasetError(f"{folder}: no test images (test_fraction={test_fraction} of {len(y)} images, "
-                           "or none readable in test/); pass a larger test_fraction or add images.")
-    return train, test, {"name": folder.resolve().name, "num_classes": len(class_names),
-                         "class_names": class_names, "flip": True, "source": str(folder)}
+        raise DatasetError(f"{folder}: no test images (test_fraction={test_fraction} of {len(labels)} "
+                           "images, or none in test/); pass a larger test_fraction or add images.")
+    return Listing(str(folder), str(train_dir), class_names, *train, *test, everything)
+
+
+def probe(paths):
+    """``(channels, (height, width), line)`` of a folder's files from their headers (nothing decoded):
+    3 if any image is colour, else 1 (every header is read when none is: a grayscale folder costs one
+    small read per file); the size of the first readable image; one line saying which."""
+    from PIL import Image
+
+    first, gray = None, 0
+    for path in paths:
+        try:
+            with Image.open(path) as image:
+                mode, size = image.mode, image.size
+        except Exception:  # noqa: BLE001 (named when it is decoded)
+            continue
+        first = first or (size[1], size[0])
+        if images.is_colour(mode):
+            kind = f"{path} is colour" + (f" ({gray} grayscale images before it)" if gray else "")
+            return 3, first, f"colour (3 channels): {kind}; a folder is colour if any image is"
+        gray += 1
+    return 1, first or (1, 1), (f"grayscale (1 channel): all {gray} readable images are grayscale; a "
+                                "folder is colour if any image is")
+
+
+def load_folder(folder, image_size=None, test_fraction=0.2, seed=0, bad_images="error", transform="small",
+                crop_fraction=images.CROP_FRACTION):
+    """Loads `folder` (a ``Path``) as arrays for `keras_resnet.data.load`, which documents it and
+    checks the arguments.
+
+    Returns:
+        ``(x_train, y_train), (x_test, y_test), info`` without ``info``'s statistics and input shape.
+    """
+    listing = list_folder(folder, test_fraction, seed)
+    channels, first_size, line = probe(listing.all_paths)
+    print(f"note: {folder}: {line}", file=sys.stderr)
+    size = image_size or first_size
+    transform = images.choose_transform(transform, size)
+    (x, y), bad, resized = read_images(listing.train_paths, listing.train_labels, size, channels, transform,
+                                       crop_fraction)
+    test, test_bad, test_resized = read_images(listing.test_paths, listing.test_labels, size, channels,
+                                               transform, crop_fraction)
+    bad = sorted({**bad, **test_bad}.items())
+    if image_size is None and transform == "small":
+        note_resized(folder, resized + test_resized, len(y) + len(test[1]), size)
+    report_bad_images(folder, [path for path, _ in bad], len(listing.all_paths), bad_images,
+                      bad[0][1] if bad else "")
+    empty = [name for c, name in enumerate(listing.class_names) if not np.any(y == c)]
+    if empty:
+        raise DatasetError(f"{listing.train_dir}: the class sub-folder(s) {empty} hold no readable images "
+                           f"({', '.join(IMAGE_EXTENSIONS)}).")
+    if not len(test[0]):
+        raise DatasetError(f"{folder}: no readable test images; add images.")
+    return (x, y), test, {"name": folder.resolve().name, "num_classes": len(listing.class_names),
+                          "class_names": listing.class_names, "flip": True, "source": str(folder),
+                          "transforms": images.describe(transform, size, crop_fraction)}
 
 
 def _class_folders(folder):
@@ -76,71 +140,55 @@ def _list_images(folder, class_names):
             labels += [label] * len(found)
     if not paths:
         raise _no_images(folder)
-    return paths, np.asarray(labels, np.int64)
+    return np.asarray(paths, dtype=str), np.asarray(labels, np.int64)
 
 
-def _decode(path, channels=0):
-    import tensorflow as tf
+def read_images(paths, labels, size, channels, transform, crop_fraction):
+    """Decodes every image into one preallocated array, with a thread per core (Pillow releases the
+    interpreter lock while it decodes). Returns ``((x, y), {path: why}, resized)``: the files that do
+    not decode are left out; ``resized`` lists ``(path, height, width)`` of those of another size."""
+    x = np.zeros((len(paths),) + tuple(size) + (channels,), np.uint8)
+    shapes = np.zeros((len(paths), 2), np.int64)
+    errors = {}
 
-    return tf.image.decode_image(tf.io.read_file(path), channels=channels, expand_animations=False)
-
-
-def _probe(paths):
-    """(channels, (height, width)) of the first image that decodes: 1 if it is grayscale, else 3."""
-    import tensorflow as tf
-
-    for path in paths:
+    def read(i):
         try:
-            image = _decode(path)
-        except tf.errors.OpError:
-            continue  # named by _read_images
-        return (1 if image.shape[-1] in (1, 2) else 3), tuple(image.shape[:2])
-    return 3, (1, 1)
+            pixels = images.read_image(str(paths[i]), channels)
+        except images.ImageError as e:
+            errors[i] = str(e)
+            return
+        shapes[i] = pixels.shape[:2]
+        x[i] = images.eval_transform(pixels, size, transform, crop_fraction)
 
-
-def _read_images(folder, paths, labels, size, channels, bad_images, note_sizes):
-    """Decodes and resizes every image in parallel; files that do not decode are reported."""
-    import tensorflow as tf
-
-    def read(index, path):
-        image = _decode(path, channels)
-        resized = tf.image.resize(image, size, method="bilinear")  # what Keras's folder loader does
-        return index, tf.shape(image)[:2], tf.cast(tf.clip_by_value(tf.round(resized), 0, 255), tf.uint8)
-
-    ds = tf.data.Dataset.from_tensor_slices((np.arange(len(paths)), paths))
-    ds = ds.map(read, num_parallel_calls=tf.data.AUTOTUNE).ignore_errors().batch(256)
-    batches = list(ds.as_numpy_iterator())
-    index = np.concatenate([b[0] for b in batches]) if batches else np.zeros(0, np.int64)
-    bad = [paths[i] for i in np.setdiff1d(np.arange(len(paths)), index)]
-    _report_bad_images(folder, bad, len(paths), bad_images)
-    if not batches:
-        return np.zeros((0,) + tuple(size) + (channels,), np.uint8), labels[:0]
-    shapes = np.concatenate([b[1] for b in batches])
+    with ThreadPoolExecutor(max(os.cpu_count() or 1, 1)) as pool:
+        list(pool.map(read, range(len(paths))))
+    keep = np.setdiff1d(np.arange(len(paths)), sorted(errors))
+    if errors:
+        x, shapes = x[keep], shapes[keep]
     other = np.flatnonzero(np.any(shapes != size, axis=1))
-    if note_sizes and len(other):
-        h, w = shapes[other[0]]
-        print(f"note: {folder}: {len(other)} of {len(index)} images are not {size[0]}x{size[1]} (the "
-              f"first image's size), e.g. {paths[index[other[0]]]} is {h}x{w}; they are resized to "
-              f"{size[0]}x{size[1]}. Pass image_size=(height, width) to choose the size.", file=sys.stderr)
-    return np.concatenate([b[2] for b in batches]), labels[index]
+    resized = [(str(paths[keep[i]]), *shapes[i]) for i in other]
+    return (x, labels[keep]), {str(paths[i]): why for i, why in errors.items()}, resized
 
 
-def _report_bad_images(folder, bad, total, bad_images):
-    """Raises a DatasetError naming the first file that does not decode, or prints one line."""
+def note_resized(folder, resized, total, size):
+    """One line when images of another size than the first were resized to it."""
+    if resized:
+        path, h, w = min(resized)
+        print(f"note: {folder}: {len(resized)} of {total} images are not {size[0]}x{size[1]} (the first "
+              f"image's size), e.g. {path} is {h}x{w}; they are resized to {size[0]}x{size[1]}. Pass "
+              "image_size=(height, width) to choose the size.", file=sys.stderr)
+
+
+def report_bad_images(folder, bad, total, bad_images, first_error=""):
+    """Raises a DatasetError naming the first file that does not decode (`first_error` says why), or
+    with ``bad_images="skip"`` prints one line."""
     if not bad:
         return
-    import tensorflow as tf
-
-    shown = ", ".join(bad[:3]) + (", ..." if len(bad) > 3 else "")
+    shown = ", ".join(map(str, bad[:3])) + (", ..." if len(bad) > 3 else "")
     if bad_images == "skip":
         print(f"warning: {folder}: skipped {len(bad)} of {total} image files that do not decode: {shown}",
               file=sys.stderr)
         return
-    try:
-        _decode(bad[0])
-        reason = "it did not decode while loading"
-    except tf.errors.OpError as e:
-        reason = e.message.split("}} ")[-1].split(" [Op:")[0].strip()
     others = f" ({len(bad)} of {total} files do not: {shown})" if len(bad) > 1 else ""
-    raise DatasetError(f"{bad[0]}: not a readable image: {reason}{others}. Delete or replace it, or "
-                       "pass bad_images='skip' (--bad-images skip) to leave such files out.")
+    raise DatasetError(f"{first_error or str(bad[0]) + ': not a readable image'}{others}. Delete or "
+                       "replace it, or pass bad_images='skip' (--bad-images skip) to leave such files out.")

@@ -22,7 +22,8 @@ def run_defaults(model_path):
     Returns:
         None, or a dict with ``dataset`` (the name or folder it was trained on), ``normalization``
         (``{"mean": [...], "std": [...]}``, [0, 1] pixel scale, or None), ``class_names`` (a list or
-        None) and ``source`` (the file read). The first of ``config.json`` and ``run.json`` in the
+        None), ``transforms`` (the recipe of `keras_resnet.images`, or None) and ``source`` (the
+        file read). The first of ``config.json`` and ``run.json`` in the
         model's folder that holds a ``dataset`` is used.
     """
     if not isinstance(model_path, (str, os.PathLike)) or not os.fspath(model_path):
@@ -36,9 +37,11 @@ def run_defaults(model_path):
             norm = config.get("normalization")
             if not (isinstance(norm, dict) and "mean" in norm and "std" in norm):
                 norm = None
+            transforms = config.get("transforms")
             return {"dataset": str(config["dataset"]),
                     "normalization": None if norm is None else {"mean": norm["mean"], "std": norm["std"]},
-                    "class_names": config.get("class_names"), "source": source}
+                    "class_names": config.get("class_names"), "source": source,
+                    "transforms": transforms if isinstance(transforms, dict) else None}
     return None
 
 
@@ -60,8 +63,9 @@ def dataset_for(model_path, dataset=None):
 
 def load_data_for(model, model_path, dataset=None, data_dir=None, download=False, purpose="evaluation"):
     """The data a saved model is evaluated or exported with: the run folder's dataset, normalisation
-    and class names (see `dataset_for`), its images resized to the model's input when it was trained
-    on resized images.
+    and class names (see `dataset_for`), its images brought to the model's input by the run's
+    evaluation transform (`keras_resnet.images.eval_transform`: the photo recipe's centre crop, or a
+    resize) when it was trained on resized images.
 
     Args:
         purpose: what the images are for, in messages ("evaluation", "int8 calibration", ...).
@@ -85,8 +89,15 @@ def load_data_for(model, model_path, dataset=None, data_dir=None, download=False
             f"beside it (config.json or run.json) says which: pass --dataset (a folder of class folders, or "
             f"a tensorflow-datasets name; the API's `dataset`). The fallback, {DEFAULT_DATASET}, has 1-channel "
             f"images; this model takes {channels} channels.")
+    transforms = (defaults or {}).get("transforms") or {}
+    size = tuple(model.input_shape[1:3])
     try:
-        train, test, info = data.load(dataset, data_dir=data_dir, download=download)
+        if transforms.get("recipe") == "photo":
+            train, test, info = data.load(dataset, data_dir=data_dir, download=download, image_size=size,
+                                          transform="photo", crop_fraction=transforms.get("crop_fraction")
+                                          or data.CROP_FRACTION)
+        else:
+            train, test, info = data.load(dataset, data_dir=data_dir, download=download)
     except (OSError, ValueError) as e:
         if defaults is None:
             raise
@@ -94,9 +105,9 @@ def load_data_for(model, model_path, dataset=None, data_dir=None, download=False
                    f"cannot be loaded from there: {' '.join(str(e).split())}. Pass --dataset to use data "
                    "elsewhere")
         raise (FileNotFoundError if isinstance(e, FileNotFoundError) else ValueError)(message) from e
-    size = tuple(model.input_shape[1:3])
     if tuple(info["input_shape"][:2]) != size:  # trained on resized images
         train, test, info = data.load(dataset, data_dir=data_dir, download=download, image_size=size)
+    info["transforms"] = transforms or None
     if defaults:
         info = {**info, **(defaults["normalization"] or {}),
                 "class_names": defaults["class_names"] or info["class_names"]}

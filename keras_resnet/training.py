@@ -32,6 +32,7 @@ from keras_resnet import distributed
 from keras_resnet.callbacks import NaNGuard, RunState
 from keras_resnet.flags import field
 from keras_resnet.history import plot_history, read_history
+from keras_resnet.images import CROP_FRACTION
 from keras_resnet.losses import SmoothedSparseCrossentropy
 from keras_resnet.models import build
 from keras_resnet.execution import distribution_scope, precision_scope
@@ -40,6 +41,7 @@ from keras_resnet.summary import summarize
 SCHEDULES = ("cosine", "step")
 PIPELINES = ("auto", "tf", "numpy")
 MAX_LEARNING_RATE = 10.0
+CACHE = ("auto", "memory", "none")
 
 
 @dataclasses.dataclass
@@ -88,7 +90,8 @@ class Recipe:
 
 @dataclasses.dataclass
 class RunData:
-    """The arrays of a run: images (N, H, W, C) as loaded, integer labels, and `data.load`'s info."""
+    """The data of a run: images (N, H, W, C) as loaded, or for a streamed folder the files' paths
+    (``info["stream"]`` says how to read them), integer labels, and `data.load`'s info."""
 
     x_train: np.ndarray
     y_train: np.ndarray
@@ -100,12 +103,33 @@ class RunData:
 
 
 def load_run_data(dataset="fashion_mnist", recipe=None, *, data_dir=None, download=False, train_size=None,
-                  bad_images="error", image_size=None):
-    """Loads `dataset` and splits the recipe's validation fraction off its training images."""
+                  bad_images="error", image_size=None, transform="auto", crop_fraction=CROP_FRACTION,
+                  cache="auto", pipeline="auto"):
+    """Loads `dataset` and splits the recipe's validation fraction off its training images.
+
+    An image folder is listed, not decoded, and streamed (`keras_resnet.streams`) unless it is small
+    enough to hold in memory or the pipeline is NumPy's; then ``x_*`` hold file paths. The
+    validation split is drawn from the file list (stratified, seeded) and ``train_size`` takes the
+    first N files, so nothing reads the whole dataset before training.
+    """
     recipe = recipe or Recipe()
     checks.check_int("train_size", train_size, 1, none_ok=True)
-    (x_train, y_train), (x_test, y_test), info = data_lib.load(dataset, data_dir=data_dir, download=download,
-                                                                bad_images=bad_images, image_size=image_size)
+    checks.check_choice("cache", cache, CACHE)
+    folder = data_lib._folder_of(dataset)
+    if folder is not None and pipeline != "numpy" and _has_tensorflow():
+        from keras_resnet import streams
+
+        (x_train, y_train), (x_test, y_test), info = streams.open_folder(
+            folder, image_size=image_size, seed=0, bad_images=bad_images, transform=transform,
+            crop_fraction=crop_fraction, cache=cache)
+    else:
+        if folder is None and transform == "photo":
+            raise ValueError(f"transform='photo' is the recipe of image folders; {dataset!r} is held as "
+                             "arrays and trains with the small-image recipe. Received: transform='photo'")
+        (x_train, y_train), (x_test, y_test), info = data_lib.load(
+            dataset, data_dir=data_dir, download=download, bad_images=bad_images, image_size=image_size,
+            transform=transform if folder is not None else "small", crop_fraction=crop_fraction)
+        info["cache"] = "memory"
     if train_size is not None:
         x_train, y_train = x_train[:train_size], y_train[:train_size]
     (x_train, y_train), (x_val, y_val) = data_lib.split_validation(
@@ -153,6 +177,12 @@ def steps_per_epoch(recipe, images):
     """Whole batches per epoch; a clear error, with a batch size that fits, when there is not one."""
     data_lib.check_batch_size(recipe.batch_size, images)
     return images // recipe.batch_size
+
+
+def _has_tensorflow():
+    import importlib.util
+
+    return importlib.util.find_spec("tensorflow") is not None
 
 
 def _pipeline(pipeline):
@@ -219,21 +249,20 @@ RUN_DIR_IN_USE = "wait for it to end (the same command then resumes there), or c
 
 def _fit_run(model, recipe, data, run_dir, pipeline, verbose, config, chief, callbacks):
     steps = steps_per_epoch(recipe, len(data.x_train))
-    train_ds, val_ds = make_datasets(data.x_train, data.y_train, data.x_val, data.y_val, data.info, recipe,
-                                     pipeline)
-    train_ds, val_ds = distributed.process_datasets(train_ds, val_ds)  # each process's rows of a batch
+    feed = _Feed(data, recipe, pipeline)
     config = {**(config or {}), "recipe": dataclasses.asdict(recipe), "backend": keras.backend.backend(),
               "train_images": int(len(data.x_train)), "val_images": int(len(data.x_val)),
               "normalization": {"mean": data.info["mean"], "std": data.info["std"]},
-              "class_names": data.info["class_names"]}
+              "class_names": data.info["class_names"], "transforms": data.info.get("transforms"),
+              "data_feed": feed.kind}
     if chief:
         os.makedirs(run_dir, exist_ok=True)
         io_utils.write_json(os.path.join(run_dir, "config.json"), config, indent=2)
-    state = RunState(run_dir, monitor="val_accuracy" if val_ds is not None else None, chief=chief)
+    state = RunState(run_dir, monitor="val_accuracy" if feed.val is not None else None, chief=chief)
     guard = NaNGuard()
     # The guard first: an epoch whose loss or weights are not finite is never committed. Each process
     # reads its own copy of the weights, and process 0 writes alone.
-    callbacks = [distributed.ProcessLocal(guard), distributed.ProcessLocal(state), *callbacks]
+    callbacks = [*feed.callbacks, distributed.ProcessLocal(guard), distributed.ProcessLocal(state), *callbacks]
     if chief and keras.backend.backend() == "tensorflow":
         callbacks.append(keras.callbacks.TensorBoard(os.path.join(run_dir, "logs")))
     start, epoch, fitted, restored = time.perf_counter(), state.peek_epoch(), False, False
@@ -245,8 +274,9 @@ def _fit_run(model, recipe, data, run_dir, pipeline, verbose, config, chief, cal
         if not restored:  # the phase the run starts or resumes in: its state fits this optimizer
             epoch, restored = distributed.check_same("the epoch to resume from", state.restore(model)), True
         if epoch < last and not guard.message:
-            model.fit(train_ds, validation_data=val_ds, epochs=last, initial_epoch=epoch, callbacks=callbacks,
-                      shuffle=False, verbose=_verbosity(verbose))
+            model.fit(feed.train(epoch), validation_data=feed.val, epochs=last, initial_epoch=epoch,
+                      steps_per_epoch=feed.steps, callbacks=callbacks, shuffle=False,
+                      verbose=_verbosity(verbose))
             epoch, fitted = state.epoch, True
     if recipe.ema and not fitted:
         # A finished run restored from its state: swap in the averaged weights, as fit does at its end.
@@ -260,12 +290,10 @@ def _fit_run(model, recipe, data, run_dir, pipeline, verbose, config, chief, cal
     with distributed.process_local():  # each process predicts by itself; process 0 writes alone
         probs = None
         if data.x_test is not None:
-            x_test = data_lib.normalize(data.x_test, data.info)
-            probs = predict_probs(model, x_test)
-            metrics.update(test_accuracies(model, x_test, data.y_test, data.info, probs=probs),
-                           test_images=len(data.y_test))
+            test_metrics, probs = feed.test(model)
+            metrics.update(test_metrics, test_images=len(data.y_test))
         if chief:
-            if probs is not None:  # confusion.png, mistakes.png and the per-class figures
+            if probs is not None and not feed.streamed:  # confusion.png, mistakes.png, per-class figures
                 report = diagnostics.write_pictures(run_dir, probs, data.y_test, data.x_test,
                                                     data.info["class_names"], title=model.name)
                 metrics["pictures"], metrics["per_class"] = report.pop("files"), report
@@ -274,6 +302,68 @@ def _fit_run(model, recipe, data, run_dir, pipeline, verbose, config, chief, cal
             plot_history(read_history(state.history_path), os.path.join(run_dir, "curves.png"),
                          title=model.name)
     return {**metrics, "run_dir": run_dir}
+
+
+class _Feed:
+    """How a run's data reach ``fit``: arrays through `make_datasets` (each process's rows under a
+    multi-process job), or a streamed folder through `keras_resnet.streams`."""
+
+    def __init__(self, data, recipe, pipeline):
+        self.data, self.recipe = data, recipe
+        self.streamed = "stream" in data.info
+        self.callbacks, self.steps = [], None
+        if not self.streamed:
+            self.kind = "memory"
+            train, val = make_datasets(data.x_train, data.y_train, data.x_val, data.y_val, data.info, recipe,
+                                       pipeline)
+            self._train, self.val = distributed.process_datasets(train, val)  # each process's rows
+            return
+        from keras_resnet import streams
+
+        self.kind = "stream"
+        self.process, self.processes, _ = distributed._current()
+        self.bad = streams.BadFiles()
+        self.check = streams.BadFileCheck(self.bad, data.info["stream"]["bad_images"],
+                                          data.info["stream"]["folder"])
+        self.callbacks, self.steps = [self.check], len(data.x_train) // recipe.batch_size
+        self.val = streams.eval_stream(data.x_val, data.y_val, data.info, recipe.batch_size,
+                                       process=self.process, processes=self.processes,
+                                       bad=self.bad) if len(data.x_val) else None
+
+    def train(self, epoch):
+        """The training input of a fit that starts at `epoch`."""
+        if not self.streamed:
+            return self._train
+        from keras_resnet import streams
+
+        return streams.train_stream(self.data.x_train, self.data.y_train, self.data.info, self.recipe.batch_size,
+                                    seed=self.recipe.seed, start_epoch=epoch, erase=self.recipe.erase,
+                                    process=self.process, processes=self.processes, bad=self.bad)
+
+    def test(self, model):
+        """``(the test metrics of `test_accuracies`, the test images' probabilities)``, in this process
+        alone."""
+        data = self.data
+        if not self.streamed:
+            x = data_lib.normalize(data.x_test, data.info)
+            probs = predict_probs(model, x)
+            return test_accuracies(model, x, data.y_test, data.info, probs=probs), probs
+        from keras_resnet import streams
+
+        probs, flipped, labels, weights = [], [], [], []
+        batch = self.recipe.batch_size  # the training batch's activations fit; a larger one may not
+        for x, y, w in streams.eval_stream(data.x_test, data.y_test, data.info, batch, bad=self.bad):
+            x = x.numpy()
+            probs.append(predict_probs(model, x, batch_size=batch))
+            if data.info.get("flip"):
+                flipped.append(predict_probs(model, _mirror(x), batch_size=batch))
+            labels.append(y.numpy())
+            weights.append(w.numpy())
+        self.check.check()
+        keep = np.concatenate(weights) > 0
+        probs = np.concatenate(probs)[keep]
+        return _accuracies(probs, np.concatenate(labels)[keep],
+                           np.concatenate(flipped)[keep] if flipped else None), probs
 
 
 def phases(recipe):
@@ -313,7 +403,8 @@ def run_name(model_name, dataset):
 
 def train(*, dataset="fashion_mnist", data_dir=None, download=False, recipe=None, run_dir=None,
           precision="auto", distribute="auto", pipeline="auto", train_size=None, verbose="auto",
-          bad_images="error", weights=None, image_size=None, **build_kwargs):
+          bad_images="error", weights=None, image_size=None, transform="auto", crop_fraction=CROP_FRACTION,
+          cache="auto", **build_kwargs):
     """Trains a ResNet with the recipe, evaluates it on the test split, and writes the run folder.
 
     Args:
@@ -337,6 +428,14 @@ def train(*, dataset="fashion_mnist", data_dir=None, download=False, recipe=None
             count the classifier starts fresh; see `Recipe.freeze_epochs` for training it first.
         image_size: resize the images to this side (or (height, width)); a pretrained ImageNet
             network needs at least 64 pixels, e.g. 224.
+        transform: the transforms of an image folder (`keras_resnet.images`): "photo" (training:
+            random-resized-crop + flip; evaluation: shorter side to size / crop_fraction, centre
+            crop), "small" (resize; pad-crop, flip and erasing in training), or "auto" (photo from
+            64 pixels up). Arrays (IDX, tensorflow-datasets) use the small-image recipe.
+        crop_fraction: the share of the resized image that the photo recipe's evaluation keeps.
+        cache: an image folder is streamed from disk ("none"), or decoded once and held in memory
+            ("memory", the small-image recipe only); "auto" holds it when its decoded images take
+            at most 1 GiB and an eighth of the memory. One line says which.
         **build_kwargs: `keras_resnet.build` arguments (depth, width, variant, ...); the input shape
             and class count come from the dataset.
 
@@ -346,7 +445,8 @@ def train(*, dataset="fashion_mnist", data_dir=None, download=False, recipe=None
     recipe = recipe or Recipe()
     keras.utils.set_random_seed(recipe.seed)
     data = load_run_data(dataset, recipe, data_dir=data_dir, download=download, train_size=train_size,
-                         bad_images=bad_images, image_size=image_size)
+                         bad_images=bad_images, image_size=image_size, transform=transform,
+                         crop_fraction=crop_fraction, cache=cache, pipeline=pipeline)
     build_kwargs.setdefault("input_shape", tuple(data.info["input_shape"]))
     build_kwargs.setdefault("num_classes", data.info["num_classes"])
     steps_per_epoch(recipe, len(data.x_train))  # fail before building anything
@@ -402,11 +502,15 @@ def test_accuracies(model, x, y, info, batch_size=256, probs=None):
     ``"test_accuracy_flip_tta"`` (mirrored images averaged in) where the training used flips.
     `probs`: the model's probabilities of `x`, when the caller has them already."""
     probs = predict_probs(model, x, batch_size=batch_size) if probs is None else probs
+    flipped = predict_probs(model, _mirror(x), batch_size=batch_size) if info.get("flip") else None
+    return _accuracies(probs, y, flipped)
+
+
+def _accuracies(probs, y, flipped=None):
     loss = -np.mean(np.log(np.clip(probs[np.arange(len(y)), np.asarray(y).astype(int)], 1e-12, None)))
     result = {"test_accuracy": _accuracy(probs, y), "test_loss": float(loss)}
-    if info.get("flip"):
-        result["test_accuracy_flip_tta"] = _accuracy(
-            probs + predict_probs(model, _mirror(x), batch_size=batch_size), y)
+    if flipped is not None:
+        result["test_accuracy_flip_tta"] = _accuracy(probs + flipped, y)
     return result
 
 

@@ -13,7 +13,7 @@ import time
 import numpy as np
 import pytest
 
-from keras_resnet import distributed, training
+from keras_resnet import distributed, streams, training
 from keras_resnet.data import numpy_dataset
 
 pytestmark = pytest.mark.slow
@@ -31,6 +31,14 @@ def fit_and_keep_weights(model, *args, **kwargs):
     np.savez(weights_path, *model.get_weights())
     return result
 training.fit_run = fit_and_keep_weights
+from keras_resnet import streams  # record the files each process reads in each epoch of a stream
+epoch_order = streams.epoch_order
+def recorded(n, batch_size, seed, epoch, process=0, processes=1):
+    rows = epoch_order(n, batch_size, seed, epoch, process, processes)
+    with open(weights_path.replace(".npz", "_files.txt"), "a") as f:
+        f.write(" ".join(map(str, [epoch, *rows])) + "\\n")
+    return rows
+streams.epoch_order = recorded
 sys.exit(cli.main(argv))
 """
 TINY = ["train", "--depth", "8", "--width", "0.25", "--train-size", "320", "--batch-size", "32",
@@ -138,9 +146,33 @@ def test_run_json_records_processes_devices_and_batches(two_and_one):
     assert job["test_accuracy"] == pytest.approx(alone["test_accuracy"], abs=2e-3)
 
 
-def test_a_job_killed_after_an_epoch_resumes_at_the_next_epoch_on_every_process(tmp_path):
+def _photo_folder(folder, classes=3, per_class=110):
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for c in range(classes):
+        (folder / f"c{c}").mkdir(parents=True)
+        for i in range(per_class):
+            pixels = np.clip(rng.normal(60 + 60 * c, 40, (5, 5, 3)), 0, 255).astype(np.uint8)
+            Image.fromarray(pixels).resize((40, 40), Image.Resampling.BILINEAR).save(folder / f"c{c}" / f"{i}.jpg")
+    return folder
+
+
+def _files_read(path):
+    """{epoch: file indices} that a process read, from the DRIVER's record."""
+    read = {}
+    for line in path.read_text().splitlines():
+        epoch, *rows = map(int, line.split())
+        read[epoch] = rows
+    return read
+
+
+def test_a_streamed_job_killed_after_an_epoch_resumes_at_the_next_epoch_on_every_process(tmp_path):
+    # An image folder streamed from disk: each process reads its own rows of every global batch.
+    folder = _photo_folder(tmp_path / "photos")
     port, run_dir = free_port(), tmp_path / "run"
-    args = TINY + ["--epochs", "3", "--run-dir", str(run_dir)]
+    args = TINY + ["--epochs", "3", "--run-dir", str(run_dir), "--dataset", str(folder), "--image-size", "32",
+                   "--transform", "photo"]
     procs = [start(tmp_path, f"first{i}", job_env(port, i), args) for i in range(2)]
     deadline = time.monotonic() + LAUNCH_TIMEOUT
     while not (run_dir / "state" / "epoch-0001").exists():
@@ -158,11 +190,23 @@ def test_a_job_killed_after_an_epoch_resumes_at_the_next_epoch_on_every_process(
     for p, log in zip(procs, logs):
         assert p.returncode == 0, log[-3000:]
         assert epochs_started(log) == list(range(done + 1, 4))
+        assert "streamed from disk" in log
     with open(run_dir / "history.csv") as f:
         assert [int(row["epoch"]) for row in csv.DictReader(f)] == [0, 1, 2]
-    assert json.loads((run_dir / "run.json").read_text())["epochs_run"] == 3
+    run = json.loads((run_dir / "run.json").read_text())
+    assert run["epochs_run"] == 3 and run["data_feed"] == "stream"
     for a, b in zip(weights(tmp_path / "again0.npz"), weights(tmp_path / "again1.npz")):
         np.testing.assert_array_equal(a, b)
+    # Each epoch: the processes' files are disjoint, cover the epoch's whole batches once, and are
+    # the same before and after the kill (the order is a function of the seed and the epoch).
+    steps = run["train_images"] // 32
+    reads = [{**_files_read(tmp_path / f"first{i}_files.txt"), **_files_read(tmp_path / f"again{i}_files.txt")}
+             for i in range(2)]
+    for epoch in range(3):
+        zero, one = reads[0][epoch], reads[1][epoch]
+        assert len(zero) == len(one) == steps * 16 and not set(zero) & set(one)
+        assert len(set(zero) | set(one)) == steps * 32
+        assert zero == streams.epoch_order(run["train_images"], 32, 0, epoch, 0, 2).tolist()
 
 
 LOST_BOUND = 30  # seconds from a process's kill -9 to the other's exit (it notices at the next collective)

@@ -16,7 +16,7 @@ _RANDOM_VERIFY_IMAGES = 32  # float32 without data: the numerics check runs on s
 
 
 def to_tflite(model, path, options=None, representative_data=None, *, verify_data=None, verify_labels=None,
-              mean=None, std=None, class_names=None, verbose=False):
+              mean=None, std=None, class_names=None, verbose=False, transforms=None):
     """Converts a Keras model to a verified LiteRT (``.tflite``) file with metadata and a JSON sidecar.
 
     The file takes camera pixels (see `rgb_input`) and holds TFLite Model Metadata (name, description,
@@ -72,6 +72,8 @@ def to_tflite(model, path, options=None, representative_data=None, *, verify_dat
         std: per-channel standard deviation, likewise.
         class_names: names of the classes: the file's label list and the sidecar's.
         verbose: let TensorFlow's and MLIR's native log lines of the conversion through.
+        transforms: the run's transforms (``config.json``'s ``transforms``), recorded in the sidecar
+            so that ``predict`` applies the run's evaluation transform to image files.
 
     Returns:
         The sidecar as a dict (also written next to the file).
@@ -127,7 +129,8 @@ def to_tflite(model, path, options=None, representative_data=None, *, verify_dat
         buffer = _convert(app_model, mode, plan.front.file_input(calibration), (in_dtype, out_dtype), shape)
     buffer = graph.rewrite(buffer, pixel_input=in_dtype == "uint8" and plan.front.rgb,
                            strip_names=strip_names)
-    info = {**_file_description(model, buffer, plan, normalization), "trained_dtype_policy": policy}
+    info = {**_file_description(model, buffer, plan, normalization), "trained_dtype_policy": policy,
+            "transforms": transforms}
     buffer = _with_metadata(buffer, info)
 
     ops = graph.analyze(buffer)

@@ -161,36 +161,39 @@ def input_values(sidecar, images):
     return (images.astype(np.float32) - np.float32(norm["mean"])) / np.float32(norm["std"])
 
 
-def load_images(paths, input_shape):
+def load_images(paths, input_shape, transforms=None):
     """Reads image files (or uint8 arrays) as uint8 ``(N, H, W, C)`` for a model input ``(H, W, C)``.
 
-    Each image is converted to grayscale (C = 1) or RGB (C = 3) and resized with bilinear filtering
-    to ``H x W``. Fashion-MNIST is light clothing on a black background; photos of the opposite
-    polarity are not inverted.
+    Files are decoded with the package's one decoder (`keras_resnet.images.read_image`, the one
+    training reads folders with) to grayscale (C = 1) or RGB (C = 3), then brought to ``H x W`` by the
+    run's evaluation transform: `transforms` is what the run folder and the sidecar record
+    (``{"recipe": "photo", "crop_fraction": 0.875}``: shorter side resized, centre kept); None or the
+    small-image recipe resizes bilinearly. Fashion-MNIST is light clothing on a black background;
+    photos of the opposite polarity are not inverted.
     """
-    from PIL import Image, UnidentifiedImageError
+    from keras_resnet import images
 
     h, w, c = (int(d) for d in input_shape)
     if c not in (1, 3):
         raise ValueError(f"image files give 1 (grayscale) or 3 (RGB) channels; the model takes {c}.")
     if isinstance(paths, (str, os.PathLike)):
         raise TypeError(f"`paths` must be a list of image files or arrays. Received: paths={paths!r}")
+    transforms = transforms or {}
+    recipe = transforms.get("recipe") or "small"
+    crop_fraction = transforms.get("crop_fraction") or images.CROP_FRACTION
     out = []
     for item in paths:
         if isinstance(item, np.ndarray):
-            image = Image.fromarray(item.squeeze(-1) if item.ndim == 3 and item.shape[-1] == 1 else item)
+            pixels = images.to_array(images._pil(item if item.ndim == 3 else item[..., None]), c)
         else:
             path = _check_path("paths", item)
             if not path.is_file():
                 raise FileNotFoundError(f"no such image file: {str(path)!r}")
             try:
-                image = Image.open(path)
-                image.load()
-            except (UnidentifiedImageError, OSError, SyntaxError) as e:
+                pixels = images.read_image(path, c)
+            except images.ImageError as e:
+                reason = str(e).split(": not a readable image: ", 1)[-1]
                 raise ValueError(f"{str(path)!r} is not a readable image file (PNG, JPEG, BMP, ...): "
-                                 f"{str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
-        image = image.convert("L" if c == 1 else "RGB")
-        if image.size != (w, h):
-            image = image.resize((w, h), Image.Resampling.BILINEAR)
-        out.append(np.asarray(image, np.uint8).reshape(h, w, c))
+                                 f"{reason}") from None
+        out.append(images.eval_transform(pixels, (h, w), recipe, crop_fraction))
     return np.stack(out) if out else np.zeros((0, h, w, c), np.uint8)

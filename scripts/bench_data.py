@@ -1,0 +1,293 @@
+"""Input pipelines side by side on a folder of JPEG photos: our stream, Keras's folder loader, and a
+torch DataLoader with Pillow transforms.
+
+Makes (or takes) a folder of N photos (Fashion-MNIST images upscaled to 320x320 and tinted, 10 class
+sub-folders) and measures each pipeline in a fresh process at 224 pixels with random-resized-crop +
+horizontal flip: time from the start to the first batch, steady images per wall-second and per
+CPU-second (the process and its workers), and peak RSS (the process and its workers, sampled every
+0.1 s). With --train, also the peak RSS of a real ``keras-resnet train`` on the folder.
+
+    python scripts/bench_data.py --make 5000 --folder /tmp/photos_5000 --train --json results.json
+
+The pipelines:
+
+- ours: `keras_resnet.streams` (file list, per-file random-resized-crop decoded with
+  ``decode_and_crop_jpeg``, bilinear resize, flip, tf.data with AUTOTUNE parallelism).
+- keras: ``keras.utils.image_dataset_from_directory`` (decodes and resizes every whole image, to 256)
+  + ``RandomCrop(224)`` + ``RandomFlip`` (Keras has no random-resized-crop layer).
+- torch: a ``Dataset`` reading files with Pillow, torchvision's ``RandomResizedCrop`` written out
+  below (torchvision does not import here), flip, ``DataLoader(num_workers=cores)``.
+"""
+
+import argparse
+import json
+import math
+import os
+import random
+import subprocess
+import sys
+import threading
+import time
+
+import numpy as np
+
+SIZE = 224
+
+
+def make_folder(folder, n, side=320, seed=0):
+    """`n` tinted, upscaled Fashion-MNIST training images as JPEGs in 10 class sub-folders."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    from keras_resnet import data
+
+    (x, y), _, info = data.load("fashion_mnist")
+    if n > len(x):
+        raise SystemExit(f"--make {n}: Fashion-MNIST has {len(x)} training images")
+    for name in range(10):
+        os.makedirs(os.path.join(folder, f"class{name}"), exist_ok=True)
+    rng = np.random.default_rng(seed)
+    tints = rng.uniform(0.3, 1.0, (n, 3)).astype(np.float32)
+    jobs = [(os.path.join(folder, f"class{y[i]}", f"{i:06d}.jpg"), x[i, ..., 0], tints[i], side)
+            for i in range(n)]
+    with ProcessPoolExecutor(os.cpu_count()) as pool:
+        list(pool.map(_save, jobs, chunksize=256))
+
+
+def _save(job):
+    from PIL import Image
+
+    path, pixels, tint, side = job
+    image = Image.fromarray(pixels).resize((side, side), Image.Resampling.BICUBIC)
+    rgb = np.asarray(image, np.float32)[..., None] * tint + 20
+    Image.fromarray(np.clip(rgb, 0, 255).astype(np.uint8)).save(path, quality=90)
+
+
+class Meter:
+    """Peak RSS and CPU seconds of this process and its children, sampled in a thread."""
+
+    def __init__(self):
+        import psutil
+
+        self.proc, self.peak, self.stop = psutil.Process(), 0, False
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _tree(self):
+        procs = [self.proc]
+        try:
+            procs += self.proc.children(recursive=True)
+        except Exception:  # noqa: BLE001
+            pass
+        return procs
+
+    def _run(self):
+        while not self.stop:
+            self.peak = max(self.peak, self.rss())
+            time.sleep(0.1)
+
+    def rss(self):
+        total = 0
+        for p in self._tree():
+            try:
+                total += p.memory_info().rss
+            except Exception:  # noqa: BLE001 (a worker that just ended)
+                pass
+        return total
+
+    def cpu(self):
+        total = 0.0
+        for p in self._tree():
+            try:
+                t = p.cpu_times()
+                total += t.user + t.system
+            except Exception:  # noqa: BLE001
+                pass
+        return total
+
+
+def ours(folder, batch):
+    from keras_resnet import streams
+
+    (x, y), _, info = streams.open_folder(folder, image_size=SIZE, transform="photo", cache="none")
+    return iter(streams.train_stream(x, y, info, batch, seed=0))
+
+
+def keras_loader(folder, batch):
+    import keras
+    import tensorflow as tf
+
+    ds = keras.utils.image_dataset_from_directory(folder, image_size=(256, 256), batch_size=batch, seed=0,
+                                                  verbose=False)
+    crop, flip = keras.layers.RandomCrop(SIZE, SIZE, seed=0), keras.layers.RandomFlip("horizontal", seed=0)
+    ds = ds.map(lambda x, y: (flip(crop(x, training=True), training=True), y),
+                num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+    return iter(ds)
+
+
+def rrc_params(width, height, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3)):
+    """torchvision's ``RandomResizedCrop.get_params``, written out: ``(top, left, h, w)``."""
+    area = height * width
+    log_ratio = (math.log(ratio[0]), math.log(ratio[1]))
+    for _ in range(10):
+        target = area * random.uniform(*scale)
+        aspect = math.exp(random.uniform(*log_ratio))
+        w = int(round(math.sqrt(target * aspect)))
+        h = int(round(math.sqrt(target / aspect)))
+        if 0 < w <= width and 0 < h <= height:
+            return random.randint(0, height - h), random.randint(0, width - w), h, w
+    in_ratio = width / height
+    if in_ratio < min(ratio):
+        w, h = width, int(round(width / min(ratio)))
+    elif in_ratio > max(ratio):
+        h, w = height, int(round(height * max(ratio)))
+    else:
+        w, h = width, height
+    return (height - h) // 2, (width - w) // 2, h, w
+
+
+class TorchFolder:
+    """(tensor, label) of each file: Pillow decode, random-resized-crop, flip, to float, normalise."""
+
+    def __init__(self, folder):
+        self.items = []
+        for label, name in enumerate(sorted(os.listdir(folder))):
+            for f in sorted(os.listdir(os.path.join(folder, name))):
+                self.items.append((os.path.join(folder, name, f), label))
+
+    def __len__(self):
+        return len(self.items)
+
+    def __getitem__(self, i):
+        import torch
+        from PIL import Image
+
+        path, label = self.items[i]
+        image = Image.open(path).convert("RGB")
+        top, left, h, w = rrc_params(*image.size)
+        image = image.resize((SIZE, SIZE), Image.Resampling.BILINEAR, box=(left, top, left + w, top + h))
+        if random.random() < 0.5:
+            image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+        x = torch.from_numpy(np.asarray(image, np.float32) / 255.0).permute(2, 0, 1)
+        return (x - 0.45) / 0.25, label
+
+
+def torch_loader(folder, batch):
+    import torch
+
+    torch.manual_seed(0)
+    loader = torch.utils.data.DataLoader(TorchFolder(folder), batch_size=batch, shuffle=True, drop_last=True,
+                                         num_workers=os.cpu_count(), persistent_workers=True)
+    return iter(loader)
+
+
+PIPELINES = {"ours": ours, "keras": keras_loader, "torch": torch_loader}
+
+
+def run_one(name, folder, batch, batches):
+    """Measures one pipeline in this process; prints a JSON line."""
+    meter = Meter()
+    start = time.perf_counter()
+    it = PIPELINES[name](folder, batch)
+    next(it)
+    first = time.perf_counter() - start
+    wall0, cpu0 = time.perf_counter(), meter.cpu()
+    for _ in range(batches):
+        next(it)
+    wall, cpu = time.perf_counter() - wall0, meter.cpu() - cpu0
+    meter.stop = True
+    images = batch * batches
+    print(json.dumps({"pipeline": name, "first_batch_s": round(first, 2), "images_per_wall_s": round(images / wall, 1),
+                      "images_per_cpu_s": round(images / cpu, 1), "peak_rss_gib": round(meter.peak / 2**30, 3)}))
+    os._exit(0)  # DataLoader workers and tf.data threads need not be joined
+
+
+def run_train(folder, train_size):
+    """Peak RSS of a real ``keras-resnet train`` on the folder (depth 8, batch 64, one epoch of
+    `train_size` images and its validation), and the time until ``fit`` starts (the data listed,
+    the statistics sampled, the model built: ``config.json`` written); the process is stopped
+    when the epoch is committed (the test split's evaluation after it grows with the folder and holds
+    no more than a batch)."""
+    import shutil
+
+    import psutil
+
+    run_dir = os.path.join("/tmp", f"bench_data_run_{os.getpid()}")
+    shutil.rmtree(run_dir, ignore_errors=True)
+    command = [sys.executable, "-m", "keras_resnet.cli", "train", "--dataset", folder, "--image-size", str(SIZE),
+               "--depth", "8", "--batch-size", "64", "--epochs", "1", "--train-size", str(train_size),
+               "--run-dir", run_dir, "--verbose", "2"]
+    start = time.perf_counter()
+    proc = psutil.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                        env={**os.environ, "PYTHONUNBUFFERED": "1", "TF_CPP_MIN_LOG_LEVEL": "3"})
+    peak, first_step = 0, None
+    lines = []
+    reader = threading.Thread(target=lambda: [lines.append(line) for line in proc.stdout], daemon=True)
+    reader.start()
+    while proc.poll() is None:
+        try:
+            peak = max(peak, sum(p.memory_info().rss for p in [proc] + proc.children(recursive=True)))
+        except psutil.Error:
+            pass
+        if first_step is None and os.path.exists(os.path.join(run_dir, "config.json")):
+            first_step = time.perf_counter() - start  # written when the model is built, just before fit
+        if os.path.exists(os.path.join(run_dir, "history.csv")):  # the epoch is committed
+            proc.kill()
+            break
+        time.sleep(0.1)
+    proc.wait()
+    reader.join(5)
+    if not os.path.exists(os.path.join(run_dir, "history.csv")):
+        raise SystemExit("".join(lines)[-3000:])
+    return {"pipeline": "keras-resnet train", "peak_rss_gib": round(peak / 2**30, 3),
+            "to_fit_s": None if first_step is None else round(first_step, 1),
+            "wall_s": round(time.perf_counter() - start, 1), "command": " ".join(command[1:])}
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--folder", required=True, help="the photo folder (made with --make if it does not exist)")
+    p.add_argument("--make", type=int, default=None, help="make a folder of this many photos")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--batches", type=int, default=40, help="batches timed after the first")
+    p.add_argument("--pipelines", default="ours,keras,torch")
+    p.add_argument("--train", action="store_true", help="also measure a real keras-resnet train")
+    p.add_argument("--train-size", type=int, default=640)
+    p.add_argument("--json", default=None)
+    p.add_argument("--one", default=None, help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.one:
+        return run_one(args.one, args.folder, args.batch_size, args.batches)
+    if not os.path.isdir(args.folder):
+        if not args.make:
+            raise SystemExit(f"no such folder: {args.folder}; pass --make N to make one")
+        t = time.perf_counter()
+        make_folder(args.folder, args.make)
+        print(f"made {args.make} photos in {args.folder} in {time.perf_counter() - t:.0f} s", flush=True)
+    rows = []
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    for name in filter(None, args.pipelines.split(",")):
+        out = subprocess.run([sys.executable, __file__, "--folder", args.folder, "--one", name,
+                              "--batch-size", str(args.batch_size), "--batches", str(args.batches)],
+                             capture_output=True, text=True, env=env, timeout=3600)
+        line = [line for line in out.stdout.splitlines() if line.startswith("{")]
+        if not line:
+            raise SystemExit(f"{name} failed:\n{out.stdout[-2000:]}\n{out.stderr[-3000:]}")
+        rows.append(json.loads(line[-1]))
+        print(rows[-1], flush=True)
+    if args.train:
+        rows.append(run_train(args.folder, args.train_size))
+        print(rows[-1], flush=True)
+    n = sum(len(files) for _, _, files in os.walk(args.folder))
+    print(f"\n{n} photos in {args.folder}, {SIZE}x{SIZE}, random-resized-crop + flip, batch {args.batch_size}")
+    print("| pipeline | first batch / fit starts (s) | images / wall-s | images / CPU-s | peak RSS (GiB) |")
+    print("|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['pipeline']} | {r.get('first_batch_s', r.get('to_fit_s'))} | "
+              f"{r.get('images_per_wall_s', '')} | {r.get('images_per_cpu_s', '')} | {r['peak_rss_gib']} |")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"images": n, "rows": rows}, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()
