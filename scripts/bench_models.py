@@ -69,8 +69,8 @@ def main(argv=None):
         model = keras_resnet.build(row["name"], input_shape=shape)
         path = out / f"{row['name']}_int8.tflite"
         t0 = time.perf_counter()
-        info = export.to_tflite(model, path, "int8", images, verify_data=images[:4], min_agreement=0.0,
-                                calibration_count=args.calibration_count)
+        options = export.ExportOptions(quantize="int8", min_agreement=0.0, calibration_count=args.calibration_count)
+        info = export.to_tflite(model, path, options, images, verify_data=images[:4])
         row["convert_s"] = round(time.perf_counter() - t0, 1)
         row["int8_file_mb"] = info["file_size"] / 2**20
         row["int8_ms_1_thread"] = litert_latency_ms(path, 1, args.runs, args.warmup)
