@@ -371,7 +371,7 @@ def test_build_reads_the_architecture_from_the_tensors_without_config_json(famil
 @pytest.mark.slow
 def test_narrow_seresnext_d_exports_to_verified_float32_and_int8_litert_with_builtin_ops(tmp_path, rng,
                                                                                           randomize_bn):
-    from keras_resnet.export import to_tflite
+    from keras_resnet.export import ExportOptions, to_tflite
 
     # every new operator at once: the deep stem, the average-pool shortcut, SE and a grouped 3x3
     model = keras_resnet.build(blocks=(1, 1, 1, 1), block="bottleneck", stem="deep", shortcut="avg_down",
@@ -380,8 +380,8 @@ def test_narrow_seresnext_d_exports_to_verified_float32_and_int8_litert_with_bui
     randomize_bn(model)
     x = rng.normal(size=(16, 64, 64, 3)).astype("float32")
     for mode, checks in (("float32", {}), ("int8", {"max_abs_diff": 0.1, "min_agreement": 0.0})):
-        info = to_tflite(model, tmp_path / f"{mode}.tflite", mode, x if mode == "int8" else None,
-                         verify_data=x, **checks)
+        info = to_tflite(model, tmp_path / f"{mode}.tflite", ExportOptions(quantize=mode, **checks),
+                         x if mode == "int8" else None, verify_data=x)
         ops = info["ops"]
         assert not [op for op in ops if op.startswith(("CUSTOM", "Flex"))], ops
         assert {"CONV_2D", "AVERAGE_POOL_2D", "MEAN", "LOGISTIC", "MUL"} <= set(ops)
