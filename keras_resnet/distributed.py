@@ -378,8 +378,10 @@ def all_true(flag):
 
 
 class ProcessShare(NumpyDataset):
-    """This process's rows of each batch of the NumPy pipeline (`numpy_dataset`): rows
-    ``share*p .. share*(p+1)`` of every batch, with the draws those rows get in the whole batch."""
+    """The part of a data-parallel job's input that one process feeds: a NumPy pipeline
+    (`numpy_dataset`) that yields, for every global batch, only this process's rows
+    ``share*p .. share*(p+1)`` (share = batch / processes), augmented with the same random draws those
+    rows get in the global batch, so that N processes together train exactly as one process would."""
 
     def __init__(self, dataset, process, processes):
         super().__init__(dataset.x, dataset.y, dataset.info, dataset.batch_size, dataset.training,
@@ -417,8 +419,9 @@ def process_datasets(*datasets):
 
 @contextlib.contextmanager
 def process_local():
-    """Inside the block, Keras's distribution is unset when it spans several processes, so that
-    `model.predict` returns this process's NumPy arrays (each process predicts every row itself)."""
+    """A ``with`` block that runs as if this process were alone: Keras's distribution is unset inside
+    it when the job spans several processes, so that `model.predict` returns this process's own NumPy
+    arrays (each process predicts every row itself) and saving a file is no collective operation."""
     from keras_resnet.execution import _keras_distribution
 
     with _keras_distribution(None) if _current()[1] > 1 else contextlib.nullcontext():
@@ -426,9 +429,10 @@ def process_local():
 
 
 class ProcessLocal(keras.callbacks.Callback):
-    """Calls the hooks that `callback` defines inside `process_local`: what process 0 alone writes (a
-    ``.keras`` file creates variables while saving) must not become a collective that the others
-    never join. Hooks it does not define stay Keras's defaults, so Keras still skips them."""
+    """A callback wrapper for data-parallel jobs: runs `callback`'s hooks inside `process_local`, as if
+    this process were alone. What process 0 alone writes (a ``.keras`` file creates variables while
+    saving) must not become a collective that the other processes never join. Hooks that `callback`
+    does not define stay Keras's defaults, so Keras still skips them."""
 
     def __init__(self, callback):
         super().__init__()
