@@ -37,7 +37,7 @@ demo: install
 # One pytest worker per core (pytest-xdist); a file's tests stay in one worker, so that its shared
 # fixtures are made once.
 TEST_WORKERS ?= auto
-PYTEST_ARGS ?= -n $(TEST_WORKERS) --dist loadfile --durations=20
+PYTEST_ARGS ?= -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder --durations=20
 test: install-dev
 	$(PYTHON) -m pytest -q $(PYTEST_ARGS) tests; rc=$$?; \
 	  if [ $$rc -eq 5 ]; then echo "no tests were collected" >&2; exit 1; fi; exit $$rc

@@ -85,3 +85,16 @@ def kill_when(command, env, done, timeout):
         time.sleep(0.2)
     process.send_signal(signal.SIGKILL)
     return process.wait()
+
+
+# The files whose tests take longest, longest first (from `make test`'s --durations): the workers of
+# `pytest -n` take whole files (--dist loadfile) in this order, so that no long file starts last and
+# leaves one worker running alone at the end. Every other file follows in its usual order.
+LONGEST_FIRST = ("test_tuning.py", "test_distributed.py", "test_docs.py", "test_faults.py", "test_family.py",
+                 "test_training.py", "test_tuning_latency.py", "test_pretrained.py", "test_finetune.py",
+                 "test_export.py", "test_models.py", "test_cli.py", "test_export_app.py", "test_api.py")
+
+
+def pytest_collection_modifyitems(config, items):
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: a file's own order is kept

@@ -167,54 +167,19 @@ def _files_read(path):
     return read
 
 
-def test_a_streamed_job_killed_after_an_epoch_resumes_at_the_next_epoch_on_every_process(tmp_path):
-    # An image folder streamed from disk: each process reads its own rows of every global batch.
+LOST_BOUND = 30  # seconds from a process's kill -9 to the other's exit (it notices at the next collective)
+
+
+def test_a_process_killed_mid_epoch_stops_the_other_naming_it_and_the_streamed_job_resumes_on_every_process(
+        tmp_path):
+    """A two-process job streams an image folder from disk, each process reading its own rows of every
+    global batch. Process 1 is killed with SIGKILL in the second epoch: process 0 stops within
+    LOST_BOUND seconds with one line naming it, and the same command on both resumes at the next epoch,
+    with the files of every epoch those of the seeded order."""
     folder = _photo_folder(tmp_path / "photos")
     port, run_dir = free_port(), tmp_path / "run"
     args = TINY + ["--epochs", "3", "--run-dir", str(run_dir), "--dataset", str(folder), "--image-size", "32",
                    "--transform", "photo"]
-    procs = [start(tmp_path, f"first{i}", job_env(port, i), args) for i in range(2)]
-    deadline = time.monotonic() + LAUNCH_TIMEOUT
-    while not (run_dir / "state" / "epoch-0001").exists():
-        assert time.monotonic() < deadline and all(p.poll() is None for p in procs), \
-            "\n".join(p.log_path.read_text()[-2000:] for p in procs)
-        time.sleep(0.1)
-    for p in procs:
-        os.killpg(p.pid, signal.SIGKILL)
-        p.wait()
-    done = max(int(name.split("-")[1]) for name in os.listdir(run_dir / "state") if name.startswith("epoch-"))
-    assert 1 <= done < 3
-    port = free_port()
-    procs = [start(tmp_path, f"again{i}", job_env(port, i), args) for i in range(2)]
-    logs = finish(procs)
-    for p, log in zip(procs, logs):
-        assert p.returncode == 0, log[-3000:]
-        assert epochs_started(log) == list(range(done + 1, 4))
-        assert "streamed from disk" in log
-    with open(run_dir / "history.csv") as f:
-        assert [int(row["epoch"]) for row in csv.DictReader(f)] == [0, 1, 2]
-    run = json.loads((run_dir / "run.json").read_text())
-    assert run["epochs_run"] == 3 and run["data_feed"] == "stream"
-    for a, b in zip(weights(tmp_path / "again0.npz"), weights(tmp_path / "again1.npz")):
-        np.testing.assert_array_equal(a, b)
-    # Each epoch: the processes' files are disjoint, cover the epoch's whole batches once, and are
-    # the same before and after the kill (the order is a function of the seed and the epoch).
-    steps = run["train_images"] // 32
-    reads = [{**_files_read(tmp_path / f"first{i}_files.txt"), **_files_read(tmp_path / f"again{i}_files.txt")}
-             for i in range(2)]
-    for epoch in range(3):
-        zero, one = reads[0][epoch], reads[1][epoch]
-        assert len(zero) == len(one) == steps * 16 and not set(zero) & set(one)
-        assert len(set(zero) | set(one)) == steps * 32
-        assert zero == streams.epoch_order(run["train_images"], 32, 0, epoch, 0, 2).tolist()
-
-
-LOST_BOUND = 30  # seconds from a process's kill -9 to the other's exit (it notices at the next collective)
-
-
-def test_a_process_killed_mid_epoch_stops_the_other_naming_it_and_the_job_resumes(tmp_path):
-    port, run_dir = free_port(), tmp_path / "run"
-    args = TINY + ["--epochs", "3", "--run-dir", str(run_dir)]
     bounds = {distributed.HEARTBEAT_TIMEOUT: "20", distributed.SHUTDOWN_TIMEOUT: "20"}
     procs = [start(tmp_path, f"first{i}", job_env(port, i, **bounds), args) for i in range(2)]
     deadline = time.monotonic() + LAUNCH_TIMEOUT
@@ -239,13 +204,29 @@ def test_a_process_killed_mid_epoch_stops_the_other_naming_it_and_the_job_resume
     assert "Traceback" not in log
     done = max(int(name.split("-")[1]) for name in os.listdir(run_dir / "state") if name.startswith("epoch-"))
     assert 1 <= done < 3
+
     port = free_port()
     procs = [start(tmp_path, f"again{i}", job_env(port, i, **bounds), args) for i in range(2)]
     for p, log in zip(procs, finish(procs)):
         assert p.returncode == 0, log[-3000:]
         assert epochs_started(log) == list(range(done + 1, 4))
+        assert "streamed from disk" in log
     with open(run_dir / "history.csv") as f:
         assert [int(row["epoch"]) for row in csv.DictReader(f)] == [0, 1, 2]
+    run = json.loads((run_dir / "run.json").read_text())
+    assert run["epochs_run"] == 3 and run["data_feed"] == "stream"
+    for a, b in zip(weights(tmp_path / "again0.npz"), weights(tmp_path / "again1.npz")):
+        np.testing.assert_array_equal(a, b)
+    # Each epoch: the processes' files are disjoint, cover the epoch's whole batches once, and are
+    # the same before and after the kill (the order is a function of the seed and the epoch).
+    steps = run["train_images"] // 32
+    reads = [{**_files_read(tmp_path / f"first{i}_files.txt"), **_files_read(tmp_path / f"again{i}_files.txt")}
+             for i in range(2)]
+    for epoch in range(3):
+        zero, one = reads[0][epoch], reads[1][epoch]
+        assert len(zero) == len(one) == steps * 16 and not set(zero) & set(one)
+        assert len(set(zero) | set(one)) == steps * 32
+        assert zero == streams.epoch_order(run["train_images"], 32, 0, epoch, 0, 2).tolist()
 
 
 def run_job(tmp_path, envs, args, timeout=LAUNCH_TIMEOUT):

@@ -7,11 +7,10 @@ import json
 import shutil
 import zipfile
 
-import keras
 import numpy as np
 import pytest
 
-from keras_resnet import build, cli, export
+from keras_resnet import cli, export
 from keras_resnet.export import camera, convert, graph, metadata
 
 data = pytest.importorskip("keras_resnet.data")

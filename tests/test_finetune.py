@@ -35,11 +35,15 @@ def checkpoint(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def finetuned(checkpoint, tmp_path_factory):
-    run_dir = tmp_path_factory.mktemp("finetune")
-    result = training.train(weights=str(checkpoint), image_size=64, train_size=1500, run_dir=run_dir,
-                            recipe=Recipe(epochs=3, freeze_epochs=1, batch_size=64, learning_rate=0.05, seed=1),
-                            verbose=0, blocks=ARCH["blocks"], width=ARCH["width"])
-    return run_dir, result
+    """The checkpoint fine-tuned from the command line: one frozen epoch, then two of the whole network."""
+    from keras_resnet.cli import main
+
+    run_dir = tmp_path_factory.mktemp("finetune") / "run"
+    assert main(["train", "--weights", str(checkpoint), "--freeze-epochs", "1", "--epochs", "3",
+                 "--image-size", "64", "--blocks", "1,1,1,1", "--width", "0.25", "--train-size", "1500",
+                 "--batch-size", "64", "--learning-rate", "0.05", "--seed", "1", "--verbose", "0",
+                 "--run-dir", str(run_dir)]) == 0
+    return run_dir, json.loads((run_dir / "run.json").read_text())
 
 
 def test_phases_train_the_head_then_everything_at_the_scaled_learning_rate():
@@ -95,17 +99,13 @@ def test_evaluate_reads_the_run_folder_and_reproduces_the_test_accuracy(finetune
 
 
 @pytest.mark.slow
-def test_command_line_fine_tune_then_int8_export_then_predict(checkpoint, tmp_path, capsys):
+def test_command_line_fine_tune_then_int8_export_then_predict(finetuned, tmp_path, capsys):
     from keras_resnet import export
     from keras_resnet.cli import main
 
-    run_dir = tmp_path / "run"
-    assert main(["train", "--weights", str(checkpoint), "--freeze-epochs", "1", "--epochs", "2",
-                 "--image-size", "64", "--blocks", "1,1,1,1", "--width", "0.25", "--train-size", "1200",
-                 "--batch-size", "64", "--learning-rate", "0.05", "--verbose", "0",
-                 "--run-dir", str(run_dir)]) == 0
+    run_dir, _ = finetuned
     tflite = tmp_path / "m_int8.tflite"
-    # Two epochs leave near-uniform scores whose top class flips easily under int8: a looser check.
+    # Three short epochs leave near-uniform scores whose top class flips easily under int8: a looser check.
     assert main(["export", str(run_dir / "model.keras"), "--quantize", "int8", "--verify-count", "300",
                  "--min-agreement", "0.8", "--max-accuracy-drop", "0.05", "--output", str(tflite)]) == 0
     sidecar = export.read_sidecar(str(tflite))

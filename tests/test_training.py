@@ -10,7 +10,6 @@ import sys
 import keras
 import numpy as np
 import pytest
-from conftest import kill_when
 
 import keras_resnet
 from keras_resnet import io_utils, execution, training
@@ -207,26 +206,6 @@ def _history_epochs(path):
         return []
     with open(path, newline="") as f:
         return [int(row["epoch"]) for row in csv.DictReader(f)]
-
-
-@pytest.mark.slow
-def test_killed_run_resumes_from_its_last_finished_epoch(tmp_path):
-    run_dir = tmp_path / "run"
-    command = [sys.executable, "-m", "keras_resnet.cli", "train", "--depth", "8", "--width", "0.25",
-               "--epochs", "4", "--train-size", "3000", "--batch-size", "64", "--verbose", "2",
-               "--run-dir", str(run_dir)]
-    history = str(run_dir / "history.csv")
-    kill_when(command, ENV, lambda: len(_history_epochs(history)) >= 2, timeout=240)
-    done_before_kill = _history_epochs(history)
-    assert 2 <= len(done_before_kill) < 4, "the first run should be killed in the middle"
-    assert not (run_dir / "model.keras").exists()
-
-    second = subprocess.run(command, env=ENV, capture_output=True, text=True, timeout=300)
-    assert second.returncode == 0, second.stdout + second.stderr
-    assert "Epoch 1/4" not in second.stdout, "the restarted run began again from scratch"
-    assert "Epoch 4/4" in second.stdout
-    assert training.read_history(history)["epoch"] == [0, 1, 2, 3]
-    assert json.loads((run_dir / "run.json").read_text())["epochs_run"] == 4
 
 
 @pytest.mark.slow

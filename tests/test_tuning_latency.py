@@ -3,6 +3,7 @@ and the deployable int8 file."""
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -155,17 +156,26 @@ def _tune_command(folder, name, command):
 
 
 @pytest.mark.slow
-def test_latency_cache_survives_sigkill_and_is_reused(tmp_path):
+def test_a_search_killed_with_sigkill_resumes_without_rerunning_finished_trials_or_measurements(tmp_path):
+    """The search (three trials, latencies measured by a command) is killed with SIGKILL in its second
+    trial; the same command finishes it, reusing the finished trial and the cached measurements."""
+    from test_tuning import _completed
+
     (tmp_path / "measure.py").write_text(FAKE)
     log = tmp_path / "calls.log"
     command = _tune_command(tmp_path, "kill", f"{sys.executable} {tmp_path / 'measure.py'} {{tflite}} {log}")
     cache = tmp_path / "kill" / CACHE_FILE
-    kill_when(command, ENV, lambda: len(_measurements(cache)) >= 2, timeout=900)
-    before = _measurements(cache)
+    kill_when(command, ENV, lambda: _completed(tmp_path / "kill") and len(_measurements(cache)) >= 2, timeout=900)
+    before, finished = _measurements(cache), _completed(tmp_path / "kill")
     assert len(before) >= 2, "the first run should die after measuring two architectures"
+    assert finished and len(finished) < 3, "the first run should die after its first trial, before its last"
 
     second = subprocess.run(command, env=ENV, capture_output=True, text=True, timeout=900)
     assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
+    ran_again = {m.group(1) for m in re.finditer(r"^trial (\d+) ", second.stdout, re.M)}
+    assert ran_again and not ran_again & set(finished)
+    after_trials = _completed(tmp_path / "kill")
+    assert len(after_trials) == 3 and all(after_trials[t] == mtime for t, mtime in finished.items())
     after = _measurements(cache)
     assert set(before) <= set(after)
     # Each architecture measured once across both runs, plus the deployed file at the end.
@@ -175,6 +185,7 @@ def test_latency_cache_survives_sigkill_and_is_reused(tmp_path):
     assert deployed["file"].endswith("best_float32.tflite") and os.path.exists(deployed["sidecar"])
     assert results["latency"]["measurer"].startswith("command:") and results["latency"]["mode"] == "float32"
     board = json.loads((tmp_path / "kill" / "leaderboard.json").read_text())["trials"]
+    assert sorted(r["trial_id"] for r in board) == sorted(after_trials)
     assert all(r["latency_ms"] == pytest.approx(r["file_kb"] / 100, abs=1e-4) for r in board)
 
 
