@@ -139,6 +139,7 @@ def test_cifar_family_takes_the_average_pool_shortcut_and_se(rng):
 @pytest.mark.parametrize("kwargs, argument, received", [
     ({"depth": "resnet50x"}, "depth", "resnet50d"),  # suggests the names close to it
     ({"depth": "resnet50d", "stem": "default"}, "stem", "'resnet50d', which has stem='deep'"),
+    ({"depth": "resnetv2_18", "variant": "v1.5"}, "variant", "'resnetv2_18', which has variant='preact'"),
     ({"depth": 20, "stem": "deep"}, "stem", "small-input stem"),
     ({"depth": 18, "stem": "deep", "input_shape": (32, 32, 3)}, "stem", "under 64 pixels"),
     ({"depth": 18, "groups": 32}, "groups", "groups=32"),
