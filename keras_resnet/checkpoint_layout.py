@@ -328,8 +328,8 @@ def model_problems(model, config, arch):
                             f"{key}={config[key]!r}: build it with {key}={arch[key]!r}{name}")
     if config["stem_width"] != arch["stem_width"]:
         problems.append(f"the checkpoint's stem has {arch['stem_width']} filters "
-                        f"({arch['evidence']['stem_width']}), width={arch['stem_width'] / 64:g} of the standard 64; the model has "
-                        f"width={config['width']} (stem_width={config['stem_width']}): "
+                        f"({arch['evidence']['stem_width']}), width={arch['stem_width'] / 64:g} of the standard "
+                        f"64; the model has width={config['width']} (stem_width={config['stem_width']}): "
                         f"build it with width={arch['stem_width'] / 64:g}")
     if "stem_pool" not in [layer.name for layer in model.layers]:
         stem = tuple(model.get_layer("stem_conv").kernel.shape)
