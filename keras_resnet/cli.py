@@ -46,7 +46,8 @@ def add_model_args(p, input_shape=(224, 224, 3), num_classes=1000, depth=None):
     g.add_argument("--width-per-group", type=int, default=None,
                    help="bottleneck width per group per 64 channels (4 with --groups 32: resnext50_32x4d; "
                         "128: wide_resnet50_2)")
-    g.add_argument("--variant", choices=VARIANTS, default=VARIANTS[0])
+    g.add_argument("--variant", choices=VARIANTS, default=None,
+                   help="default: the name's (preact for resnetv2_*), else v1.5")
     g.add_argument("--num-classes", type=int, default=num_classes)
     g.add_argument("--input-shape", type=flags.int_list, default=input_shape, help="H,W,C, e.g. 28,28,1")
     g.add_argument("--drop-path-rate", type=float, default=0.0)

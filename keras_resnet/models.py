@@ -21,37 +21,43 @@ IMAGENET_DEPTHS = {
 # convolutions, ResNet-C), shortcut ("avg_down": average-pool then a 1x1 stride-1 projection,
 # ResNet-D; He et al. 2019), attention ("se": squeeze-and-excitation, Hu et al. 2018), and the
 # bottleneck's groups and width per group (ResNeXt, Xie et al. 2017; wide ResNets, Zagoruyko and
-# Komodakis 2016, as torchvision's wide_resnet50_2). The c and d forms have a stem of 32-32-64.
+# Komodakis 2016, as torchvision's wide_resnet50_2). The c and d forms have a stem of 32-32-64. The
+# variant is "v1.5" (post-activation, torchvision's layout) or "preact": timm's ResNetV2 (He et al. 2016,
+# pre-activation, the stride on the 3x3, a final BatchNorm-ReLU), whose stem is the 7x7 convolution alone.
 ARCHITECTURES = {
-    # name:              (depth, stem,      shortcut,     attention, groups, width_per_group)
-    "resnet18":          (18,    "default", "projection", None,      1,      64),
-    "resnet34":          (34,    "default", "projection", None,      1,      64),
-    "resnet50":          (50,    "default", "projection", None,      1,      64),
-    "resnet101":         (101,   "default", "projection", None,      1,      64),
-    "resnet152":         (152,   "default", "projection", None,      1,      64),
-    "resnet18c":         (18,    "deep",    "projection", None,      1,      64),
-    "resnet34c":         (34,    "deep",    "projection", None,      1,      64),
-    "resnet50c":         (50,    "deep",    "projection", None,      1,      64),
-    "resnet101c":        (101,   "deep",    "projection", None,      1,      64),
-    "resnet152c":        (152,   "deep",    "projection", None,      1,      64),
-    "resnet18d":         (18,    "deep",    "avg_down",   None,      1,      64),
-    "resnet34d":         (34,    "deep",    "avg_down",   None,      1,      64),
-    "resnet50d":         (50,    "deep",    "avg_down",   None,      1,      64),
-    "resnet101d":        (101,   "deep",    "avg_down",   None,      1,      64),
-    "resnet152d":        (152,   "deep",    "avg_down",   None,      1,      64),
-    "seresnet18":        (18,    "default", "projection", "se",      1,      64),
-    "seresnet34":        (34,    "default", "projection", "se",      1,      64),
-    "seresnet50":        (50,    "default", "projection", "se",      1,      64),
-    "seresnet101":       (101,   "default", "projection", "se",      1,      64),
-    "seresnet152":       (152,   "default", "projection", "se",      1,      64),
-    "resnext50_32x4d":   (50,    "default", "projection", None,      32,     4),
-    "resnext101_32x8d":  (101,   "default", "projection", None,      32,     8),
-    "resnext101_64x4d":  (101,   "default", "projection", None,      64,     4),
-    "seresnext50_32x4d": (50,    "default", "projection", "se",      32,     4),
-    "wide_resnet50_2":   (50,    "default", "projection", None,      1,      128),
-    "wide_resnet101_2":  (101,   "default", "projection", None,      1,      128),
+    # name:              (depth, stem,      shortcut,     attention, groups, width_per_group, variant)
+    "resnet18":          (18,    "default", "projection", None,      1,      64,             "v1.5"),
+    "resnet34":          (34,    "default", "projection", None,      1,      64,             "v1.5"),
+    "resnet50":          (50,    "default", "projection", None,      1,      64,             "v1.5"),
+    "resnet101":         (101,   "default", "projection", None,      1,      64,             "v1.5"),
+    "resnet152":         (152,   "default", "projection", None,      1,      64,             "v1.5"),
+    "resnet18c":         (18,    "deep",    "projection", None,      1,      64,             "v1.5"),
+    "resnet34c":         (34,    "deep",    "projection", None,      1,      64,             "v1.5"),
+    "resnet50c":         (50,    "deep",    "projection", None,      1,      64,             "v1.5"),
+    "resnet101c":        (101,   "deep",    "projection", None,      1,      64,             "v1.5"),
+    "resnet152c":        (152,   "deep",    "projection", None,      1,      64,             "v1.5"),
+    "resnet18d":         (18,    "deep",    "avg_down",   None,      1,      64,             "v1.5"),
+    "resnet34d":         (34,    "deep",    "avg_down",   None,      1,      64,             "v1.5"),
+    "resnet50d":         (50,    "deep",    "avg_down",   None,      1,      64,             "v1.5"),
+    "resnet101d":        (101,   "deep",    "avg_down",   None,      1,      64,             "v1.5"),
+    "resnet152d":        (152,   "deep",    "avg_down",   None,      1,      64,             "v1.5"),
+    "seresnet18":        (18,    "default", "projection", "se",      1,      64,             "v1.5"),
+    "seresnet34":        (34,    "default", "projection", "se",      1,      64,             "v1.5"),
+    "seresnet50":        (50,    "default", "projection", "se",      1,      64,             "v1.5"),
+    "seresnet101":       (101,   "default", "projection", "se",      1,      64,             "v1.5"),
+    "seresnet152":       (152,   "default", "projection", "se",      1,      64,             "v1.5"),
+    "resnext50_32x4d":   (50,    "default", "projection", None,      32,     4,              "v1.5"),
+    "resnext101_32x8d":  (101,   "default", "projection", None,      32,     8,              "v1.5"),
+    "resnext101_64x4d":  (101,   "default", "projection", None,      64,     4,              "v1.5"),
+    "seresnext50_32x4d": (50,    "default", "projection", "se",      32,     4,              "v1.5"),
+    "wide_resnet50_2":   (50,    "default", "projection", None,      1,      128,            "v1.5"),
+    "wide_resnet101_2":  (101,   "default", "projection", None,      1,      128,            "v1.5"),
+    "resnetv2_18":       (18,    "default", "projection", None,      1,      64,             "preact"),
+    "resnetv2_34":       (34,    "default", "projection", None,      1,      64,             "preact"),
+    "resnetv2_50":       (50,    "default", "projection", None,      1,      64,             "preact"),
+    "resnetv2_101":      (101,   "default", "projection", None,      1,      64,             "preact"),
 }
-ARCHITECTURE_FIELDS = ("depth", "stem", "shortcut", "attention", "groups", "width_per_group")
+ARCHITECTURE_FIELDS = ("depth", "stem", "shortcut", "attention", "groups", "width_per_group", "variant")
 STEMS = ("default", "deep")
 SHORTCUTS = ("projection", "avg_down")
 ATTENTIONS = (None, "se")
@@ -85,8 +91,8 @@ def list_models():
 def resolve_architecture(depth=None, **options):
     """``(name or None, depth, options)``: a name in place of `depth` replaced by its table row.
 
-    `options` are build()'s stem, shortcut, attention, groups and width_per_group (None: not given);
-    one given with a name must agree with the name's row.
+    `options` are build()'s stem, shortcut, attention, groups, width_per_group and variant (None: not
+    given); one given with a name must agree with the name's row.
     """
     if not isinstance(depth, str):
         return None, depth, options
@@ -192,7 +198,7 @@ def build(
     attention=None,
     groups=None,
     width_per_group=None,
-    variant="v1.5",
+    variant=None,
     num_classes=1000,
     input_shape=(224, 224, 3),
     include_top=True,
@@ -209,13 +215,16 @@ def build(
     as is standard for small images, so a ResNet-18 on 28x28 keeps a 4x4 final feature map; larger
     inputs get the 7x7 stride-2 stem with max-pool. Layer names are stable: ``stem_conv``,
     ``stem_bn``, ``stem_pool``, ``stage{s}_block{b}``, ``post_bn`` (pre-activation only), ``pool``,
-    ``logits``, ``predictions``.
+    ``logits``, ``predictions``. The pre-activation stem ends with its convolution, so its max-pool
+    pads with -inf (as PyTorch's ``MaxPool2d(3, 2, padding=1)``): a 3x3 stride-1 ``"same"`` pool
+    ``stem_pool``, then every other pixel, ``stem_pool_stride``.
 
     A name from `list_models()` in place of the depth (``build("resnet50d")``, as timm's
     ``create_model``) stands for its row of `ARCHITECTURES`: a depth with a stem, a shortcut, an
-    attention module and the bottleneck's groups and width per group, options that can also be given
-    directly to any depth, the CIFAR family and custom stage lists included (a deep stem needs the
-    ImageNet stem, grouped or wider 3x3s need bottlenecks, and a plain network has no shortcut).
+    attention module, the bottleneck's groups and width per group and the variant (``resnetv2_50`` is
+    timm's pre-activation ResNetV2), options that can also be given directly to any depth, the CIFAR
+    family and custom stage lists included (a deep stem needs the ImageNet stem, grouped or wider
+    3x3s need bottlenecks, and a plain network has no shortcut).
 
     Reference: He et al., "Deep Residual Learning for Image Recognition", CVPR 2016; He et al.,
     "Identity Mappings in Deep Residual Networks", ECCV 2016; He et al., "Bag of Tricks for Image
@@ -241,8 +250,9 @@ def build(
         groups: groups of the bottleneck's 3x3 convolution (ResNeXt's cardinality; default 1).
         width_per_group: the bottleneck's inner width per group, per 64 channels of the stage's width
             (default 64; 4 with groups=32 is resnext50_32x4d, 128 is wide_resnet50_2).
-        variant: "v1.5" (post-activation, stride on the 3x3), "preact" (pre-activation), or
-            "plain" (the same network without shortcuts, for the paper's degradation experiment).
+        variant: "v1.5" (post-activation, stride on the 3x3), "preact" (pre-activation, stride on
+            the 3x3: timm's ResNetV2), or "plain" (the same network without shortcuts, for the
+            paper's degradation experiment). Default: the name's, else "v1.5".
         num_classes: classes of the classifier (with `include_top`).
         input_shape: (height, width, channels); any channel count, e.g. 1 for grayscale.
         include_top: add global average pooling and the classifier.
@@ -274,6 +284,7 @@ def build(
         found = pretrained.architecture_of(weights)
         depth, blocks, block = found.pop("depth"), found.pop("blocks", None), found.pop("block", None)
         width = found.pop("width", width)
+        variant = variant if variant is not None or isinstance(depth, str) else found.pop("variant", None)
         given = dict(stem=stem, stem_width=stem_width, shortcut=shortcut, attention=attention, groups=groups,
                      width_per_group=width_per_group)
         if isinstance(depth, str):  # a name: options given here are checked against its row
@@ -351,7 +362,10 @@ def _graph(depth, blocks, block, width, stem, stem_width, shortcut, attention, g
     x = _stem(inputs, small, stem, stem_width)
     if not preact:  # pre-activation: the first block normalises its input itself
         x = layers.Activation("relu", name="stem_relu")(batch_norm("stem_bn")(x))
-    if not small:
+    if not small and preact:  # -inf padding, as PyTorch's MaxPool2d(3, 2, padding=1): the stem has no ReLU
+        x = layers.MaxPooling2D(3, strides=1, padding="same", name="stem_pool")(x)
+        x = layers.MaxPooling2D(1, strides=2, name="stem_pool_stride")(x)
+    elif not small:  # after the ReLU, zero padding is -inf padding
         x = layers.MaxPooling2D(3, strides=2, name="stem_pool")(StridedPad(3, name="stem_pool_pad")(x))
 
     options = {} if block == "basic" else dict(groups=groups, width_per_group=width_per_group)
@@ -386,9 +400,9 @@ def _graph(depth, blocks, block, width, stem, stem_width, shortcut, attention, g
 
     d = block_depth(block, blocks)
     family = dict(stem=stem, shortcut=shortcut, attention=attention, groups=groups,
-                  width_per_group=width_per_group)
+                  width_per_group=width_per_group, variant=variant)
     named = (architecture_name(d, family) if (len(blocks) == 4 and IMAGENET_DEPTHS.get(d) == (block, blocks)
-             and variant == "v1.5" and stem_width == round(64 * width)) else None)
+             and stem_width == round(64 * width)) else None)
     if named:
         return inputs, x, named + ("" if width == 1 else f"_w{width:g}")
     prefix = {"v1.5": "resnet", "preact": "preresnet", "plain": "plain"}[variant]
@@ -410,11 +424,11 @@ class ResNet(keras.Model):
     """
 
     def __init__(self, depth=None, *, blocks=None, block=None, width=1.0, stem=None, stem_width=None,
-                 shortcut=None, attention=None, groups=None, width_per_group=None, variant="v1.5",
+                 shortcut=None, attention=None, groups=None, width_per_group=None, variant=None,
                  num_classes=1000, input_shape=(224, 224, 3), include_top=True, pooling=None, drop_path_rate=0.0,
                  classifier_activation="softmax", name=None, trainable=True, dtype=None, **kwargs):
         _, depth, family = resolve_architecture(depth, stem=stem, shortcut=shortcut, attention=attention,
-                                                    groups=groups, width_per_group=width_per_group)
+                                                groups=groups, width_per_group=width_per_group, variant=variant)
         block, blocks = resolve_depth(depth, blocks, block)
         checks.check_number("width", width, 0.0, low_open=True)
         base = STAGE_WIDTHS[len(blocks)][0]
@@ -422,11 +436,12 @@ class ResNet(keras.Model):
                       stem_width=max(1, round(base * width)) if stem_width is None else stem_width,
                       shortcut=family["shortcut"] or "projection", attention=family["attention"],
                       groups=1 if family["groups"] is None else family["groups"],
-                      width_per_group=64 if family["width_per_group"] is None else family["width_per_group"])
+                      width_per_group=64 if family["width_per_group"] is None else family["width_per_group"],
+                      variant=family["variant"] or "v1.5")
         # The dtype policy the layers were made under (mixed precision): a loaded file gets it back.
         dtype = dtype or keras.mixed_precision.dtype_policy().name
         arguments = dict(depth=block_depth(block, blocks), blocks=blocks, block=block, width=width, **family,
-                         variant=variant, num_classes=num_classes, input_shape=_check_input_shape(input_shape),
+                         num_classes=num_classes, input_shape=_check_input_shape(input_shape),
                          include_top=include_top, pooling=pooling, drop_path_rate=drop_path_rate,
                          classifier_activation=classifier_activation)
         with dtype_policy_scope(dtype):

@@ -3,6 +3,8 @@
 `load_weights(model, source)` fills a `keras_resnet.build` model from
 
 * a torchvision checkpoint (``resnet50-0676ba61.pth``, a PyTorch ``state_dict``), read with torch;
+  timm's in the same layout, and timm's pre-activation ResNetV2 (``resnetv2_50`` ...) into
+  ``build("resnetv2_50")``;
 * a safetensors file (timm's Hub repositories ship ``model.safetensors`` and ``config.json``), read
   through NumPy, without torch;
 * a Hub name, ``timm/resnet50.a1_in1k`` or ``hf-hub:timm/resnet50.a1_in1k``, downloaded once into
@@ -35,6 +37,8 @@ from keras_resnet.checkpoint_layout import (  # re-exported: the public names of
 __all__ = ["IMAGENET_NORMALIZATION", "SUPPORTED", "architecture_of", "checkpoint_key", "load_weights",
            "normalization_of", "read_architecture", "to_state_dict"]
 
+# timm's default configuration of its ResNetV2 (IMAGENET_INCEPTION_MEAN, IMAGENET_INCEPTION_STD)
+RESNETV2_NORMALIZATION = {"mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5]}
 _TORCH_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt", ".tar")
 _FILE_SUFFIXES = _TORCH_SUFFIXES + (".safetensors", ".keras", ".h5")
 
@@ -224,7 +228,8 @@ def _timm_config(config_path):
     return config if isinstance(config, dict) else {}
 
 
-def _normalization(kind, config):
+def _normalization(kind, config, layout=None):
+    """`layout`: a function giving the checkpoint's layout, called only when config.json has none."""
     if kind in ("keras", "weights.h5"):
         return {"mean": None, "std": None,
                 "from": "not recorded in Keras files: use the dataset's statistics"}
@@ -232,6 +237,8 @@ def _normalization(kind, config):
     if len(cfg.get("mean") or ()) == 3 and len(cfg.get("std") or ()) == 3:
         return {"mean": [float(v) for v in cfg["mean"]], "std": [float(v) for v in cfg["std"]],
                 "from": "config.json pretrained_cfg"}
+    if layout is not None and layout() == ckpt.RESNETV2:
+        return {**RESNETV2_NORMALIZATION, "from": "timm ResNetV2's default configuration (Inception statistics)"}
     return {**IMAGENET_NORMALIZATION, "from": "torchvision's ImageNet statistics"}
 
 
@@ -240,7 +247,8 @@ def normalization_of(source):
 
     timm checkpoints carry them in ``config.json`` (``pretrained_cfg``, read from the Hub repository
     or from beside the file); torchvision's are ImageNet's, (0.485, 0.456, 0.406) and (0.229, 0.224,
-    0.225). The scale is the one `keras_resnet.data.normalize` takes from ``info["mean"]`` and
+    0.225); a timm ResNetV2 file without ``config.json`` gets timm's default for it, (0.5, 0.5, 0.5)
+    and (0.5, 0.5, 0.5). The scale is the one `keras_resnet.data.normalize` takes from ``info["mean"]`` and
     ``info["std"]``: it computes ``(x / 255 - mean) / std`` on uint8 images, so
     ``info.update(mean=m["mean"], std=m["std"])`` carries them into training and export. Keras files
     record none (``None``: use the dataset's statistics).
@@ -248,8 +256,9 @@ def normalization_of(source):
     Returns:
         ``{"mean": [r, g, b], "std": [r, g, b], "from": where they come from}``.
     """
-    kind, _, config_path = _resolve(source)
-    return _normalization(kind, _timm_config(config_path))
+    kind, path, config_path = _resolve(source)
+    return _normalization(kind, _timm_config(config_path),
+                          lambda: ckpt.file_layout(_shapes(path)))
 
 
 def _shapes(path):
@@ -262,7 +271,7 @@ def _shapes(path):
     return {k: v.shape for k, v in _read_torch(path).items()}
 
 
-_FAMILY = ("stem", "stem_width", "shortcut", "attention", "groups", "width_per_group")
+_FAMILY = ("stem", "stem_width", "shortcut", "attention", "groups", "width_per_group", "variant")
 
 
 def architecture_of(source):
@@ -314,9 +323,10 @@ def load_weights(model, source):
     a side (e.g. 224) and resize the images up.
 
     Args:
-        model: a model made by `keras_resnet.build` with variant "v1.5" (the default) and an input
-            of at least 64 pixels a side, of the checkpoint's architecture (``build("resnet50d")``;
-            ``build(weights=source)`` picks it with `architecture_of`).
+        model: a model made by `keras_resnet.build` with an input of at least 64 pixels a side, of
+            the checkpoint's architecture (``build("resnet50d")``, ``build("resnetv2_50")``;
+            ``build(weights=source)`` picks it with `architecture_of`): variant "v1.5" for
+            torchvision's layout, "preact" for timm's ResNetV2.
         source: a torchvision/timm ``.pth`` (needs torch), a ``.safetensors`` file (with timm's
             ``config.json`` beside it if present), a folder holding ``model.safetensors``, a Hub name
             (``timm/resnet50.a1_in1k`` or ``hf-hub:timm/resnet50.a1_in1k``, cached by huggingface_hub),
@@ -324,15 +334,15 @@ def load_weights(model, source):
 
     Returns:
         A dict: ``kind`` ("pth", "safetensors", "hub", "keras" or "weights.h5"), ``path`` (the local
-        file read), ``layout`` ("torchvision" or "keras"), ``architecture`` (e.g.
+        file read), ``layout`` ("torchvision", "timm ResNetV2" or "keras"), ``architecture`` (e.g.
         "resnet50", or timm's name from config.json), ``tensors`` (how many were assigned),
         ``head_loaded`` (bool), ``mean``/``std`` (per channel, [0, 1] scale as ``data.normalize``
         takes them; None for Keras files) and ``note`` (the transfer-learning line, or None).
 
     Raises:
         ValueError: naming the tensor and its shapes in the file and in the model, for a missing,
-            unexpected or mis-shaped tensor, an unsupported variant (timm resnetv2, tiered stems,
-            attention other than SE ...), another depth, variant, stem, shortcut, attention or
+            unexpected or mis-shaped tensor, an unsupported variant (timm's BiT ResNetV2s, tiered
+            stems, attention other than SE ...), another depth, variant, stem, shortcut, attention or
             groups (naming the build() argument or name to use), or a model with the small-input
             stem.
         FileNotFoundError: no such file; a Hub name not cached while offline.
@@ -358,7 +368,7 @@ def load_weights(model, source):
         arch, count, head_loaded, note = ckpt.load_state_dict(model, _read(path), label)
     if note:
         print(f"keras_resnet.pretrained: {note}.", flush=True)
-    norm = _normalization(kind, config)
-    return {"kind": kind, "path": path, "layout": "keras" if keras_file else "torchvision",
+    norm = _normalization(kind, config, lambda: arch["layout"])
+    return {"kind": kind, "path": path, "layout": "keras" if keras_file else arch["layout"],
             "architecture": config.get("architecture") or arch["name"], "tensors": count,
             "head_loaded": head_loaded, "mean": norm["mean"], "std": norm["std"], "note": note}

@@ -56,7 +56,7 @@ def test_list_models_names_every_row_of_the_one_table():
     assert names == sorted(ARCHITECTURES)
     for name in ("resnet18", "resnet152", "resnet18d", "resnet50c", "resnet50d", "seresnet50", "seresnet152",
                  "resnext50_32x4d", "resnext101_32x8d", "resnext101_64x4d", "seresnext50_32x4d",
-                 "wide_resnet50_2", "wide_resnet101_2"):
+                 "wide_resnet50_2", "wide_resnet101_2", "resnetv2_18", "resnetv2_50", "resnetv2_101"):
         assert name in names
     assert keras_resnet.list_models() == names
 
@@ -86,6 +86,8 @@ def _check_named(name):
     if name in PUBLISHED:
         assert trainable_params(model) == PUBLISHED[name]
     shapes = torch_state_shapes(module)
+    if "head.fc.weight" in shapes:  # timm ResNetV2's classifier is a 1x1 convolution: a Dense kernel here
+        shapes["head.fc.weight"] = shapes["head.fc.weight"][:2]
     key_of = checkpoint_layout.key_function(keras_resnet.config_of(model))
     keys = {key_of(w.path): checkpoint_layout.in_file_layout(w.shape) for w in model.weights}
     assert None not in keys and len(keys) == len(model.weights)
@@ -137,6 +139,7 @@ def test_cifar_family_takes_the_average_pool_shortcut_and_se(rng):
 @pytest.mark.parametrize("kwargs, argument, received", [
     ({"depth": "resnet50x"}, "depth", "resnet50d"),  # suggests the names close to it
     ({"depth": "resnet50d", "stem": "default"}, "stem", "'resnet50d', which has stem='deep'"),
+    ({"depth": "resnetv2_18", "variant": "v1.5"}, "variant", "'resnetv2_18', which has variant='preact'"),
     ({"depth": 20, "stem": "deep"}, "stem", "small-input stem"),
     ({"depth": 18, "stem": "deep", "input_shape": (32, 32, 3)}, "stem", "under 64 pixels"),
     ({"depth": 18, "groups": 32}, "groups", "groups=32"),
@@ -225,6 +228,10 @@ CASES = {
                               attention="se", groups=32, width_per_group=4)),
     "wide_1111": (dict(layers=[1, 1, 1, 1], block=timm_reference.Bottleneck, base_width=128),
                   dict(blocks=(1, 1, 1, 1), block="bottleneck", width_per_group=128)),
+    # timm's pre-activation ResNetV2: its stem max-pool pads with -inf, the stride on the 3x3
+    "resnetv2_50": (dict(name="resnetv2_50"), dict(depth="resnetv2_50")),
+    "resnetv2_1111": (dict(layers=[1, 1, 1, 1], block=timm_reference.PreActBottleneck),
+                      dict(blocks=(1, 1, 1, 1), block="bottleneck", variant="preact")),
 }
 
 
@@ -274,6 +281,30 @@ def test_family_logits_match_torch_on_tensorflow(family, name):
     assert error < TOLERANCE
 
 
+@pytest.mark.slow
+def test_resnetv2_50_logits_match_timms_and_its_state_dict_round_trips(family):
+    case = family("resnetv2_50")
+    model = build_case(case)
+    info = pretrained.load_weights(model, case["pth"])
+    assert info["layout"] == "timm ResNetV2" and info["head_loaded"] and info["mean"] == [0.5] * 3
+    error = relative_error(model.predict(family.x, verbose=0), case["logits"])
+    print(f"parity resnetv2_50 pth tensorflow: max relative error {error:.1e}")
+    assert error < TOLERANCE
+    state = pretrained.to_state_dict(model)  # timm's names and shapes, the classifier a 1x1 convolution
+    expected = {k: v for k, v in case["state"].items() if not k.endswith("num_batches_tracked")}
+    assert sorted(state) == sorted(expected)
+    for key, value in expected.items():
+        np.testing.assert_array_equal(state[key], value, err_msg=key)
+
+
+def test_preact_stem_pool_pads_with_minus_infinity_as_torchs_max_pool(rng):
+    model = keras_resnet.build(blocks=(1, 1, 1, 1), variant="preact", width=0.25, input_shape=(64, 64, 3))
+    features = rng.normal(size=(2, 33, 32, 8)).astype("float32") - 10.0  # a zero pad would win at the border
+    pooled = model.get_layer("stem_pool_stride")(model.get_layer("stem_pool")(features))
+    expected = torch.nn.MaxPool2d(3, 2, padding=1)(torch.from_numpy(features.transpose(0, 3, 1, 2)))
+    np.testing.assert_array_equal(np.asarray(pooled), expected.numpy().transpose(0, 2, 3, 1))
+
+
 JAX_SCRIPT = """
 import json, sys
 import numpy as np
@@ -290,7 +321,8 @@ for out, (kwargs, path) in jobs.items():
 @pytest.mark.slow
 def test_family_logits_match_torch_on_jax(family, tmp_path):
     np.save(tmp_path / "x.npy", family.x)
-    fmt = {"resnet18d": "safetensors", "seresnet18": "pth", "seresnext_d_1111": "pth", "wide_1111": "safetensors"}
+    fmt = {"resnet18d": "safetensors", "seresnet18": "pth", "seresnext_d_1111": "pth", "wide_1111": "safetensors",
+           "resnetv2_1111": "safetensors"}
     jobs = {str(tmp_path / f"{n}.npy"): ({k: list(v) if isinstance(v, tuple) else v
                                           for k, v in family(n)["build"].items()}, family(n)[f])
             for n, f in fmt.items()}
@@ -331,7 +363,8 @@ def test_to_state_dict_round_trips_a_family_checkpoint(family):
 
 def test_architecture_of_reads_the_config_json_name_else_the_tensors(family, tmp_path):
     case = family("seresnext_d_1111")
-    assert pretrained.architecture_of(case["safetensors"]) == {"depth": None, **case["build"], "stem_width": 64}
+    assert pretrained.architecture_of(case["safetensors"]) == {"depth": None, **case["build"], "stem_width": 64,
+                                                               "variant": "v1.5"}
     os.symlink(case["safetensors"], tmp_path / "model.safetensors")
     (tmp_path / "config.json").write_text(json.dumps({"architecture": "seresnext26d_32x4d.gluon_in1k"}))
     # a name outside the table: read from the tensors

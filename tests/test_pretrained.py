@@ -331,11 +331,18 @@ def _bottleneck_first(state, conv1, conv2, conv3):
     return state
 
 
-def _timm_resnetv2():
-    """The first tensors of a timm resnetv2_50 state dict (pre-activation: stem.conv, stages, norm)."""
-    shapes = {"stem.conv.weight": (64, 3, 7, 7), "stages.0.blocks.0.downsample.conv.weight": (256, 64, 1, 1),
+def _timm_resnetv2(stem="stem.conv.weight", stem_shape=(64, 3, 7, 7)):
+    """The first tensors of a timm BiT resnetv2_50x1_bit state dict (GroupNorm: no running statistics)."""
+    shapes = {stem: stem_shape, "stages.0.blocks.0.downsample.conv.weight": (256, 64, 1, 1),
               "stages.0.blocks.0.norm1.weight": (64,), "stages.0.blocks.0.conv1.weight": (64, 64, 1, 1)}
     return {k: np.zeros(v, np.float32) for k, v in shapes.items()}
+
+
+def _timm_resnetv2_18(state):
+    """timm's resnetv2_18 (pre-activation), as the reference of tests/timm_reference.py writes it."""
+    import timm_reference
+
+    return numpy_state(timm_reference.create_model("resnetv2_18", num_classes=CLASSES))
 
 
 BAD = {  # name: (case whose state to start from, mutation, substrings of the message)
@@ -346,8 +353,14 @@ BAD = {  # name: (case whose state to start from, mutation, substrings of the me
     "shape": ("resnet18", lambda s: {**s, "layer4.1.conv2.weight": np.zeros((512, 512, 1, 1), np.float32)},
               ["layer4.1.conv2.weight", "(512, 512, 1, 1) in the file", "(512, 512, 3, 3) in the model"]),
     "depth": ("resnet50", lambda s: s, ["resnet50", "depth=50", "layer1.0.conv3.weight"]),
-    "resnetv2": ("resnet18", lambda s: _timm_resnetv2(), ["timm ResNetV2", "resnetv2_50", "stem.conv.weight",
-                                                       "(64, 3, 7, 7)", "pads with -inf"]),
+    "resnetv2_bit": ("resnet18", lambda s: _timm_resnetv2(),
+                     ["timm ResNetV2 without BatchNorm statistics", "resnetv2_50x1_bit", "weight-standardised",
+                      "stages.0.blocks.0.norm1.weight: shape (64,)"]),
+    "resnetv2_deep": ("resnet18", lambda s: _timm_resnetv2("stem.conv1.weight", (32, 3, 3, 3)),
+                      ["deep or tiered stem", "resnetv2_50d", "stem.conv1.weight: shape (32, 3, 3, 3)"]),
+    # timm's pre-activation layout loads into the pre-activation model of its name, not into resnet18
+    "resnetv2_18": ("resnet18", _timm_resnetv2_18, ["resnetv2_18 in timm ResNetV2's layout", "variant='preact'",
+                                                    "build('resnetv2_18')"]),
     # the ResNet family loads into the model built for it; another model is told which one to build
     "deep_stem": ("resnet18", _deep_stem, ["stem='deep'", "conv1.0.weight (32, 3, 3, 3)", "build('resnet18c')"]),
     "tiered_stem": ("resnet18", lambda s: _deep_stem(s, tiered=True),

@@ -6,9 +6,16 @@ bottleneck blocks with ``cardinality`` and ``base_width`` (ResNeXt, wide ResNets
 ``timm.layers.SEModule`` as ``layerX.Y.se`` after the last BatchNorm, and the average-pool shortcut
 (``downsample = AvgPool2d(2, ceil_mode=True, count_include_pad=False), conv, BN``). torchvision's
 ResNets are the same network with the default stem and shortcut and the same tensor names.
+
+And what timm's ``resnetv2.py`` builds for ``resnetv2_18`` ... ``resnetv2_152`` (``conv_layer=create_conv2d``,
+``norm_layer=BatchNormAct2d``): the pre-activation ``PreActBasic``/``PreActBottleneck`` (the stride on
+the 3x3, the shortcut's 1x1 ``downsample.conv`` on the normalised input), a stem of the 7x7
+convolution and ``MaxPool2d(3, 2, padding=1)`` alone, a final ``norm`` and a 1x1-convolution
+classifier ``head.fc``.
 """
 
 import math
+from collections import OrderedDict
 
 import torch
 from torch import nn
@@ -165,8 +172,125 @@ TIMM_ARGS = {
 }
 
 
+# ------------------------------------------------------------------ timm's resnetv2.py
+
+
+class BatchNormAct2d(nn.BatchNorm2d):
+    """timm.layers.BatchNormAct2d with ReLU: BatchNorm's tensors, then the activation."""
+
+    def forward(self, x):
+        return torch.relu(super().forward(x))
+
+
+class DownsampleConv(nn.Module):
+    """The pre-activation projection: a strided 1x1 convolution, no norm."""
+
+    def __init__(self, in_chs, out_chs, stride):
+        super().__init__()
+        self.conv = nn.Conv2d(in_chs, out_chs, 1, stride, bias=False)
+        self.norm = nn.Identity()
+
+    def forward(self, x):
+        return self.norm(self.conv(x))
+
+
+class PreActBasic(nn.Module):
+    def __init__(self, in_chs, out_chs, stride=1, project=False):
+        super().__init__()
+        needed = project and (stride != 1 or in_chs != out_chs)
+        self.downsample = DownsampleConv(in_chs, out_chs, stride) if needed else None
+        self.norm1 = BatchNormAct2d(in_chs)
+        self.conv1 = nn.Conv2d(in_chs, out_chs, 3, stride, 1, bias=False)
+        self.norm2 = BatchNormAct2d(out_chs)
+        self.conv2 = nn.Conv2d(out_chs, out_chs, 3, 1, 1, bias=False)
+
+    def forward(self, x):
+        x_preact = self.norm1(x)
+        shortcut = x if self.downsample is None else self.downsample(x_preact)
+        x = self.conv1(x_preact)
+        x = self.conv2(self.norm2(x))
+        return x + shortcut
+
+
+class PreActBottleneck(nn.Module):
+    def __init__(self, in_chs, out_chs, stride=1, project=False):
+        super().__init__()
+        mid_chs = make_divisible(out_chs * 0.25)
+        self.downsample = DownsampleConv(in_chs, out_chs, stride) if project else None
+        self.norm1 = BatchNormAct2d(in_chs)
+        self.conv1 = nn.Conv2d(in_chs, mid_chs, 1, bias=False)
+        self.norm2 = BatchNormAct2d(mid_chs)
+        self.conv2 = nn.Conv2d(mid_chs, mid_chs, 3, stride, 1, bias=False)  # the stride on the 3x3
+        self.norm3 = BatchNormAct2d(mid_chs)
+        self.conv3 = nn.Conv2d(mid_chs, out_chs, 1, bias=False)
+
+    def forward(self, x):
+        x_preact = self.norm1(x)
+        shortcut = x if self.downsample is None else self.downsample(x_preact)
+        x = self.conv1(x_preact)
+        x = self.conv2(self.norm2(x))
+        x = self.conv3(self.norm3(x))
+        return x + shortcut
+
+
+class ResNetStage(nn.Module):
+    def __init__(self, in_chs, out_chs, stride, depth, block_fn):
+        super().__init__()
+        self.blocks = nn.Sequential(*[block_fn(in_chs if b == 0 else out_chs, out_chs, stride if b == 0 else 1,
+                                               project=b == 0) for b in range(depth)])
+
+    def forward(self, x):
+        return self.blocks(x)
+
+
+class ClassifierHead(nn.Module):
+    """timm.layers.ClassifierHead(use_conv=True): average pool, a 1x1 convolution, flatten."""
+
+    def __init__(self, in_chs, num_classes):
+        super().__init__()
+        self.fc = nn.Conv2d(in_chs, num_classes, 1, bias=True)
+
+    def forward(self, x):
+        return torch.flatten(self.fc(x.mean((2, 3), keepdim=True)), 1)
+
+
+class ResNetV2(nn.Module):
+    """timm.models.resnetv2.ResNetV2 (preact=True, stem_type="", BatchNormAct2d, no dilation)."""
+
+    def __init__(self, layers, channels=(256, 512, 1024, 2048), basic=False, num_classes=1000, stem_chs=64):
+        super().__init__()
+        # the stem is the convolution and PyTorch's max-pool, which pads with -inf
+        self.stem = nn.Sequential(OrderedDict(conv=nn.Conv2d(3, stem_chs, 7, 2, 3, bias=False),
+                                              pool=nn.MaxPool2d(kernel_size=3, stride=2, padding=1)))
+        block_fn = PreActBasic if basic else PreActBottleneck
+        self.stages, prev_chs = nn.Sequential(), stem_chs
+        for i, (depth, out_chs) in enumerate(zip(layers, channels)):
+            self.stages.add_module(str(i), ResNetStage(prev_chs, out_chs, 1 if i == 0 else 2, depth, block_fn))
+            prev_chs = out_chs
+        self.norm = BatchNormAct2d(prev_chs)
+        self.head = ClassifierHead(prev_chs, num_classes)
+
+    def forward(self, x):
+        return self.head(self.norm(self.stages(self.stem(x))))
+
+
+_BASIC_V2 = {"channels": (64, 128, 256, 512), "basic": True}
+RESNETV2_ARGS = {
+    "resnetv2_18": {"layers": (2, 2, 2, 2), **_BASIC_V2},
+    "resnetv2_34": {"layers": (3, 4, 6, 3), **_BASIC_V2},
+    "resnetv2_50": {"layers": (3, 4, 6, 3)},
+    "resnetv2_101": {"layers": (3, 4, 23, 3)},
+    "resnetv2_152": {"layers": (3, 8, 36, 3)},
+}
+
+
 def create_model(name=None, layers=None, block=None, **kwargs):
-    """timm.create_model(name) for the names above; or a custom `layers` list of `block`s."""
+    """timm.create_model(name) for the names above; or a custom `layers` list of `block`s (a ResNetV2
+    for the pre-activation blocks, whose `channels` are then the stages' output channels)."""
+    if name in RESNETV2_ARGS:
+        return ResNetV2(**RESNETV2_ARGS[name], **kwargs)
+    if block in (PreActBasic, PreActBottleneck):
+        return ResNetV2(layers, basic=block is PreActBasic, **kwargs)
     if name is not None:
         kwargs = {**TIMM_ARGS[name], **kwargs}
         block, layers = _DEPTHS[kwargs.pop("depth")]
