@@ -108,7 +108,9 @@ def load_run_data(dataset="fashion_mnist", recipe=None, *, data_dir=None, downlo
     """Loads `dataset` and splits the recipe's validation fraction off its training images.
 
     An image folder is listed, not decoded, and streamed (`keras_resnet.streams`) unless it is small
-    enough to hold in memory or the pipeline is NumPy's; then ``x_*`` hold file paths. The
+    enough to hold in memory or the pipeline is NumPy's; then ``x_*`` hold file paths. A
+    tensorflow-datasets set is streamed from tfds's files the same way (`keras_resnet.tfds_streams`);
+    then ``x_*`` hold example indices and ``y_*`` -1 (its labels are read with the images). The
     validation split is drawn from the file list (stratified, seeded) and ``train_size`` takes the
     first N files, so nothing reads the whole dataset before training.
     """
@@ -116,16 +118,24 @@ def load_run_data(dataset="fashion_mnist", recipe=None, *, data_dir=None, downlo
     checks.check_int("train_size", train_size, 1, none_ok=True)
     checks.check_choice("cache", cache, CACHE)
     folder = data_lib._folder_of(dataset)
-    if folder is not None and pipeline != "numpy" and _has_tensorflow():
+    streamable = pipeline != "numpy" and _has_tensorflow()
+    if folder is not None and streamable:
         from keras_resnet import streams
 
         (x_train, y_train), (x_test, y_test), info = streams.open_folder(
             folder, image_size=image_size, seed=0, bad_images=bad_images, transform=transform,
             crop_fraction=crop_fraction, cache=cache)
+    elif folder is None and dataset not in data_lib.IDX_SETS and streamable:
+        from keras_resnet import tfds_streams
+
+        (x_train, y_train), (x_test, y_test), info = tfds_streams.open_tfds(
+            dataset, data_dir=data_dir, download=download, image_size=image_size, seed=0, transform=transform,
+            crop_fraction=crop_fraction, cache=cache)
     else:
         if folder is None and transform == "photo":
-            raise ValueError(f"transform='photo' is the recipe of image folders; {dataset!r} is held as "
-                             "arrays and trains with the small-image recipe. Received: transform='photo'")
+            raise ValueError(f"transform='photo' is the recipe of image folders and tensorflow-datasets "
+                             f"streams; {dataset!r} is held as arrays and trains with the small-image "
+                             "recipe. Received: transform='photo'")
         (x_train, y_train), (x_test, y_test), info = data_lib.load(
             dataset, data_dir=data_dir, download=download, bad_images=bad_images, image_size=image_size,
             transform=transform if folder is not None else "small", crop_fraction=crop_fraction)
@@ -326,18 +336,33 @@ class _Feed:
         self.check = streams.BadFileCheck(self.bad, data.info["stream"]["bad_images"],
                                           data.info["stream"]["folder"])
         self.callbacks, self.steps = [self.check], len(data.x_train) // recipe.batch_size
-        self.val = streams.eval_stream(data.x_val, data.y_val, data.info, recipe.batch_size,
-                                       process=self.process, processes=self.processes,
-                                       bad=self.bad) if len(data.x_val) else None
+        self.tfds = data.info["stream"].get("source") == "tfds"
+        self.val = self._eval(data.x_val, data.y_val, "train_split", recipe.batch_size,
+                              self.process, self.processes) if len(data.x_val) else None
+
+    def _eval(self, x, y, split, batch, process=0, processes=1):
+        """The evaluation stream of a folder's files or a tensorflow-datasets split's examples."""
+        from keras_resnet import streams, tfds_streams
+
+        info = self.data.info
+        if self.tfds:
+            return tfds_streams.eval_stream(x, info["stream"][split], info, batch, process=process,
+                                            processes=processes)
+        return streams.eval_stream(x, y, info, batch, process=process, processes=processes, bad=self.bad)
 
     def train(self, epoch):
         """The training input of a fit that starts at `epoch`."""
         if not self.streamed:
             return self._train
-        from keras_resnet import streams
+        from keras_resnet import streams, tfds_streams
 
-        return streams.train_stream(self.data.x_train, self.data.y_train, self.data.info, self.recipe.batch_size,
-                                    seed=self.recipe.seed, start_epoch=epoch, erase=self.recipe.erase,
+        data, recipe = self.data, self.recipe
+        if self.tfds:
+            return tfds_streams.train_stream(data.x_train, data.info, recipe.batch_size, seed=recipe.seed,
+                                             start_epoch=epoch, erase=recipe.erase, process=self.process,
+                                             processes=self.processes)
+        return streams.train_stream(data.x_train, data.y_train, data.info, recipe.batch_size,
+                                    seed=recipe.seed, start_epoch=epoch, erase=recipe.erase,
                                     process=self.process, processes=self.processes, bad=self.bad)
 
     def test(self, model):
@@ -348,11 +373,9 @@ class _Feed:
             x = data_lib.normalize(data.x_test, data.info)
             probs = predict_probs(model, x)
             return test_accuracies(model, x, data.y_test, data.info, probs=probs), probs
-        from keras_resnet import streams
-
         probs, flipped, labels, weights = [], [], [], []
         batch = self.recipe.batch_size  # the training batch's activations fit; a larger one may not
-        for x, y, w in streams.eval_stream(data.x_test, data.y_test, data.info, batch, bad=self.bad):
+        for x, y, w in self._eval(data.x_test, data.y_test, "test_split", batch):
             x = x.numpy()
             probs.append(predict_probs(model, x, batch_size=batch))
             if data.info.get("flip"):
@@ -428,14 +451,16 @@ def train(*, dataset="fashion_mnist", data_dir=None, download=False, recipe=None
             count the classifier starts fresh; see `Recipe.freeze_epochs` for training it first.
         image_size: resize the images to this side (or (height, width)); a pretrained ImageNet
             network needs at least 64 pixels, e.g. 224.
-        transform: the transforms of an image folder (`keras_resnet.images`): "photo" (training:
+        transform: the transforms of an image folder or a streamed tensorflow-datasets set
+            (`keras_resnet.images`): "photo" (training:
             random-resized-crop + flip; evaluation: shorter side to size / crop_fraction, centre
             crop), "small" (resize; pad-crop, flip and erasing in training), or "auto" (photo from
-            64 pixels up). Arrays (IDX, tensorflow-datasets) use the small-image recipe.
+            64 pixels up). Arrays (IDX sets) use the small-image recipe.
         crop_fraction: the share of the resized image that the photo recipe's evaluation keeps.
-        cache: an image folder is streamed from disk ("none"), or decoded once and held in memory
-            ("memory", the small-image recipe only); "auto" holds it when its decoded images take
-            at most 1 GiB and an eighth of the memory. One line says which.
+        cache: an image folder or a tensorflow-datasets set is streamed from disk ("none"), or
+            decoded once and held in memory ("memory", the small-image recipe only); "auto" holds it
+            when its decoded images take at most 1 GiB and an eighth of the memory. One line says
+            which.
         **build_kwargs: `keras_resnet.build` arguments (depth, width, variant, ...); the input shape
             and class count come from the dataset.
 
