@@ -23,8 +23,8 @@ photo recipe, it is streamed. One line says which.
   Evaluation keeps rows ``p*B/P .. (p+1)*B/P`` of each batch, as folders do.
 - Transforms: those of folders. The small-image recipe decodes and resizes (bilinear, antialiased
   when shrinking), then pads, crops, flips and erases a batch (`keras_resnet.pipelines`); the photo
-  recipe decodes a random-resized-crop window (`keras_resnet.images.crop_window`, drawn from
-  ``(seed, epoch, index)``; only the window of a JPEG is decoded), resizes it bilinearly (antialiased
+  recipe decodes a random-resized-crop window (`keras_resnet.streams.crop_window`, drawn from
+  ``(seed, epoch, index)`` in the graph; only the window of a JPEG is decoded), resizes it bilinearly (antialiased
   when shrinking) and flips half of them. Evaluation: the small recipe's resize, or the photo recipe's
   `keras_resnet.images.center_crop`.
 """
@@ -207,34 +207,27 @@ def _photo_train(stream, seed):
     """(encoded image, index, epoch) -> the photo recipe's training crop, float32 at the input size."""
     import tensorflow as tf
 
+    from keras_resnet import streams
+
     size, channels = stream["size"], stream["channels"]
 
-    def window(height, width, index, epoch):
-        u = np.random.default_rng((seed, 1, int(epoch), int(index))).random(4 * images.CROP_ATTEMPTS + 1)
-        box = images.crop_window(int(height), int(width), u[1:].reshape(images.CROP_ATTEMPTS, 4))
-        return np.asarray(box, np.int32), bool(u[0] < 0.5)
-
-    def draw(shape, index, epoch):
-        box, flip = tf.numpy_function(window, [shape[0], shape[1], index, epoch], (tf.int32, tf.bool),
-                                      stateful=False)
-        return tf.ensure_shape(box, (4,)), tf.ensure_shape(flip, ())
-
     def transform(data, index, epoch):
+        u = streams.crop_draws(seed, epoch, index)
+        draws = tf.reshape(u[1:], (-1, 4))
+
         def jpeg():
-            box, flip = draw(tf.image.extract_jpeg_shape(data), index, epoch)
-            return tf.io.decode_and_crop_jpeg(data, box, channels=channels, dct_method="INTEGER_ACCURATE"), flip
+            header = tf.image.extract_jpeg_shape(data)
+            return tf.io.decode_and_crop_jpeg(data, streams.crop_window(header[0], header[1], draws),
+                                              channels=channels, dct_method="INTEGER_ACCURATE")
 
         def other():
             x = _decode(data, channels)
-            box, flip = draw(tf.shape(x), index, epoch)
-            return x[box[0]:box[0] + box[2], box[1]:box[1] + box[3]], flip
+            top, left, h, w = tf.unstack(streams.crop_window(tf.shape(x)[0], tf.shape(x)[1], draws))
+            return x[top:top + h, left:left + w]
 
-        crop, flip = tf.cond(tf.io.is_jpeg(data), jpeg, other)
-        crop = tf.ensure_shape(crop, (None, None, channels))
-        shrinks = tf.reduce_any(tf.shape(crop)[:2] > size)
-        x = tf.cond(shrinks, lambda: tf.image.resize(crop, size, method="bilinear", antialias=True),
-                    lambda: tf.image.resize(crop, size, method="bilinear"))
-        x = tf.cond(flip, lambda: x[:, ::-1], lambda: x)
+        crop = tf.ensure_shape(tf.cond(tf.io.is_jpeg(data), jpeg, other), (None, None, channels))
+        x = streams._resize_crop(crop, size)
+        x = tf.cond(u[0] < 0.5, lambda: x[:, ::-1], lambda: x)
         return tf.ensure_shape(x, tuple(size) + (channels,))
 
     return transform
