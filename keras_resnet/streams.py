@@ -16,9 +16,10 @@ Streams (`train_stream`, `eval_stream`):
 - Training: the epoch's file order is a function of the seed and the epoch only (`epoch_order`), so a
   resumed run reads the same files in the same order. Under a multi-process job each process reads
   only its rows of every global batch: the processes' files are disjoint and together cover the
-  epoch once. The photo recipe decodes a random-resized-crop (`keras_resnet.images.crop_window`, drawn
-  from ``(seed, epoch, file)``) with ``tf.io.decode_and_crop_jpeg`` for JPEGs (only the window and a
-  one-block margin are decoded; the accurate integer IDCT gives Pillow's pixels) or
+  epoch once. The photo recipe decodes a random-resized-crop (`crop_window`, the graph's form of
+  `keras_resnet.images.crop_window`, from stateless draws of ``(seed, epoch, file)``: `crop_draws`)
+  with ``tf.io.decode_and_crop_jpeg`` for JPEGs, without Python (only the window and a one-block
+  margin are decoded; the accurate integer IDCT gives Pillow's pixels), or
   `keras_resnet.images.read_image` for the rest, resizes it bilinearly (antialiased, in the graph) to
   the input size and flips half the images; the
   small-image recipe decodes and resizes, then pads, crops, flips and erases a batch as
