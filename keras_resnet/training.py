@@ -303,9 +303,11 @@ def _fit_run(model, recipe, data, run_dir, pipeline, verbose, config, chief, cal
             test_metrics, probs = feed.test(model)
             metrics.update(test_metrics, test_images=len(data.y_test))
         if chief:
-            if probs is not None and not feed.streamed:  # confusion.png, mistakes.png, per-class figures
-                report = diagnostics.write_pictures(run_dir, probs, data.y_test, data.x_test,
-                                                    data.info["class_names"], title=model.name)
+            if probs is not None:  # confusion.png, mistakes.png, per-class figures
+                # a stream kept the labels and the worst mistakes' images alone (memory flat in N)
+                y, images = (feed.test_labels, feed.mistake_images) if feed.streamed else (data.y_test, data.x_test)
+                report = diagnostics.write_pictures(run_dir, probs, y, images, data.info["class_names"],
+                                                    title=model.name)
                 metrics["pictures"], metrics["per_class"] = report.pop("files"), report
             io_utils.save_model(model, os.path.join(run_dir, "model.keras"))
             io_utils.write_json(os.path.join(run_dir, "run.json"), metrics, indent=2)
@@ -375,18 +377,29 @@ class _Feed:
             return test_accuracies(model, x, data.y_test, data.info, probs=probs), probs
         probs, flipped, labels, weights = [], [], [], []
         batch = self.recipe.batch_size  # the training batch's activations fit; a larger one may not
+        from keras_resnet.pipelines import _scale_offset
+
+        worst, seen = diagnostics.WorstMistakes(), 0
+        scale, offset = _scale_offset(data.info)
         for x, y, w in self._eval(data.x_test, data.y_test, "test_split", batch):
-            x = x.numpy()
+            x, y, w = x.numpy(), y.numpy(), w.numpy()
             probs.append(predict_probs(model, x, batch_size=batch))
             if data.info.get("flip"):
                 flipped.append(predict_probs(model, _mirror(x), batch_size=batch))
-            labels.append(y.numpy())
-            weights.append(w.numpy())
+            kept = w > 0
+
+            def pixels(rows, x=x[kept]):  # the normalisation undone: the evaluation transform's pixels
+                return np.clip(np.rint((x[rows] - offset) / scale), 0, 255).astype(np.uint8)
+
+            worst.add(probs[-1][kept], y[kept], pixels, first=seen)  # the images of the worst mistakes only
+            seen += int(kept.sum())
+            labels.append(y)
+            weights.append(w)
         self.check.check()
         keep = np.concatenate(weights) > 0
         probs = np.concatenate(probs)[keep]
-        return _accuracies(probs, np.concatenate(labels)[keep],
-                           np.concatenate(flipped)[keep] if flipped else None), probs
+        self.test_labels, self.mistake_images = np.concatenate(labels)[keep], worst.images
+        return _accuracies(probs, self.test_labels, np.concatenate(flipped)[keep] if flipped else None), probs
 
 
 def phases(recipe):

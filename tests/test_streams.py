@@ -189,6 +189,8 @@ def test_a_streamed_photo_run_trains_evaluates_and_records_its_transforms(photos
     assert config["data_feed"] == "stream" and config["transforms"]["recipe"] == "photo"
     assert result["transforms"]["crop_fraction"] == 0.875 and result["epochs_run"] == 2
     assert result["test_images"] == 5
+    assert (tmp_path / "run" / "mistakes.png").is_file() and (tmp_path / "run" / "confusion.png").is_file()
+    assert sum(c["support"] for c in result["per_class"]["classes"]) == 5
     evaluated = training.evaluate(str(tmp_path / "run" / "model.keras"))
     assert evaluated["test_accuracy"] == pytest.approx(result["test_accuracy"])
 

@@ -109,7 +109,7 @@ def test_the_photo_recipe_streams_crops_of_the_input_size(mock):
 
 
 @pytest.mark.slow
-def test_a_streamed_tfds_run_trains_validates_and_tests(mock, tmp_path):
+def test_a_streamed_tfds_run_trains_validates_tests_and_draws_its_mistakes(mock, tmp_path):
     import json
 
     kwargs = dict(dataset="cifar10", cache="none", depth=8, width=0.25, run_dir=str(tmp_path / "run"),
@@ -119,3 +119,5 @@ def test_a_streamed_tfds_run_trains_validates_and_tests(mock, tmp_path):
     assert config["data_feed"] == "stream" and config["train_images"] == 22 and config["val_images"] == 2
     assert result["test_images"] == 24 and 0 <= result["test_accuracy"] <= 1
     assert result["epochs_run"] == 1 and result["best_val_accuracy"] is not None
+    assert (tmp_path / "run" / "mistakes.png").is_file(), "drawn from the stream's worst mistakes"
+    assert sum(c["support"] for c in result["per_class"]["classes"]) == 24
