@@ -375,31 +375,44 @@ class _Feed:
             x = data_lib.normalize(data.x_test, data.info)
             probs = predict_probs(model, x)
             return test_accuracies(model, x, data.y_test, data.info, probs=probs), probs
-        probs, flipped, labels, weights = [], [], [], []
         batch = self.recipe.batch_size  # the training batch's activations fit; a larger one may not
-        from keras_resnet.pipelines import _scale_offset
-
-        worst, seen = diagnostics.WorstMistakes(), 0
-        scale, offset = _scale_offset(data.info)
-        for x, y, w in self._eval(data.x_test, data.y_test, "test_split", batch):
-            x, y, w = x.numpy(), y.numpy(), w.numpy()
-            probs.append(predict_probs(model, x, batch_size=batch))
-            if data.info.get("flip"):
-                flipped.append(predict_probs(model, _mirror(x), batch_size=batch))
-            kept = w > 0
-
-            def pixels(rows, x=x[kept]):  # the normalisation undone: the evaluation transform's pixels
-                return np.clip(np.rint((x[rows] - offset) / scale), 0, 255).astype(np.uint8)
-
-            worst.add(probs[-1][kept], y[kept], pixels, first=seen)  # the images of the worst mistakes only
-            seen += int(kept.sum())
-            labels.append(y)
-            weights.append(w)
+        probs, flipped, self.test_labels, self.mistake_images = stream_predictions(
+            model, self._eval(data.x_test, data.y_test, "test_split", batch), data.info, batch,
+            mirror=bool(data.info.get("flip")))
         self.check.check()
-        keep = np.concatenate(weights) > 0
-        probs = np.concatenate(probs)[keep]
-        self.test_labels, self.mistake_images = np.concatenate(labels)[keep], worst.images
-        return _accuracies(probs, self.test_labels, np.concatenate(flipped)[keep] if flipped else None), probs
+        return _accuracies(probs, self.test_labels, flipped), probs
+
+
+def stream_predictions(model, batches, info, batch_size, *, mirror=False, average=False):
+    """Predicts a stream of ``(x, y, weight)`` batches (normalised images; weight 0 for a file that
+    did not decode) keeping what is small: ``(probs, flipped or None, labels, images)``, the last the
+    uint8 images of the worst mistakes alone (`diagnostics.WorstMistakes`), so memory stays flat in
+    the number of images. `mirror`: also the mirrored images' probabilities; `average`: return
+    the average of the two as ``probs`` (test-time augmentation), ranking the mistakes by it."""
+    from keras_resnet.pipelines import _scale_offset
+
+    scale, offset = _scale_offset(info)
+    worst, seen, probs, flipped, labels = diagnostics.WorstMistakes(), 0, [], [], []
+    for x, y, w in batches:
+        kept = w.numpy() > 0
+        x, y = x.numpy()[kept], y.numpy()[kept]
+        p = predict_probs(model, x, batch_size=batch_size)
+        f = predict_probs(model, _mirror(x), batch_size=batch_size) if mirror else None
+        p = (p + f) / 2.0 if average else p
+
+        def pixels(rows, x=x):  # the normalisation undone: the evaluation transform's pixels
+            return np.clip(np.rint((x[rows] - offset) / scale), 0, 255).astype(np.uint8)
+
+        worst.add(p, y, pixels, first=seen)
+        seen += len(y)
+        probs.append(p)
+        labels.append(y)
+        if mirror:
+            flipped.append(f)
+    if not probs:
+        raise data_lib.DatasetError("no test images to evaluate.")
+    return (np.concatenate(probs), np.concatenate(flipped) if mirror else None, np.concatenate(labels),
+            worst.images)
 
 
 def phases(recipe):
@@ -516,6 +529,32 @@ def _start_from(model, weights, info):
     return {k: loaded.get(k) for k in ("kind", "path", "architecture", "tensors", "head_loaded", "mean", "std")}
 
 
+def _existing_folder(dataset):
+    """The folder `dataset` names, or None (a name, or a path that is not there: the array path
+    then says what is wrong)."""
+    try:
+        return data_lib._folder_of(dataset)
+    except (ValueError, TypeError):
+        return None
+
+
+def _stream_folder_for(model, folder, defaults, dataset):
+    """`keras_resnet.run_folder.load_data_for` for an image folder, listed and not decoded: the test
+    split's files, to stream through the run's evaluation transform. Returns ``(dataset, (paths,
+    labels), info)``."""
+    from keras_resnet import streams
+
+    transforms = (defaults or {}).get("transforms") or {}
+    _, test, info = streams.open_folder(
+        folder, image_size=tuple(model.input_shape[1:3]), transform=transforms.get("recipe") or "small",
+        crop_fraction=transforms.get("crop_fraction") or CROP_FRACTION, cache="none")
+    if defaults:
+        info.update(defaults["normalization"] or {})
+        info["class_names"] = defaults["class_names"] or info["class_names"]
+    info["transforms"] = transforms or None
+    return dataset, test, info
+
+
 def _mirror(x):
     """Images (N, H, W, C) flipped left to right."""
     return np.ascontiguousarray(x[:, :, ::-1])
@@ -572,8 +611,13 @@ def evaluate(model_path, dataset=None, data_dir=None, download=False, batch_size
     from keras_resnet import run_folder
 
     model = io_utils.load_model(model_path, "model_path")
-    dataset, _, (x_test, y_test), info, note = run_folder.load_data_for(model, model_path, dataset, data_dir,
-                                                                     download)
+    resolved, defaults, note = run_folder.dataset_for(model_path, dataset)
+    folder = _existing_folder(resolved)
+    if folder is not None and _has_tensorflow():  # streamed: memory flat in the folder's size
+        dataset, (x_test, y_test), info = _stream_folder_for(model, folder, defaults, resolved)
+    else:
+        dataset, _, (x_test, y_test), info, note = run_folder.load_data_for(model, model_path, dataset, data_dir,
+                                                                         download)
     if note:
         print(note, flush=True)
     if tuple(model.input_shape[1:]) != tuple(info["input_shape"]):
@@ -584,9 +628,21 @@ def evaluate(model_path, dataset=None, data_dir=None, download=False, batch_size
                          "flips (mirrored images are not valid samples of it); evaluate it with tta=False.")
     output = os.fspath(output) if output is not None else os.path.dirname(os.path.abspath(os.fspath(model_path)))
     os.makedirs(output, exist_ok=True)
-    x = data_lib.normalize(x_test, info)
-    probs = predict_probs(model, x, flip=tta, batch_size=batch_size)
-    report = diagnostics.write_pictures(output, probs, y_test, x_test, info["class_names"], title=model.name)
+    if "stream" in info:
+        from keras_resnet import streams
+
+        bad = streams.BadFiles()
+        probs, _, y_test, images = stream_predictions(
+            model, streams.eval_stream(x_test, y_test, info, batch_size, bad=bad), info, batch_size,
+            mirror=tta, average=tta)
+        found = bad.new()
+        if found:
+            raise data_lib.DatasetError(f"{found[0][0]}: {found[0][1]} ({len(found)} test file(s) do not "
+                                        "decode). Delete or replace it.")
+    else:
+        probs = predict_probs(model, data_lib.normalize(x_test, info), flip=tta, batch_size=batch_size)
+        images = x_test
+    report = diagnostics.write_pictures(output, probs, y_test, images, info["class_names"], title=model.name)
     files = report.pop("files")
     result = {"model": os.fspath(model_path), "dataset": str(dataset), "test_accuracy": _accuracy(probs, y_test),
               "test_images": int(len(y_test)), "tta": "flip" if tta else None, "per_class": report}

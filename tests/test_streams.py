@@ -191,8 +191,9 @@ def test_a_streamed_photo_run_trains_evaluates_and_records_its_transforms(photos
     assert result["test_images"] == 5
     assert (tmp_path / "run" / "mistakes.png").is_file() and (tmp_path / "run" / "confusion.png").is_file()
     assert sum(c["support"] for c in result["per_class"]["classes"]) == 5
-    evaluated = training.evaluate(str(tmp_path / "run" / "model.keras"))
+    evaluated = training.evaluate(str(tmp_path / "run" / "model.keras"))  # streamed too
     assert evaluated["test_accuracy"] == pytest.approx(result["test_accuracy"])
+    assert evaluated["test_images"] == 5 and evaluated["per_class"] == result["per_class"]
 
 
 @pytest.mark.slow
