@@ -179,12 +179,13 @@ def _add_training(sub):
     p.add_argument("--image-size", type=int, default=None,
                    help="resize images to this side (pretrained ImageNet networks need >= 64, e.g. 224)")
     p.add_argument("--transform", choices=["auto", "photo", "small"], default="auto",
-                   help="an image folder's transforms: photo (random-resized-crop + flip; centre crop to "
+                   help="an image folder's or tensorflow-datasets set's transforms: photo (random-resized-crop + flip; centre crop to "
                         "evaluate), small (resize; pad-crop + flip), auto: photo from 64 pixels up")
     p.add_argument("--crop-fraction", type=float, default=0.875,
                    help="the photo recipe's evaluation keeps this share of the resized image (default 0.875)")
     p.add_argument("--cache", choices=["auto", "memory", "none"], default="auto",
-                   help="an image folder: none streams it from disk, memory decodes it once into arrays "
+                   help="an image folder or tensorflow-datasets set: none streams it from disk, memory decodes "
+                        "it once into arrays "
                         "(small-image recipe); auto: memory when it takes at most 1 GiB")
     p.add_argument("--verbose", default="auto", choices=["auto", "0", "1", "2"],
                    help="auto: a progress bar on a terminal, one line per epoch otherwise")

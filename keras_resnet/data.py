@@ -380,28 +380,32 @@ def _idx_info(spec, name, source):
 # --- tensorflow-datasets ---------------------------------------------------------------------------
 
 
-def _load_tfds(name, data_dir, download, image_size, test_fraction, seed):
+def tfds_split(name, which, data_dir=None, download=False, **kwargs):
+    """``tfds.load(name, split=which, as_supervised=True, with_info=True, **kwargs)``, its errors said
+    as `DatasetError`s that name the dataset and how to get it."""
     import tensorflow_datasets as tfds
 
-    def split(which):
-        try:
-            return tfds.load(name, split=which, data_dir=data_dir, download=download,
-                             as_supervised=True, with_info=True)
-        except tfds.core.registered.DatasetNotFoundError as e:
-            raise DatasetError(
-                f"dataset={name!r} is not 'fashion_mnist' or 'mnist', not an existing directory (no "
-                f"such folder: {os.path.abspath(os.path.expanduser(name))}), and not a "
-                "tensorflow-datasets name (see https://www.tensorflow.org/datasets/catalog; "
-                "e.g. 'cifar10').") from e
-        except AssertionError as e:  # tfds: "could not find data in ..."
-            where = data_dir or "tensorflow-datasets' default data_dir (~/tensorflow_datasets)"
-            where += "" if data_dir is None or os.path.isdir(data_dir) else " (no such folder)"
-            raise DatasetError(
-                f"tensorflow-datasets dataset {name!r} is not prepared in {where}. Pass `--data-dir DIR` "
-                "(data_dir=DIR) where it was prepared, or `--download` (download=True) to download and "
-                f"prepare it there. ({e})") from e
+    try:
+        return tfds.load(name, split=which, data_dir=data_dir, download=download, as_supervised=True,
+                         with_info=True, **kwargs)
+    except tfds.core.registered.DatasetNotFoundError as e:
+        raise DatasetError(
+            f"dataset={name!r} is not 'fashion_mnist' or 'mnist', not an existing directory (no "
+            f"such folder: {os.path.abspath(os.path.expanduser(name))}), and not a "
+            "tensorflow-datasets name (see https://www.tensorflow.org/datasets/catalog; "
+            "e.g. 'cifar10').") from e
+    except AssertionError as e:  # tfds: "could not find data in ..."
+        where = data_dir or "tensorflow-datasets' default data_dir (~/tensorflow_datasets)"
+        where += "" if data_dir is None or os.path.isdir(data_dir) else " (no such folder)"
+        raise DatasetError(
+            f"tensorflow-datasets dataset {name!r} is not prepared in {where}. Pass `--data-dir DIR` "
+            "(data_dir=DIR) where it was prepared, or `--download` (download=True) to download and "
+            f"prepare it there. ({e})") from e
 
-    train_ds, tinfo = split("train")
+
+def tfds_features(name, tinfo, image_size):
+    """``(image key, image shape (H, W, C) with None where it varies, the label feature)`` of an
+    image-classification set; a `DatasetError` for another kind of set."""
     if tinfo.supervised_keys is None or len(tinfo.supervised_keys) != 2:
         raise DatasetError(f"tensorflow-datasets dataset {name!r} has no (image, label) supervised keys; "
                            "it is not an image-classification dataset.")
@@ -414,16 +418,30 @@ def _load_tfds(name, data_dir, download, image_size, test_fraction, seed):
     if None in shape[:2] and image_size is None:
         raise ValueError(f"tensorflow-datasets dataset {name!r} has images of varying size {shape}; "
                          "pass image_size=(height, width). Received: image_size=None")
+    return image_key, shape, label_feature
+
+
+def tfds_info(name, label_feature):
+    """The ``info`` entries of a tensorflow-datasets set that do not depend on its pixels."""
+    base = name.split(":")[0].split("/")[0]
+    return {"name": base, "num_classes": int(label_feature.num_classes),
+            "class_names": [str(n) for n in label_feature.names],
+            "flip": base not in NO_FLIP, "source": f"tfds:{name}"}
+
+
+def _load_tfds(name, data_dir, download, image_size, test_fraction, seed):
+    def split(which):
+        return tfds_split(name, which, data_dir, download)
+
+    train_ds, tinfo = split("train")
+    _, _, label_feature = tfds_features(name, tinfo, image_size)
     x, y = _materialise(train_ds, image_size)
     if not tinfo.splits or "test" in tinfo.splits:
         test = _materialise(split("test")[0], image_size)
         train = (x, y)
     else:
         train, test = split_validation(x, y, test_fraction, seed)
-    base = name.split(":")[0].split("/")[0]
-    return train, test, {"name": base, "num_classes": int(label_feature.num_classes),
-                         "class_names": [str(n) for n in label_feature.names],
-                         "flip": base not in NO_FLIP, "source": f"tfds:{name}"}
+    return train, test, tfds_info(name, label_feature)
 
 
 def _materialise(ds, image_size):

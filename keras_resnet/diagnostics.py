@@ -85,6 +85,41 @@ def most_confident_mistakes(probs, y_true, count=MISTAKES):
     return wrong[np.argsort(-confidence, kind="stable")[:count]]
 
 
+class WorstMistakes:
+    """The images of the `count` most confident mistakes of a stream of batches, kept in a bounded heap
+    (memory flat in the number of images). ``images`` maps each one's index in the stream to its
+    pixels, which is what `write_pictures` and `plot_mistakes` take for the whole test set's images;
+    the choice and its order are `most_confident_mistakes`'s."""
+
+    def __init__(self, count=MISTAKES):
+        self.count, self.heap, self.images = count, [], {}
+
+    def add(self, probs, y_true, pixels, first=0):
+        """A batch: its probabilities, labels, ``pixels(rows)`` -> uint8 images of those rows, and the
+        stream index of its first image."""
+        import heapq
+
+        probs, y_true = np.asarray(probs), np.asarray(y_true, np.int64)
+        predicted = np.argmax(probs, axis=-1)
+        wrong = np.flatnonzero(predicted != y_true)
+        entries = [(float(probs[i, predicted[i]]), -(first + int(i))) for i in wrong]
+        kept = []
+        for entry in entries:
+            if len(self.heap) < self.count:
+                heapq.heappush(self.heap, entry)
+            elif entry > self.heap[0]:
+                dropped = heapq.heapreplace(self.heap, entry)
+                self.images.pop(-dropped[1], None)
+            else:
+                continue
+            kept.append(-entry[1] - first)
+        held = {e[1] for e in self.heap}
+        kept = [i for i in kept if -(first + i) in held]
+        if kept:
+            for i, image in zip(kept, pixels(np.asarray(kept))):
+                self.images[first + i] = image
+
+
 def shown_classes(confusion, limit=MAX_SHOWN):
     """The classes `plot_confusion` draws: all up to `limit`, else the `limit` classes with the most
     confused images (as true or as predicted class), in index order."""

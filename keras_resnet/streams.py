@@ -16,9 +16,10 @@ Streams (`train_stream`, `eval_stream`):
 - Training: the epoch's file order is a function of the seed and the epoch only (`epoch_order`), so a
   resumed run reads the same files in the same order. Under a multi-process job each process reads
   only its rows of every global batch: the processes' files are disjoint and together cover the
-  epoch once. The photo recipe decodes a random-resized-crop (`keras_resnet.images.crop_window`, drawn
-  from ``(seed, epoch, file)``) with ``tf.io.decode_and_crop_jpeg`` for JPEGs (only the window and a
-  one-block margin are decoded; the accurate integer IDCT gives Pillow's pixels) or
+  epoch once. The photo recipe decodes a random-resized-crop (`crop_window`, the graph's form of
+  `keras_resnet.images.crop_window`, from stateless draws of ``(seed, epoch, file)``: `crop_draws`)
+  with ``tf.io.decode_and_crop_jpeg`` for JPEGs, without Python (only the window and a one-block
+  margin are decoded; the accurate integer IDCT gives Pillow's pixels), or
   `keras_resnet.images.read_image` for the rest, resizes it bilinearly (antialiased, in the graph) to
   the input size and flips half the images; the
   small-image recipe decodes and resizes, then pads, crops, flips and erases a batch as
@@ -51,7 +52,6 @@ CACHE_BUDGET = 1 << 30  # decoded bytes a small-image folder may hold in memory
 JPEG_START = b"\xff\xd8\xff"
 JPEG_END = b"\xff\xd9"
 JPEG_MARGIN = 16  # pixels decoded around a JPEG crop window (one block of 4:2:0 chroma)
-NO_WINDOW = np.zeros(4, np.int32)
 NO_PIXELS = {c: np.zeros((1, 1, c), np.uint8) for c in (1, 3)}
 
 
@@ -174,72 +174,108 @@ class BadFiles:
         return items
 
 
-def _train_loader(paths, stream, seed, bad):
-    """(index, epoch) -> the photo recipe's per-file work in Python, without TensorFlow ops (an eager
-    op inside tf.data's threads can wait forever for a thread): ``(kind, window, place, pixels,
-    flip)``.
+def crop_draws(seed, epoch, index):
+    """The photo recipe's uniform draws for one image in one epoch, float64 ``(1 + 4 *
+    CROP_ATTEMPTS,)``: the flip (``u[0] < 0.5``), then `keras_resnet.images.crop_window`'s draws.
+    Stateless, from ``(seed, epoch, index)`` alone. TensorFlow, in the graph."""
+    import tensorflow as tf
 
-    kind 1: a JPEG, to be decoded in the graph from ``window`` ``(top, left, height, width)``, the
-    crop with a margin of one 16-pixel block around it (there the chroma upsampling sees the same
-    neighbours as in a whole decode, so the pixels are Pillow's), ``place`` the crop in it; kind 2:
-    another format, ``pixels`` the crop decoded by Pillow; kind 0: a file that does not decode
-    (recorded in `bad`).
-    """
-    from PIL import Image
+    key = tf.cast(seed, tf.int64) * 1_000_003 + tf.cast(epoch, tf.int64)
+    return tf.random.stateless_uniform((4 * images.CROP_ATTEMPTS + 1,), seed=tf.stack([key, tf.cast(index, tf.int64)]),
+                                       dtype=tf.float64)
 
+
+def crop_window(height, width, u):
+    """`keras_resnet.images.crop_window` in TensorFlow: ``(top, left, h, w)`` int32 of an image of
+    ``height`` x ``width`` from the draws ``u`` ``(CROP_ATTEMPTS, 4)`` float64 (a test holds the two
+    equal). All attempts are computed at once and the first that fits is taken."""
+    import tensorflow as tf
+
+    height, width = tf.cast(height, tf.float64), tf.cast(width, tf.float64)
+    area = height * width
+    lo, hi = np.log(images.CROP_RATIO[0]), np.log(images.CROP_RATIO[1])
+    target = area * (images.CROP_AREA[0] + (images.CROP_AREA[1] - images.CROP_AREA[0]) * u[:, 0])
+    ratio = tf.exp(lo + (hi - lo) * u[:, 1])
+    w, h = tf.round(tf.sqrt(target * ratio)), tf.round(tf.sqrt(target / ratio))  # half to even, as round()
+    fits = (w > 0) & (w <= width) & (h > 0) & (h <= height)
+    top, left = tf.floor(u[:, 2] * (height - h + 1)), tf.floor(u[:, 3] * (width - w + 1))
+    first = tf.argmax(tf.cast(fits, tf.int32))
+    aspect = width / height
+    fw = tf.where(aspect > images.CROP_RATIO[1], tf.round(height * images.CROP_RATIO[1]), width)
+    fh = tf.where(aspect < images.CROP_RATIO[0], tf.round(width / images.CROP_RATIO[0]), height)
+    fallback = tf.stack([tf.floor((height - fh) / 2), tf.floor((width - fw) / 2), fh, fw])
+    window = tf.where(tf.reduce_any(fits), tf.stack([top[first], left[first], h[first], w[first]]), fallback)
+    return tf.cast(window, tf.int32)
+
+
+def _other_loader(paths, stream, bad):
+    """(index, draws) -> the photo recipe's crop of a file that TensorFlow does not decode here (not a
+    JPEG, a JPEG without its end marker, or a colour JPEG of a grayscale run), decoded by Pillow in
+    Python: ``(pixels, ok)``; a file that does not decode is recorded in `bad`."""
     channels = stream["channels"]
 
-    def load(index, epoch):
+    def load(index, u):
         path = paths[index]
-        u = np.random.default_rng((seed, 1, int(epoch), int(index))).random(4 * images.CROP_ATTEMPTS + 1)
-        draws, flip = u[1:].reshape(images.CROP_ATTEMPTS, 4), bool(u[0] < 0.5)
         try:
-            with open(path, "rb") as f:
-                data = f.read()
-            if data[:3] == JPEG_START and data.rstrip(b"\0")[-2:] == JPEG_END:
-                with Image.open(io.BytesIO(data)) as image:  # the header only
-                    w, h = image.size
-                    colour = images.is_colour(image.mode)
-                if channels == 3 or not colour:  # colour to gray: Pillow's formula, below
-                    top, left, ch, cw = images.crop_window(h, w, draws)
-                    t, l = max(top - JPEG_MARGIN, 0), max(left - JPEG_MARGIN, 0)
-                    b, r = min(top + ch + JPEG_MARGIN, h), min(left + cw + JPEG_MARGIN, w)
-                    place = np.array([top - t, left - l, ch, cw], np.int32)
-                    return 1, np.array([t, l, b - t, r - l], np.int32), place, NO_PIXELS[channels], flip
-            pixels = images.read_image(data, channels)
-            top, left, ch, cw = images.crop_window(*pixels.shape[:2], draws)
-            crop = np.ascontiguousarray(pixels[top:top + ch, left:left + cw])
-            return 2, NO_WINDOW, NO_WINDOW, crop, flip
+            pixels = images.read_image(path, channels)
         except (OSError, images.ImageError) as e:
             bad.add(path, _reason(e))
-            return 0, NO_WINDOW, NO_WINDOW, NO_PIXELS[channels], flip
+            return NO_PIXELS[channels], False
+        top, left, ch, cw = images.crop_window(*pixels.shape[:2], u[1:].reshape(images.CROP_ATTEMPTS, 4))
+        return np.ascontiguousarray(pixels[top:top + ch, left:left + cw]), True
 
     return load
 
 
-def _crop_and_resize(load, path, index, epoch, size, channels):
-    """The photo recipe's training transform of one file: float32 pixels at `size`, and ok."""
+def _crop_and_resize(load, path, index, epoch, seed, size, channels):
+    """The photo recipe's training transform of one file: float32 pixels at `size`, and ok.
+
+    A JPEG is read, its window drawn (`crop_draws`, `crop_window`) and decoded in the graph, with no
+    Python: ``decode_and_crop_jpeg`` decodes the window with a margin of one 16-pixel block (there the
+    chroma upsampling sees the neighbours of a whole decode, so the pixels are Pillow's) and the
+    window is cut from it. Other files go to `load` (Pillow, `_other_loader`)."""
     import tensorflow as tf
 
-    kind, window, place, pixels, flip = tf.numpy_function(
-        load, [index, epoch], (tf.int64, tf.int32, tf.int32, tf.uint8, tf.bool), stateful=False)
-    kind, flip = tf.ensure_shape(kind, ()), tf.ensure_shape(flip, ())
-    window, place = tf.ensure_shape(window, (4,)), tf.ensure_shape(place, (4,))
+    data = tf.io.read_file(path)
+    u = crop_draws(seed, epoch, index)
+    # a JPEG with its end marker (a truncated one goes to Pillow, which names it; so does one padded
+    # with NULs after the marker, which Pillow reads)
+    whole = (tf.strings.substr(data, 0, 3) == JPEG_START) & (tf.strings.substr(
+        data, tf.maximum(tf.strings.length(data) - 2, 0), 2) == JPEG_END)
 
-    def jpeg():
-        decoded = tf.io.decode_and_crop_jpeg(tf.io.read_file(path), window, channels=channels,
+    def jpeg(header):
+        top, left, ch, cw = tf.unstack(crop_window(header[0], header[1], tf.reshape(u[1:], (-1, 4))))
+        t, l = tf.maximum(top - JPEG_MARGIN, 0), tf.maximum(left - JPEG_MARGIN, 0)
+        b, r = tf.minimum(top + ch + JPEG_MARGIN, header[0]), tf.minimum(left + cw + JPEG_MARGIN, header[1])
+        decoded = tf.io.decode_and_crop_jpeg(data, tf.stack([t, l, b - t, r - l]), channels=channels,
                                              dct_method="INTEGER_ACCURATE")
-        return decoded[place[0]:place[0] + place[2], place[1]:place[1] + place[3]]
+        return decoded[top - t:top - t + ch, left - l:left - l + cw], tf.constant(True)
 
-    crop = tf.cond(tf.equal(kind, 1), jpeg, lambda: tf.ensure_shape(pixels, (None, None, channels)))
+    def jpeg_or_other():
+        header = tf.image.extract_jpeg_shape(data)
+        if channels == 3:
+            return jpeg(header)
+        return tf.cond(header[2] == 1, lambda: jpeg(header), other)  # colour to gray: Pillow's formula
+
+    def other():
+        pixels, ok = tf.numpy_function(load, [index, u], (tf.uint8, tf.bool), stateful=False)
+        return tf.ensure_shape(pixels, (None, None, channels)), tf.ensure_shape(ok, ())
+
+    crop, ok = tf.cond(whole, jpeg_or_other, other)
     crop = tf.ensure_shape(crop, (None, None, channels))
-    # bilinear, antialiased when shrinking as torchvision's is (growing, the two filters are the same
-    # and the plain one costs half as much)
+    x = _resize_crop(crop, size)
+    x = tf.cond(u[0] < 0.5, lambda: x[:, ::-1], lambda: x)
+    return tf.ensure_shape(x, tuple(size) + (channels,)), ok
+
+
+def _resize_crop(crop, size):
+    """A training crop -> float32 at `size`: bilinear, antialiased when shrinking as torchvision's is
+    (growing, the two filters are the same and the plain one costs half as much)."""
+    import tensorflow as tf
+
     shrinks = tf.reduce_any(tf.shape(crop)[:2] > size)
-    x = tf.cond(shrinks, lambda: tf.image.resize(crop, size, method="bilinear", antialias=True),
-                lambda: tf.image.resize(crop, size, method="bilinear"))
-    x = tf.cond(flip, lambda: x[:, ::-1], lambda: x)
-    return tf.ensure_shape(x, tuple(size) + (channels,)), kind > 0
+    return tf.cond(shrinks, lambda: tf.image.resize(crop, size, method="bilinear", antialias=True),
+                   lambda: tf.image.resize(crop, size, method="bilinear"))
 
 
 def _eval_loader(paths, stream, bad):
@@ -281,14 +317,14 @@ def train_stream(paths, labels, info, batch_size, *, seed=0, start_epoch=0, eras
     photo = stream["transform"] == "photo"
     paths_t = tf.constant([os.fsencode(str(p)) for p in paths]) if photo else None
     scale, offset = _scale_offset(info)
-    load = _train_loader(paths, stream, seed, bad) if photo else _eval_loader(paths, stream, bad)
+    load = _other_loader(paths, stream, bad) if photo else _eval_loader(paths, stream, bad)
 
     def epoch_files(epoch):
         order = tf.numpy_function(lambda e: epoch_order(n, batch_size, seed, int(e), process, processes),
                                   [epoch], tf.int64, stateful=False)
         files = tf.data.Dataset.from_tensor_slices(tf.ensure_shape(order, (steps * share,)))
         if photo:
-            files = files.map(lambda i: (i, *_crop_and_resize(load, paths_t[i], i, epoch, size, channels)),
+            files = files.map(lambda i: (i, *_crop_and_resize(load, paths_t[i], i, epoch, seed, size, channels)),
                               num_parallel_calls=tf.data.AUTOTUNE)
         else:
             files = files.map(lambda i: (i, *_py(load, [i], size, channels)), num_parallel_calls=tf.data.AUTOTUNE)
@@ -311,7 +347,7 @@ def train_stream(paths, labels, info, batch_size, *, seed=0, start_epoch=0, eras
         return _augment(x, u, info, erase, _tf_ops()), y
 
     ds = tf.data.Dataset.range(start_epoch, 2**31).flat_map(epoch_files)
-    return ds.map(finish, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+    return ds.map(finish, num_parallel_calls=tf.data.AUTOTUNE).prefetch(2)  # two batches ahead: memory flat
 
 
 def eval_stream(paths, labels, info, batch_size, *, process=0, processes=1, bad=None):

@@ -108,7 +108,9 @@ def load_run_data(dataset="fashion_mnist", recipe=None, *, data_dir=None, downlo
     """Loads `dataset` and splits the recipe's validation fraction off its training images.
 
     An image folder is listed, not decoded, and streamed (`keras_resnet.streams`) unless it is small
-    enough to hold in memory or the pipeline is NumPy's; then ``x_*`` hold file paths. The
+    enough to hold in memory or the pipeline is NumPy's; then ``x_*`` hold file paths. A
+    tensorflow-datasets set is streamed from tfds's files the same way (`keras_resnet.tfds_streams`);
+    then ``x_*`` hold example indices and ``y_*`` -1 (its labels are read with the images). The
     validation split is drawn from the file list (stratified, seeded) and ``train_size`` takes the
     first N files, so nothing reads the whole dataset before training.
     """
@@ -116,16 +118,24 @@ def load_run_data(dataset="fashion_mnist", recipe=None, *, data_dir=None, downlo
     checks.check_int("train_size", train_size, 1, none_ok=True)
     checks.check_choice("cache", cache, CACHE)
     folder = data_lib._folder_of(dataset)
-    if folder is not None and pipeline != "numpy" and _has_tensorflow():
+    streamable = pipeline != "numpy" and _has_tensorflow()
+    if folder is not None and streamable:
         from keras_resnet import streams
 
         (x_train, y_train), (x_test, y_test), info = streams.open_folder(
             folder, image_size=image_size, seed=0, bad_images=bad_images, transform=transform,
             crop_fraction=crop_fraction, cache=cache)
+    elif folder is None and dataset not in data_lib.IDX_SETS and streamable:
+        from keras_resnet import tfds_streams
+
+        (x_train, y_train), (x_test, y_test), info = tfds_streams.open_tfds(
+            dataset, data_dir=data_dir, download=download, image_size=image_size, seed=0, transform=transform,
+            crop_fraction=crop_fraction, cache=cache)
     else:
         if folder is None and transform == "photo":
-            raise ValueError(f"transform='photo' is the recipe of image folders; {dataset!r} is held as "
-                             "arrays and trains with the small-image recipe. Received: transform='photo'")
+            raise ValueError(f"transform='photo' is the recipe of image folders and tensorflow-datasets "
+                             f"streams; {dataset!r} is held as arrays and trains with the small-image "
+                             "recipe. Received: transform='photo'")
         (x_train, y_train), (x_test, y_test), info = data_lib.load(
             dataset, data_dir=data_dir, download=download, bad_images=bad_images, image_size=image_size,
             transform=transform if folder is not None else "small", crop_fraction=crop_fraction)
@@ -293,9 +303,11 @@ def _fit_run(model, recipe, data, run_dir, pipeline, verbose, config, chief, cal
             test_metrics, probs = feed.test(model)
             metrics.update(test_metrics, test_images=len(data.y_test))
         if chief:
-            if probs is not None and not feed.streamed:  # confusion.png, mistakes.png, per-class figures
-                report = diagnostics.write_pictures(run_dir, probs, data.y_test, data.x_test,
-                                                    data.info["class_names"], title=model.name)
+            if probs is not None:  # confusion.png, mistakes.png, per-class figures
+                # a stream kept the labels and the worst mistakes' images alone (memory flat in N)
+                y, images = (feed.test_labels, feed.mistake_images) if feed.streamed else (data.y_test, data.x_test)
+                report = diagnostics.write_pictures(run_dir, probs, y, images, data.info["class_names"],
+                                                    title=model.name)
                 metrics["pictures"], metrics["per_class"] = report.pop("files"), report
             io_utils.save_model(model, os.path.join(run_dir, "model.keras"))
             io_utils.write_json(os.path.join(run_dir, "run.json"), metrics, indent=2)
@@ -326,18 +338,33 @@ class _Feed:
         self.check = streams.BadFileCheck(self.bad, data.info["stream"]["bad_images"],
                                           data.info["stream"]["folder"])
         self.callbacks, self.steps = [self.check], len(data.x_train) // recipe.batch_size
-        self.val = streams.eval_stream(data.x_val, data.y_val, data.info, recipe.batch_size,
-                                       process=self.process, processes=self.processes,
-                                       bad=self.bad) if len(data.x_val) else None
+        self.tfds = data.info["stream"].get("source") == "tfds"
+        self.val = self._eval(data.x_val, data.y_val, "train_split", recipe.batch_size,
+                              self.process, self.processes) if len(data.x_val) else None
+
+    def _eval(self, x, y, split, batch, process=0, processes=1):
+        """The evaluation stream of a folder's files or a tensorflow-datasets split's examples."""
+        from keras_resnet import streams, tfds_streams
+
+        info = self.data.info
+        if self.tfds:
+            return tfds_streams.eval_stream(x, info["stream"][split], info, batch, process=process,
+                                            processes=processes)
+        return streams.eval_stream(x, y, info, batch, process=process, processes=processes, bad=self.bad)
 
     def train(self, epoch):
         """The training input of a fit that starts at `epoch`."""
         if not self.streamed:
             return self._train
-        from keras_resnet import streams
+        from keras_resnet import streams, tfds_streams
 
-        return streams.train_stream(self.data.x_train, self.data.y_train, self.data.info, self.recipe.batch_size,
-                                    seed=self.recipe.seed, start_epoch=epoch, erase=self.recipe.erase,
+        data, recipe = self.data, self.recipe
+        if self.tfds:
+            return tfds_streams.train_stream(data.x_train, data.info, recipe.batch_size, seed=recipe.seed,
+                                             start_epoch=epoch, erase=recipe.erase, process=self.process,
+                                             processes=self.processes)
+        return streams.train_stream(data.x_train, data.y_train, data.info, recipe.batch_size,
+                                    seed=recipe.seed, start_epoch=epoch, erase=recipe.erase,
                                     process=self.process, processes=self.processes, bad=self.bad)
 
     def test(self, model):
@@ -348,22 +375,44 @@ class _Feed:
             x = data_lib.normalize(data.x_test, data.info)
             probs = predict_probs(model, x)
             return test_accuracies(model, x, data.y_test, data.info, probs=probs), probs
-        from keras_resnet import streams
-
-        probs, flipped, labels, weights = [], [], [], []
         batch = self.recipe.batch_size  # the training batch's activations fit; a larger one may not
-        for x, y, w in streams.eval_stream(data.x_test, data.y_test, data.info, batch, bad=self.bad):
-            x = x.numpy()
-            probs.append(predict_probs(model, x, batch_size=batch))
-            if data.info.get("flip"):
-                flipped.append(predict_probs(model, _mirror(x), batch_size=batch))
-            labels.append(y.numpy())
-            weights.append(w.numpy())
+        probs, flipped, self.test_labels, self.mistake_images = stream_predictions(
+            model, self._eval(data.x_test, data.y_test, "test_split", batch), data.info, batch,
+            mirror=bool(data.info.get("flip")))
         self.check.check()
-        keep = np.concatenate(weights) > 0
-        probs = np.concatenate(probs)[keep]
-        return _accuracies(probs, np.concatenate(labels)[keep],
-                           np.concatenate(flipped)[keep] if flipped else None), probs
+        return _accuracies(probs, self.test_labels, flipped), probs
+
+
+def stream_predictions(model, batches, info, batch_size, *, mirror=False, average=False):
+    """Predicts a stream of ``(x, y, weight)`` batches (normalised images; weight 0 for a file that
+    did not decode) keeping what is small: ``(probs, flipped or None, labels, images)``, the last the
+    uint8 images of the worst mistakes alone (`diagnostics.WorstMistakes`), so memory stays flat in
+    the number of images. `mirror`: also the mirrored images' probabilities; `average`: return
+    the average of the two as ``probs`` (test-time augmentation), ranking the mistakes by it."""
+    from keras_resnet.pipelines import _scale_offset
+
+    scale, offset = _scale_offset(info)
+    worst, seen, probs, flipped, labels = diagnostics.WorstMistakes(), 0, [], [], []
+    for x, y, w in batches:
+        kept = w.numpy() > 0
+        x, y = x.numpy()[kept], y.numpy()[kept]
+        p = predict_probs(model, x, batch_size=batch_size)
+        f = predict_probs(model, _mirror(x), batch_size=batch_size) if mirror else None
+        p = (p + f) / 2.0 if average else p
+
+        def pixels(rows, x=x):  # the normalisation undone: the evaluation transform's pixels
+            return np.clip(np.rint((x[rows] - offset) / scale), 0, 255).astype(np.uint8)
+
+        worst.add(p, y, pixels, first=seen)
+        seen += len(y)
+        probs.append(p)
+        labels.append(y)
+        if mirror:
+            flipped.append(f)
+    if not probs:
+        raise data_lib.DatasetError("no test images to evaluate.")
+    return (np.concatenate(probs), np.concatenate(flipped) if mirror else None, np.concatenate(labels),
+            worst.images)
 
 
 def phases(recipe):
@@ -428,14 +477,16 @@ def train(*, dataset="fashion_mnist", data_dir=None, download=False, recipe=None
             count the classifier starts fresh; see `Recipe.freeze_epochs` for training it first.
         image_size: resize the images to this side (or (height, width)); a pretrained ImageNet
             network needs at least 64 pixels, e.g. 224.
-        transform: the transforms of an image folder (`keras_resnet.images`): "photo" (training:
+        transform: the transforms of an image folder or a streamed tensorflow-datasets set
+            (`keras_resnet.images`): "photo" (training:
             random-resized-crop + flip; evaluation: shorter side to size / crop_fraction, centre
             crop), "small" (resize; pad-crop, flip and erasing in training), or "auto" (photo from
-            64 pixels up). Arrays (IDX, tensorflow-datasets) use the small-image recipe.
+            64 pixels up). Arrays (IDX sets) use the small-image recipe.
         crop_fraction: the share of the resized image that the photo recipe's evaluation keeps.
-        cache: an image folder is streamed from disk ("none"), or decoded once and held in memory
-            ("memory", the small-image recipe only); "auto" holds it when its decoded images take
-            at most 1 GiB and an eighth of the memory. One line says which.
+        cache: an image folder or a tensorflow-datasets set is streamed from disk ("none"), or
+            decoded once and held in memory ("memory", the small-image recipe only); "auto" holds it
+            when its decoded images take at most 1 GiB and an eighth of the memory. One line says
+            which.
         **build_kwargs: `keras_resnet.build` arguments (depth, width, variant, ...); the input shape
             and class count come from the dataset.
 
@@ -476,6 +527,32 @@ def _start_from(model, weights, info):
             mean, std = [float(np.mean(mean))], [float(np.mean(std))]
         info.update(mean=[float(m) for m in mean], std=[float(s) for s in std])
     return {k: loaded.get(k) for k in ("kind", "path", "architecture", "tensors", "head_loaded", "mean", "std")}
+
+
+def _existing_folder(dataset):
+    """The folder `dataset` names, or None (a name, or a path that is not there: the array path
+    then says what is wrong)."""
+    try:
+        return data_lib._folder_of(dataset)
+    except (ValueError, TypeError):
+        return None
+
+
+def _stream_folder_for(model, folder, defaults, dataset):
+    """`keras_resnet.run_folder.load_data_for` for an image folder, listed and not decoded: the test
+    split's files, to stream through the run's evaluation transform. Returns ``(dataset, (paths,
+    labels), info)``."""
+    from keras_resnet import streams
+
+    transforms = (defaults or {}).get("transforms") or {}
+    _, test, info = streams.open_folder(
+        folder, image_size=tuple(model.input_shape[1:3]), transform=transforms.get("recipe") or "small",
+        crop_fraction=transforms.get("crop_fraction") or CROP_FRACTION, cache="none")
+    if defaults:
+        info.update(defaults["normalization"] or {})
+        info["class_names"] = defaults["class_names"] or info["class_names"]
+    info["transforms"] = transforms or None
+    return dataset, test, info
 
 
 def _mirror(x):
@@ -534,8 +611,13 @@ def evaluate(model_path, dataset=None, data_dir=None, download=False, batch_size
     from keras_resnet import run_folder
 
     model = io_utils.load_model(model_path, "model_path")
-    dataset, _, (x_test, y_test), info, note = run_folder.load_data_for(model, model_path, dataset, data_dir,
-                                                                     download)
+    resolved, defaults, note = run_folder.dataset_for(model_path, dataset)
+    folder = _existing_folder(resolved)
+    if folder is not None and _has_tensorflow():  # streamed: memory flat in the folder's size
+        dataset, (x_test, y_test), info = _stream_folder_for(model, folder, defaults, resolved)
+    else:
+        dataset, _, (x_test, y_test), info, note = run_folder.load_data_for(model, model_path, dataset, data_dir,
+                                                                         download)
     if note:
         print(note, flush=True)
     if tuple(model.input_shape[1:]) != tuple(info["input_shape"]):
@@ -546,9 +628,21 @@ def evaluate(model_path, dataset=None, data_dir=None, download=False, batch_size
                          "flips (mirrored images are not valid samples of it); evaluate it with tta=False.")
     output = os.fspath(output) if output is not None else os.path.dirname(os.path.abspath(os.fspath(model_path)))
     os.makedirs(output, exist_ok=True)
-    x = data_lib.normalize(x_test, info)
-    probs = predict_probs(model, x, flip=tta, batch_size=batch_size)
-    report = diagnostics.write_pictures(output, probs, y_test, x_test, info["class_names"], title=model.name)
+    if "stream" in info:
+        from keras_resnet import streams
+
+        bad = streams.BadFiles()
+        probs, _, y_test, images = stream_predictions(
+            model, streams.eval_stream(x_test, y_test, info, batch_size, bad=bad), info, batch_size,
+            mirror=tta, average=tta)
+        found = bad.new()
+        if found:
+            raise data_lib.DatasetError(f"{found[0][0]}: {found[0][1]} ({len(found)} test file(s) do not "
+                                        "decode). Delete or replace it.")
+    else:
+        probs = predict_probs(model, data_lib.normalize(x_test, info), flip=tta, batch_size=batch_size)
+        images = x_test
+    report = diagnostics.write_pictures(output, probs, y_test, images, info["class_names"], title=model.name)
     files = report.pop("files")
     result = {"model": os.fspath(model_path), "dataset": str(dataset), "test_accuracy": _accuracy(probs, y_test),
               "test_images": int(len(y_test)), "tta": "flip" if tta else None, "per_class": report}

@@ -93,3 +93,17 @@ def test_outputs_without_a_class_name_count_only_where_they_are_predicted(rng, t
     assert [c["class"] for c in report["classes"]] == ["a", "b", "c", "517"]
     assert [c["support"] for c in report["classes"]] == [2, 2, 2, 0]
     assert report["accuracy"] == pytest.approx(3 / 6)
+
+
+def test_the_worst_mistakes_of_a_stream_are_those_of_the_whole_set_with_their_images(rng):
+    probs = rng.dirichlet(np.ones(5), 300)
+    probs[::50] = probs[1]  # ties of confidence: the earlier image first, as for the whole set
+    y = rng.integers(0, 5, 300)
+    images = rng.integers(0, 256, (300, 4, 4, 1), dtype=np.uint8)
+    worst = diagnostics.WorstMistakes(count=7)
+    for start in range(0, 300, 32):
+        rows = slice(start, start + 32)
+        worst.add(probs[rows], y[rows], lambda r, x=images[rows]: x[r], first=start)
+    expected = diagnostics.most_confident_mistakes(probs, y, count=7)
+    assert sorted(worst.images) == sorted(expected.tolist())
+    assert all(np.array_equal(worst.images[i], images[i]) for i in expected)

@@ -98,20 +98,32 @@ def test_a_stream_resumed_at_an_epoch_reads_what_the_whole_run_read(photos):
     assert not np.array_equal(whole[0][0], whole[steps][0]), "each epoch has its own order and crops"
 
 
+def test_the_crop_window_in_the_graph_is_the_numpy_reference():
+    rng = np.random.default_rng(0)
+    shapes = [(int(h), int(w)) for h, w in rng.integers(1, 400, (150, 2))] + [(300, 10), (10, 300), (1, 1)]
+    draws = rng.random((len(shapes), images.CROP_ATTEMPTS, 4))
+    draws[::7, :, 0] = 1.0  # every attempt too big: the fallback
+    window = tf.function(streams.crop_window)
+    for (h, w), u in zip(shapes, draws):
+        got = window(tf.constant(h), tf.constant(w), tf.constant(u)).numpy()
+        assert tuple(got) == images.crop_window(h, w, u), (h, w)
+
+
 def test_a_jpeg_crop_decoded_by_tensorflow_is_pillows_crop(photos):
     (x, y), _, info = _open(photos, cache="none")
-    load = streams._train_loader(x, info["stream"], 4, streams.BadFiles())
+    bad = streams.BadFiles()
+    load = streams._other_loader(x, info["stream"], bad)
     flips = []
     for index in range(len(x)):
-        u = np.random.default_rng((4, 1, 7, index)).random(4 * images.CROP_ATTEMPTS + 1)
+        u = streams.crop_draws(4, 7, index).numpy()
         full = images.read_image(str(x[index]), 3)
         top, left, h, w = images.crop_window(*full.shape[:2], u[1:].reshape(images.CROP_ATTEMPTS, 4))
         crop = full[top:top + h, left:left + w]
         pixels, ok = streams._crop_and_resize(load, tf.constant(str(x[index])), tf.constant(index, tf.int64),
-                                              tf.constant(7, tf.int64), (32, 32), 3)
+                                              tf.constant(7, tf.int64), 4, (32, 32), 3)
         expected = tf.image.resize(crop, (32, 32), antialias=bool(h > 32 or w > 32)).numpy()
         expected = expected[:, ::-1] if u[0] < 0.5 else expected
-        assert bool(ok) and load(index, 7)[0] == (1 if str(x[index]).endswith(".jpg") else 2)
+        assert bool(ok) and not bad.found
         np.testing.assert_allclose(pixels.numpy(), expected, atol=1e-3)
         flips.append(u[0] < 0.5)
     assert 0 < sum(flips) < len(flips)
@@ -177,8 +189,11 @@ def test_a_streamed_photo_run_trains_evaluates_and_records_its_transforms(photos
     assert config["data_feed"] == "stream" and config["transforms"]["recipe"] == "photo"
     assert result["transforms"]["crop_fraction"] == 0.875 and result["epochs_run"] == 2
     assert result["test_images"] == 5
-    evaluated = training.evaluate(str(tmp_path / "run" / "model.keras"))
+    assert (tmp_path / "run" / "mistakes.png").is_file() and (tmp_path / "run" / "confusion.png").is_file()
+    assert sum(c["support"] for c in result["per_class"]["classes"]) == 5
+    evaluated = training.evaluate(str(tmp_path / "run" / "model.keras"))  # streamed too
     assert evaluated["test_accuracy"] == pytest.approx(result["test_accuracy"])
+    assert evaluated["test_images"] == 5 and evaluated["per_class"] == result["per_class"]
 
 
 @pytest.mark.slow

@@ -1,0 +1,294 @@
+"""tensorflow-datasets sets streamed from tfds's own files: nothing is materialised, each batch is
+decoded when it is needed. TensorFlow only; `keras_resnet.data` holds small sets as arrays.
+
+`open_tfds` reads the set's metadata (no pixels), draws the splits as example indices, takes the
+normalisation statistics from the first `keras_resnet.streams.STATS_SAMPLE` training examples, and
+chooses how the run is fed by the rule of image folders (`keras_resnet.streams.open_folder`): a set of
+the small-image recipe whose decoded images fit `keras_resnet.streams.CACHE_BUDGET` (and an eighth of
+the memory) is held in memory as arrays (`keras_resnet.data.load`); otherwise, and always for the
+photo recipe, it is streamed. One line says which.
+
+- Reading: ``tfds.load(..., as_supervised=True, shuffle_files=False)`` with the image left encoded
+  (``tfds.decode.SkipDecoding``) and tfds's in-memory auto-cache off, numbered in tfds's (fixed) file
+  order. An example is an index into its tfds split.
+- Splits: the ``"test"`` split when the set has one; else a seeded `test_fraction` of ``"train"``'s
+  indices (`split_indices`). Not stratified: the labels are not read before training.
+- Training order: examples are shuffled in blocks of `shuffle_block` consecutive encoded examples
+  (about `SHUFFLE_BYTES` of them) by a stateless draw from ``(seed, epoch, block)``, so epoch ``e``'s
+  order is a function of the seed and ``e`` alone and a resumed run reads what the uninterrupted run
+  would have read. tfds shuffles the examples when it prepares a set, so the blocks are mixed already.
+- Processes of a data-parallel job read the same order and keep every ``P``-th example
+  (``Dataset.shard``) before decoding: process ``p``'s batch ``s`` holds rows ``p, p+P, p+2P, ...`` of
+  the global batch ``s``, so the processes' batches together are the one-process run's batches.
+  Evaluation keeps rows ``p*B/P .. (p+1)*B/P`` of each batch, as folders do.
+- Transforms: those of folders. The small-image recipe decodes and resizes (bilinear, antialiased
+  when shrinking), then pads, crops, flips and erases a batch (`keras_resnet.pipelines`); the photo
+  recipe decodes a random-resized-crop window (`keras_resnet.streams.crop_window`, drawn from
+  ``(seed, epoch, index)`` in the graph; only the window of a JPEG is decoded), resizes it bilinearly (antialiased
+  when shrinking) and flips half of them. Evaluation: the small recipe's resize, or the photo recipe's
+  `keras_resnet.images.center_crop`.
+"""
+
+import sys
+
+import numpy as np
+
+from keras_resnet import images
+from keras_resnet.checks import check_choice, check_number
+from keras_resnet.data import DatasetError, _channel_stats, _image_size, tfds_features, tfds_info, tfds_split
+from keras_resnet.pipelines import _augment, _scale_offset, _tf_ops
+
+SHUFFLE_BYTES = 64 << 20  # encoded examples one shuffle block holds
+MIN_BLOCK = 256  # examples of a shuffle block, at least
+
+
+def split_indices(n, fraction, seed):
+    """``(kept, held out)``: sorted int64 indices of ``range(n)``, ``round(fraction * n)`` of them held
+    out, drawn from `seed`."""
+    held = np.random.default_rng((seed, 4)).permutation(n)[:int(round(fraction * n))]
+    mask = np.zeros(n, bool)
+    mask[held] = True
+    return np.flatnonzero(~mask).astype(np.int64), np.flatnonzero(mask).astype(np.int64)
+
+
+def open_tfds(name, *, data_dir=None, download=False, image_size=None, test_fraction=0.2, seed=0,
+              transform="auto", crop_fraction=images.CROP_FRACTION, cache="auto"):
+    """Opens a tensorflow-datasets set for a run and chooses how it is fed (see the module docstring).
+
+    Returns:
+        ``(x_train, y_train), (x_test, y_test), info`` like `keras_resnet.data.load`'s. Streamed,
+        ``x_*`` are int64 example indices into ``info["stream"]``'s splits and ``y_*`` are -1 (the
+        labels are read with the images); held in memory, they are the decoded arrays.
+    """
+    from keras_resnet import data as data_lib
+    from keras_resnet import streams
+
+    image_size = _image_size(image_size)
+    check_choice("cache", cache, streams.CACHE)
+    check_number("crop_fraction", crop_fraction, 0, 1, low_open=True)
+    _, tinfo = tfds_split(name, "train", data_dir, download)
+    image_key, shape, label_feature = tfds_features(name, tinfo, image_size)
+    size = tuple(image_size or shape[:2])
+    channels = int(shape[2] or 3)
+    transform = images.choose_transform(transform, size)
+    transforms = images.describe(transform, size, crop_fraction)
+    has_test = not tinfo.splits or "test" in tinfo.splits
+    counts = {s: _count(name, s, data_dir, tinfo) for s in (("train", "test") if has_test else ("train",))}
+    if has_test:
+        train_split, train_index = "train", np.arange(counts["train"], dtype=np.int64)
+        test_split, test_index = "test", np.arange(counts["test"], dtype=np.int64)
+    else:
+        train_split = test_split = "train"
+        train_index, test_index = split_indices(counts["train"], test_fraction, seed)
+    decoded = (len(train_index) + len(test_index)) * int(np.prod(size)) * channels
+    fits = decoded <= min(streams.CACHE_BUDGET, streams._memory_bytes() // 8)
+    if cache == "memory" and transform == "photo":
+        raise ValueError("cache='memory' holds decoded images, for the small-image recipe; the photo "
+                         "recipe decodes a new crop of every image each epoch. Received: cache='memory' "
+                         "with transform='photo'")
+    held = transform == "small" and (cache == "memory" or (cache == "auto" and fits))
+    print(f"data: tfds:{name}: {len(train_index)} training and {len(test_index)} test examples, "
+          f"{channels} channel(s); " + (f"held in memory ({decoded / 2**20:.0f} MiB decoded)" if held else
+                                        "streamed from tensorflow-datasets' files")
+          + f"; {transforms['summary']}", file=sys.stderr)
+    if held:
+        train, test, info = data_lib.load(name, data_dir, download, image_size=image_size,
+                                          test_fraction=test_fraction, seed=seed)
+        info.update(transforms=transforms, cache="memory")
+        return train, test, info
+    info = {**tfds_info(name, label_feature), "input_shape": size + (channels,), "transforms": transforms,
+            "cache": "none"}
+    info["stream"] = {"source": "tfds", "name": name, "data_dir": data_dir, "image_key": image_key,
+                      "train_split": train_split, "test_split": test_split, "counts": counts,
+                      "channels": channels, "size": size, "transform": transform,
+                      "crop_fraction": crop_fraction, "bad_images": "error", "folder": f"tfds:{name}"}
+    info["mean"], info["std"], info["stream"]["block"] = _sample(info, train_index)
+    none = np.full(len(train_index), -1, np.int64), np.full(len(test_index), -1, np.int64)
+    return (train_index, none[0]), (test_index, none[1]), info
+
+
+def _count(name, split, data_dir, tinfo):
+    """Examples in a split: tfds's metadata, or counted (labels only) when it has none."""
+    if tinfo.splits and split in tinfo.splits:
+        return int(tinfo.splits[split].num_examples)
+    ds = _read({"name": name, "data_dir": data_dir, "image_key": tinfo.supervised_keys[0]}, split)
+    return int(ds.reduce(np.int64(0), lambda n, _: n + 1))
+
+
+def _read(stream, split):
+    """The split's ``(index, encoded image, label)`` in tfds's file order, nothing decoded."""
+    import tensorflow_datasets as tfds
+
+    ds, _ = tfds_split(stream["name"], split, stream["data_dir"], False, shuffle_files=False,
+                       decoders={stream["image_key"]: tfds.decode.SkipDecoding()},
+                       read_config=tfds.ReadConfig(try_autocache=False))
+    return ds.enumerate().map(lambda i, example: (i, example[0], example[1]))
+
+
+def _subset(stream, split, indices):
+    """`_read` of the split, only the examples at `indices` (sorted), in that order."""
+    import tensorflow as tf
+
+    mask = np.zeros(stream["counts"][split], bool)
+    mask[indices] = True
+    mask = tf.constant(mask)
+    return _read(stream, split).filter(lambda i, data, label: tf.gather(mask, i))
+
+
+def _decode(data, channels):
+    import tensorflow as tf
+
+    x = tf.io.decode_image(data, channels=channels, expand_animations=False)
+    return tf.ensure_shape(x, (None, None, channels))
+
+
+def _eval_pixels(stream):
+    """encoded image -> uint8 pixels at the input size by the evaluation transform."""
+    import tensorflow as tf
+
+    size, channels = stream["size"], stream["channels"]
+    if stream["transform"] == "photo":
+        def crop(pixels):
+            return images.center_crop(pixels, size, stream["crop_fraction"])
+
+        def pixels(data):
+            x = tf.numpy_function(crop, [_decode(data, channels)], tf.uint8, stateful=False)
+            return tf.ensure_shape(x, tuple(size) + (channels,))
+
+        return pixels
+
+    def pixels(data):
+        x = _decode(data, channels)
+        same = tf.reduce_all(tf.equal(tf.shape(x)[:2], size))
+        x = tf.cond(same, lambda: x, lambda: tf.cast(tf.clip_by_value(tf.round(
+            tf.image.resize(x, size, antialias=True)), 0, 255), tf.uint8))
+        return tf.ensure_shape(x, tuple(size) + (channels,))
+
+    return pixels
+
+
+def _sample(info, train_index):
+    """The normalisation statistics of the first `STATS_SAMPLE` training examples (evaluation
+    transform), and the shuffle block that holds about `SHUFFLE_BYTES` of encoded examples."""
+    import tensorflow as tf
+
+    from keras_resnet import streams
+
+    stream = info["stream"]
+    pixels = _eval_pixels(stream)
+    first = _subset(stream, stream["train_split"], train_index).take(streams.STATS_SAMPLE)
+    ds = first.map(lambda i, data, label: (pixels(data), tf.strings.length(data)),
+                   num_parallel_calls=tf.data.AUTOTUNE).batch(64)
+    xs, sizes = [], []
+    for x, n in ds.as_numpy_iterator():
+        xs.append(x)
+        sizes.append(n)
+    if not xs:
+        raise DatasetError(f"tfds:{stream['name']}: the training split is empty.")
+    mean_bytes = max(float(np.mean(np.concatenate(sizes))), 1.0)
+    block = int(min(max(SHUFFLE_BYTES // mean_bytes, MIN_BLOCK), max(len(train_index), 1)))
+    return (*_channel_stats(np.concatenate(xs)), block)
+
+
+def _shuffled(ds, block, seed, epoch):
+    """`ds` shuffled within blocks of `block` consecutive elements by stateless draws from
+    ``(seed, epoch, block number)``."""
+    import tensorflow as tf
+
+    def permute(number, batch):
+        order = tf.argsort(tf.random.stateless_uniform(
+            tf.shape(batch[0])[:1], seed=tf.stack([seed * 1_000_003 + epoch, number])))
+        return tf.data.Dataset.from_tensor_slices(tuple(tf.gather(t, order) for t in batch))
+
+    return ds.batch(block).enumerate().flat_map(permute)
+
+
+def _photo_train(stream, seed):
+    """(encoded image, index, epoch) -> the photo recipe's training crop, float32 at the input size."""
+    import tensorflow as tf
+
+    from keras_resnet import streams
+
+    size, channels = stream["size"], stream["channels"]
+
+    def transform(data, index, epoch):
+        u = streams.crop_draws(seed, epoch, index)
+        draws = tf.reshape(u[1:], (-1, 4))
+
+        def jpeg():
+            header = tf.image.extract_jpeg_shape(data)
+            return tf.io.decode_and_crop_jpeg(data, streams.crop_window(header[0], header[1], draws),
+                                              channels=channels, dct_method="INTEGER_ACCURATE")
+
+        def other():
+            x = _decode(data, channels)
+            top, left, h, w = tf.unstack(streams.crop_window(tf.shape(x)[0], tf.shape(x)[1], draws))
+            return x[top:top + h, left:left + w]
+
+        crop = tf.ensure_shape(tf.cond(tf.io.is_jpeg(data), jpeg, other), (None, None, channels))
+        x = streams._resize_crop(crop, size)
+        x = tf.cond(u[0] < 0.5, lambda: x[:, ::-1], lambda: x)
+        return tf.ensure_shape(x, tuple(size) + (channels,))
+
+    return transform
+
+
+def train_stream(indices, info, batch_size, *, seed=0, start_epoch=0, erase=0.0, process=0, processes=1):
+    """Normalised float32 training batches of this process's rows, epoch after epoch from
+    `start_epoch` (``steps_per_epoch=len(indices) // batch_size``)."""
+    import tensorflow as tf
+
+    stream = info["stream"]
+    n, share = len(indices), batch_size // processes
+    steps = n // batch_size
+    photo = stream["transform"] == "photo"
+    scale, offset = _scale_offset(info)
+    base = _subset(stream, stream["train_split"], np.sort(indices))
+    photo_crop = _photo_train(stream, seed) if photo else None
+    pixels = None if photo else _eval_pixels(stream)
+
+    def epoch_examples(epoch):
+        ds = _shuffled(base, stream["block"], seed, epoch).take(steps * batch_size).shard(processes, process)
+        if photo:
+            ds = ds.map(lambda i, data, label: (photo_crop(data, i, epoch), label),
+                        num_parallel_calls=tf.data.AUTOTUNE)
+        else:
+            ds = ds.map(lambda i, data, label: (pixels(data), label), num_parallel_calls=tf.data.AUTOTUNE)
+        batches = ds.batch(share, drop_remainder=True)
+        return tf.data.Dataset.zip(batches, tf.data.Dataset.range(steps)).map(lambda b, s: (b, s, epoch))
+
+    def finish(batch, step, epoch):
+        x, y = batch
+        if photo:
+            return x * scale + offset, y
+        u = tf.random.stateless_uniform((batch_size, 8), seed=tf.stack([tf.cast(seed, tf.int64),
+                                                                        epoch * steps + step]))
+        return _augment(x, u[process::processes], info, erase, _tf_ops()), y  # this process's rows
+
+    ds = tf.data.Dataset.range(start_epoch, 2**31).flat_map(epoch_examples)
+    return ds.map(finish, num_parallel_calls=tf.data.AUTOTUNE).prefetch(2)
+
+
+def eval_stream(indices, split, info, batch_size, *, process=0, processes=1):
+    """Normalised float32 evaluation batches ``(x, y, weight 1)`` of this process's rows of every batch
+    of the examples at `indices` of `split`, in index order."""
+    import tensorflow as tf
+
+    stream = info["stream"]
+    n = len(indices)
+    pixels = _eval_pixels(stream)
+    scale, offset = _scale_offset(info)
+
+    def mine(k, example):
+        start = k // batch_size * batch_size
+        share = tf.minimum(tf.cast(batch_size, tf.int64), n - start) // processes
+        row = k - start
+        return (row >= process * share) & (row < (process + 1) * share)
+
+    ds = _subset(stream, split, np.sort(indices)).enumerate().filter(mine).map(lambda k, e: e)
+    ds = ds.map(lambda i, data, label: (pixels(data), label), num_parallel_calls=tf.data.AUTOTUNE)
+    last = n % batch_size // processes  # the rows of the short last batch that are this process's
+    ds = ds.batch(batch_size // processes).apply(
+        tf.data.experimental.assert_cardinality(n // batch_size + (last > 0)))  # Keras knows its end
+    ds = ds.map(lambda x, y: (tf.cast(x, tf.float32) * scale + offset, y, tf.ones(tf.shape(y), tf.float32)))
+    return ds.prefetch(2)
