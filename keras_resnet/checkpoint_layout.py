@@ -216,22 +216,33 @@ def _unsupported_resnetv2(shapes):
     return None
 
 
-def _read_resnetv2(shapes):
-    """`read_architecture` of timm's ResNetV2 layout (stem.conv, stages.{s}.blocks.{b}, norm, head.fc)."""
-    found = _unsupported_resnetv2(shapes)
+def _refuse(found, shapes):
+    """Raises the error for an unsupported checkpoint `found` (what it is, the tensor that shows it)."""
     if found is not None:
         what, key = found
         shown = f" ({key}: shape {shapes[key]})" if key else f" (first tensors: {sorted(shapes)[:4]})"
         raise ValueError(f"The checkpoint is {what}{shown}; it is not supported. Supported: {SUPPORTED}.")
+
+
+def _stage_blocks(shapes, pattern, first):
+    """Blocks per stage, from the tensor names that `pattern` (stage, block) matches; four stages."""
     last = {}
     for key in shapes:
-        match = _V2_BLOCK.match(key)
+        match = pattern.match(key)
         if match:
             last[int(match[1])] = max(last.get(int(match[1]), 0), int(match[2]) + 1)
     blocks = tuple(last[s] for s in sorted(last))
     if len(blocks) != 4:
-        raise ValueError(f"The checkpoint has {len(blocks)} stages (stages.0 ...); ImageNet ResNets have 4. "
+        raise ValueError(f"The checkpoint has {len(blocks)} stages ({first} ...); ImageNet ResNets have 4. "
                          f"Supported: {SUPPORTED}.")
+    return blocks
+
+
+def _read_resnetv2(shapes):
+    """`read_architecture` of timm's ResNetV2 layout (stem.conv, stages.{s}.blocks.{b}, norm, head.fc)."""
+    found = _unsupported_resnetv2(shapes)
+    _refuse(found, shapes)
+    blocks = _stage_blocks(shapes, _V2_BLOCK, "stages.0")
     block = "bottleneck" if "stages.0.blocks.0.conv3.weight" in shapes else "basic"
     stem = shapes["stem.conv.weight"]
     family = {"stem": "default", "stem_width": stem[0], "shortcut": "projection", "attention": None,
@@ -266,19 +277,8 @@ def read_architecture(shapes):
     if file_layout(shapes) == RESNETV2:
         return _read_resnetv2(shapes)
     found = _unsupported(shapes)
-    if found is not None:
-        what, key = found
-        shown = f" ({key}: shape {shapes[key]})" if key else f" (first tensors: {sorted(shapes)[:4]})"
-        raise ValueError(f"The checkpoint is {what}{shown}; it is not supported. Supported: {SUPPORTED}.")
-    last = {}
-    for key in shapes:
-        match = _BLOCK.match(key)
-        if match:
-            last[int(match[1])] = max(last.get(int(match[1]), 0), int(match[2]) + 1)
-    blocks = tuple(last[s] for s in sorted(last))
-    if len(blocks) != 4:
-        raise ValueError(f"The checkpoint has {len(blocks)} stages (layer1 ...); ImageNet ResNets have 4. "
-                         f"Supported: {SUPPORTED}.")
+    _refuse(found, shapes)
+    blocks = _stage_blocks(shapes, _BLOCK, "layer1")
     block = "bottleneck" if "layer1.0.conv3.weight" in shapes else "basic"
     family = _family(shapes, block)
     depth = models.block_depth(block, blocks)

@@ -32,7 +32,6 @@ Streams (`train_stream`, `eval_stream`):
   one line per epoch names the files skipped.
 """
 
-import io
 import os
 import sys
 import threading
@@ -54,6 +53,18 @@ JPEG_END = b"\xff\xd9"
 JPEG_MARGIN = 16  # pixels decoded around a JPEG crop window (one block of 4:2:0 chroma)
 NO_PIXELS = {c: np.zeros((1, 1, c), np.uint8) for c in (1, 3)}
 
+
+
+def hold_in_memory(n, size, channels, transform, cache):
+    """Whether `n` images of the small-image recipe are held decoded in memory rather than streamed
+    (`cache` "memory", or "auto" when they fit the budget), and their decoded bytes."""
+    decoded = n * int(np.prod(size)) * channels
+    fits = decoded <= min(CACHE_BUDGET, _memory_bytes() // 8)
+    if cache == "memory" and transform == "photo":
+        raise ValueError("cache='memory' holds decoded images, for the small-image recipe; the photo "
+                         "recipe decodes a new crop of every image each epoch. Received: cache='memory' "
+                         "with transform='photo'")
+    return transform == "small" and (cache == "memory" or (cache == "auto" and fits)), decoded
 
 def open_folder(folder, *, image_size=None, test_fraction=0.2, seed=0, bad_images="error", transform="auto",
                 crop_fraction=images.CROP_FRACTION, cache="auto"):
@@ -78,13 +89,7 @@ def open_folder(folder, *, image_size=None, test_fraction=0.2, seed=0, bad_image
             "class_names": listing.class_names, "flip": True, "source": str(folder),
             "input_shape": size + (channels,), "transforms": transforms}
     n = len(listing.train_paths) + len(listing.test_paths)
-    decoded = n * int(np.prod(size)) * channels
-    fits = decoded <= min(CACHE_BUDGET, _memory_bytes() // 8)
-    if cache == "memory" and transform == "photo":
-        raise ValueError("cache='memory' holds decoded images, for the small-image recipe; the photo "
-                         "recipe decodes a new crop of every file each epoch. Received: cache='memory' "
-                         "with transform='photo'")
-    held = transform == "small" and (cache == "memory" or (cache == "auto" and fits))
+    held, decoded = hold_in_memory(n, size, channels, transform, cache)
     print(f"data: {folder}: {len(listing.train_paths)} training and {len(listing.test_paths)} test files, "
           f"{line}; " + (f"held in memory ({decoded / 2**20:.0f} MiB decoded)" if held else
                          "streamed from disk") + f"; {transforms['summary']}", file=sys.stderr)

@@ -80,13 +80,7 @@ def open_tfds(name, *, data_dir=None, download=False, image_size=None, test_frac
     else:
         train_split = test_split = "train"
         train_index, test_index = split_indices(counts["train"], test_fraction, seed)
-    decoded = (len(train_index) + len(test_index)) * int(np.prod(size)) * channels
-    fits = decoded <= min(streams.CACHE_BUDGET, streams._memory_bytes() // 8)
-    if cache == "memory" and transform == "photo":
-        raise ValueError("cache='memory' holds decoded images, for the small-image recipe; the photo "
-                         "recipe decodes a new crop of every image each epoch. Received: cache='memory' "
-                         "with transform='photo'")
-    held = transform == "small" and (cache == "memory" or (cache == "auto" and fits))
+    held, decoded = streams.hold_in_memory(len(train_index) + len(test_index), size, channels, transform, cache)
     print(f"data: tfds:{name}: {len(train_index)} training and {len(test_index)} test examples, "
           f"{channels} channel(s); " + (f"held in memory ({decoded / 2**20:.0f} MiB decoded)" if held else
                                         "streamed from tensorflow-datasets' files")
