@@ -250,14 +250,17 @@ def _export(args):
 
     check_int("--verify-count", args.verify_count, minimum=1)
     options = flags.from_args(export.ExportOptions, args)
+    check_int("--calibration-count", options.calibration_count, minimum=1)
     quantize = check_mode(options.quantize, options.edge)
     output = args.output or str(Path(args.model).with_name(
         f"{Path(args.model).stem}_{quantize}{'_edge' if args.edge else ''}.tflite"))
     model = io_utils.load_model(args.model)
-    # the run's own dataset, statistics and class names, images resized as in training
+    # the run's own dataset, statistics and class names, images resized as in training; of a folder or
+    # a tensorflow-datasets set only the calibration sample and the verification images are decoded
     dataset, (x_train, _), (x_test, y_test), info, note = run_folder.load_data_for(
         model, args.model, args.dataset, args.data_dir, args.download,
-        purpose="int8 calibration" if quantize == "int8" else "verification")
+        purpose="int8 calibration" if quantize == "int8" else "verification",
+        train_count=options.calibration_count if quantize == "int8" else 0, test_count=args.verify_count)
     if note:
         print(note, file=sys.stderr if args.json else sys.stdout)
     class_names = info["class_names"]
@@ -281,6 +284,8 @@ def _export(args):
     print("  operators: " + ", ".join(f"{k} {c}" for k, c in result["ops"].items()))
     print(f"  BatchNorm: {bn['keras_layers']} Keras layers, {bn['unfolded']} left unfolded after a "
           f"convolution, {bn['standalone']} that cannot fold (pre-activation)")
+    if result.get("calibration_images"):
+        print(f"  int8 calibrated on {result['calibration_images']} {dataset} training images (a seeded sample)")
     print(f"  verified on {v['images']} {dataset} test images: top-1 agreement with Keras "
           f"{v['top1_agreement']:.2%}, accuracy {v['tflite_accuracy']:.2%} "
           f"(Keras {v['keras_accuracy']:.2%}), max |LiteRT - Keras| {v['max_abs_diff']:.2g}")

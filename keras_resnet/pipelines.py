@@ -59,11 +59,18 @@ def normalize(x, info):
 
 
 def calibration_images(x, info, count=200, seed=0):
-    """A seeded random sample of ``min(count, len(x))`` images, normalised float32: int8 calibration data."""
+    """A seeded random sample of ``min(count, len(x))`` images, normalised float32: int8 calibration data.
+    The sample is `calibration_index`'s, so a caller that decodes only those images gets the same."""
     check_int("count", count, 1)
     check_int("seed", seed, 0)
-    index = np.random.default_rng(seed).choice(len(x), size=min(count, len(x)), replace=False)
-    return normalize(x[np.sort(index)], info)
+    return normalize(x[calibration_index(len(x), count, seed)], info)
+
+
+def calibration_index(n, count=200, seed=0):
+    """The sorted indices of the ``min(count, n)`` images out of `n` that `calibration_images` takes:
+    a seeded random sample without replacement (int64)."""
+    index = np.random.default_rng(seed).choice(n, size=min(count, n), replace=False)
+    return np.sort(index).astype(np.int64)
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -61,14 +61,25 @@ def dataset_for(model_path, dataset=None):
                                    f"{DEFAULT_DATASET} (pass --dataset to choose)")
 
 
-def load_data_for(model, model_path, dataset=None, data_dir=None, download=False, purpose="evaluation"):
+def load_data_for(model, model_path, dataset=None, data_dir=None, download=False, purpose="evaluation", *,
+                  train_count=None, test_count=None):
     """The data a saved model is evaluated or exported with: the run folder's dataset, normalisation
     and class names (see `dataset_for`), its images brought to the model's input by the run's
     evaluation transform (`keras_resnet.images.eval_transform`: the photo recipe's centre crop, or a
     resize) when it was trained on resized images.
 
+    With `train_count` or `test_count`, only part of a split is returned: the seeded sample of
+    `train_count` training images that ``keras_resnet.data.calibration_images(x_train, info,
+    count=train_count)`` would take (`keras_resnet.pipelines.calibration_index`), and the first
+    `test_count` test images, each the image the whole split holds. For an image folder or a
+    tensorflow-datasets set only those images are decoded (`keras_resnet.streams.sample_folder`,
+    `keras_resnet.tfds_streams.sample_tfds`), so memory does not grow with the dataset; the statistics,
+    when the run folder has none, then come from a sample of the training split. None: the whole split.
+
     Args:
         purpose: what the images are for, in messages ("evaluation", "int8 calibration", ...).
+        train_count: None (every training image) or how many to sample, an int >= 0.
+        test_count: None (every test image) or how many of the first to keep, an int >= 0.
 
     Returns:
         ``(dataset, (x_train, y_train), (x_test, y_test), info, note)``; ``info`` carries the run's
@@ -80,7 +91,10 @@ def load_data_for(model, model_path, dataset=None, data_dir=None, download=False
             the run folder's dataset is not where it recorded it.
     """
     from keras_resnet import data
+    from keras_resnet.checks import check_int
 
+    check_int("train_count", train_count, minimum=0, none_ok=True)
+    check_int("test_count", test_count, minimum=0, none_ok=True)
     dataset, defaults, note = dataset_for(model_path, dataset)
     channels = model.input_shape[-1]
     if defaults is None and note is not None and channels != 1:
@@ -91,8 +105,14 @@ def load_data_for(model, model_path, dataset=None, data_dir=None, download=False
             f"images; this model takes {channels} channels.")
     transforms = (defaults or {}).get("transforms") or {}
     size = tuple(model.input_shape[1:3])
+    bounded = train_count is not None or test_count is not None
     try:
-        if transforms.get("recipe") == "photo":
+        folder = data._folder_of(dataset)
+        part = bounded and (folder is not None or dataset not in data.IDX_SETS)  # else arrays, sliced below
+        if part:
+            train, test, info = _load_part(folder, dataset, data_dir, download, size, transforms, train_count,
+                                           test_count, stats=not (defaults and defaults["normalization"]))
+        elif transforms.get("recipe") == "photo":
             train, test, info = data.load(dataset, data_dir=data_dir, download=download, image_size=size,
                                           transform="photo", crop_fraction=transforms.get("crop_fraction")
                                           or data.CROP_FRACTION)
@@ -107,8 +127,38 @@ def load_data_for(model, model_path, dataset=None, data_dir=None, download=False
         raise (FileNotFoundError if isinstance(e, FileNotFoundError) else ValueError)(message) from e
     if tuple(info["input_shape"][:2]) != size:  # trained on resized images
         train, test, info = data.load(dataset, data_dir=data_dir, download=download, image_size=size)
+    if bounded and not part:  # held in memory already: the same images, sliced
+        train = tuple(a[_calibration_index(len(train[1]), train_count)] for a in train)
+        test = tuple(a[:test_count] for a in test)
     info["transforms"] = transforms or None
     if defaults:
         info = {**info, **(defaults["normalization"] or {}),
                 "class_names": defaults["class_names"] or info["class_names"]}
     return dataset, train, test, info, note
+
+
+def _calibration_index(n, count):
+    """Every index of ``range(n)`` for None, else `keras_resnet.pipelines.calibration_index`'s sample."""
+    import numpy as np
+
+    from keras_resnet.pipelines import calibration_index
+
+    return np.arange(n) if count is None else calibration_index(n, count)
+
+
+def _load_part(folder, dataset, data_dir, download, size, transforms, train_count, test_count, stats):
+    """`load_data_for`'s images of an image folder (`folder`, else None) or a tensorflow-datasets set,
+    only those it returns decoded: ``(x_train, y_train), (x_test, y_test), info``."""
+    from keras_resnet import data
+
+    kwargs = dict(image_size=size, transform=transforms.get("recipe") or "small",
+                  crop_fraction=transforms.get("crop_fraction") or data.CROP_FRACTION, train_count=train_count,
+                  test_count=test_count, stats=stats)
+    if folder is not None:
+        from keras_resnet import streams
+
+        return streams.sample_folder(folder, **kwargs)
+    from keras_resnet import tfds_streams
+
+    return tfds_streams.sample_tfds(dataset, data_dir=data._check_folder_path("data_dir", data_dir),
+                                    download=download, **kwargs)

@@ -112,6 +112,56 @@ def open_folder(folder, *, image_size=None, test_fraction=0.2, seed=0, bad_image
     return (listing.train_paths, listing.train_labels), (listing.test_paths, listing.test_labels), info
 
 
+def sample_folder(folder, *, image_size, transform="small", crop_fraction=images.CROP_FRACTION, train_count=None,
+                  test_count=None, stats=True, test_fraction=0.2, seed=0):
+    """The images of a folder that a command uses, decoded, and no others: ``export`` calibrates int8
+    on a few training images and verifies on a few test images.
+
+    The folder is listed and split as `keras_resnet.data.load` splits it (`keras_resnet.folders.list_folder`),
+    then only a seeded sample of `train_count` training files (`keras_resnet.pipelines.calibration_index`,
+    the sample `calibration_images` takes) and the first `test_count` test files are decoded, by the
+    evaluation transform at `image_size`; None decodes the whole split. Each image is the one
+    ``data.load`` gives for its file. A file of the sample that does not decode is a `DatasetError`
+    naming it; the files outside it are not opened (a grayscale folder's headers are read, as
+    `keras_resnet.folders.probe` does, to find the channels).
+
+    Returns:
+        ``(x_train, y_train), (x_test, y_test), info`` like `keras_resnet.data.load`'s; ``info``'s
+        ``mean`` and ``std`` come from `sample_stats` (`STATS_SAMPLE` training files), only if `stats`.
+    """
+    from keras_resnet.pipelines import calibration_index
+
+    folder = Path(os.path.expanduser(os.fspath(folder)))
+    size = _image_size(image_size)
+    listing = folders.list_folder(folder, test_fraction, seed)
+    channels, _, line = folders.probe(listing.all_paths)
+    transform = images.choose_transform(transform, size)
+    n_train, n_test = len(listing.train_paths), len(listing.test_paths)
+    train_index = np.arange(n_train) if train_count is None else calibration_index(n_train, train_count)
+    test_index = np.arange(n_test)[:test_count]
+    transforms = images.describe(transform, size, crop_fraction)
+    print(f"data: {folder}: {n_train} training and {n_test} test files, {line}; decoding {len(train_index)} "
+          f"training and {len(test_index)} test images; {transforms['summary']}", file=sys.stderr)
+    splits, bad = [], {}
+    for paths, labels, index in ((listing.train_paths, listing.train_labels, train_index),
+                                 (listing.test_paths, listing.test_labels, test_index)):
+        pixels, errors, _ = folders.read_images(paths[index], labels[index], size, channels, transform,
+                                                crop_fraction)
+        splits.append(pixels)
+        bad.update(errors)
+    bad = sorted(bad.items())
+    folders.report_bad_images(folder, [p for p, _ in bad], len(train_index) + len(test_index), "error",
+                              bad[0][1] if bad else "")
+    info = {"name": folder.resolve().name, "num_classes": len(listing.class_names),
+            "class_names": listing.class_names, "flip": True, "source": str(folder),
+            "input_shape": size + (channels,), "transforms": transforms}
+    if stats:
+        stream = {"channels": channels, "size": size, "transform": transform, "crop_fraction": crop_fraction,
+                  "folder": str(folder)}
+        info["mean"], info["std"] = sample_stats(listing.train_paths, stream, seed)
+    return splits[0], splits[1], info
+
+
 def _memory_bytes():
     try:
         return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")

@@ -101,6 +101,71 @@ def open_tfds(name, *, data_dir=None, download=False, image_size=None, test_frac
     return (train_index, none[0]), (test_index, none[1]), info
 
 
+def sample_tfds(name, *, data_dir=None, download=False, image_size=None, transform="small",
+                crop_fraction=images.CROP_FRACTION, train_count=None, test_count=None, stats=True,
+                test_fraction=0.2, seed=0):
+    """The examples of a tensorflow-datasets set that a command uses, decoded, and no others (the
+    counterpart of `keras_resnet.streams.sample_folder`).
+
+    The splits are `keras_resnet.data.load`'s: the ``"test"`` split, or without one the stratified,
+    seeded `test_fraction` of ``"train"`` (`keras_resnet.data.split_validation`, on the labels alone).
+    Only a seeded sample of `train_count` training examples (`keras_resnet.pipelines.calibration_index`)
+    and the first `test_count` test examples are decoded, by the evaluation transform at `image_size`
+    (the small recipe's resize, or the photo recipe's centre crop); None decodes the whole split.
+
+    Returns:
+        ``(x_train, y_train), (x_test, y_test), info`` like `keras_resnet.data.load`'s; ``info``'s
+        ``mean`` and ``std`` come from the first `keras_resnet.streams.STATS_SAMPLE` training
+        examples, only if `stats`.
+    """
+    import tensorflow as tf
+
+    from keras_resnet.data import split_validation
+    from keras_resnet.pipelines import calibration_index
+
+    image_size = _image_size(image_size)
+    _, tinfo = tfds_split(name, "train", data_dir, download)
+    image_key, shape, label_feature = tfds_features(name, tinfo, image_size)
+    size = tuple(image_size or shape[:2])
+    channels = int(shape[2] or 3)
+    transform = images.choose_transform(transform, size)
+    has_test = not tinfo.splits or "test" in tinfo.splits
+    splits = ("train", "test") if has_test else ("train",)
+    stream = {"name": name, "data_dir": data_dir, "image_key": image_key, "channels": channels, "size": size,
+              "transform": transform, "crop_fraction": crop_fraction,
+              "counts": {s: _count(name, s, data_dir, tinfo) for s in splits},
+              "train_split": "train", "test_split": splits[-1]}
+    if has_test:
+        train_all, test_all = np.arange(stream["counts"]["train"]), np.arange(stream["counts"]["test"])
+    else:  # the labels are read (not the images) to hold out data.load's stratified share
+        labels = np.concatenate([y for y in _read(stream, "train").map(lambda i, data, label: label).batch(
+            4096).as_numpy_iterator()] or [np.zeros(0, np.int64)])
+        (train_all, _), (test_all, _) = split_validation(np.arange(len(labels)), labels, test_fraction, seed)
+    train_index = train_all if train_count is None else train_all[calibration_index(len(train_all), train_count)]
+    test_index = test_all[:test_count]
+    transforms = images.describe(transform, size, crop_fraction)
+    print(f"data: tfds:{name}: {len(train_all)} training and {len(test_all)} test examples, {channels} "
+          f"channel(s); decoding {len(train_index)} training and {len(test_index)} test images; "
+          f"{transforms['summary']}", file=sys.stderr)
+    pixels = _eval_pixels(stream)
+
+    def decode(split, indices):
+        ds = _subset(stream, split, indices).take(len(indices))  # stops at the last one
+        ds = ds.map(lambda i, data, label: (pixels(data), label), num_parallel_calls=tf.data.AUTOTUNE)
+        xs, ys = [np.zeros((0,) + size + (channels,), np.uint8)], [np.zeros(0, np.int64)]
+        for x, y in ds.batch(256).as_numpy_iterator():
+            xs.append(x)
+            ys.append(y)
+        return np.concatenate(xs).astype(np.uint8), np.concatenate(ys).astype(np.int64)
+
+    info = {**tfds_info(name, label_feature), "input_shape": size + (channels,), "transforms": transforms}
+    if stats:
+        info["stream"] = stream
+        info["mean"], info["std"], _ = _sample(info, train_all)
+        del info["stream"]
+    return decode("train", train_index), decode(stream["test_split"], test_index), info
+
+
 def _count(name, split, data_dir, tinfo):
     """Examples in a split: tfds's metadata, or counted (labels only) when it has none."""
     if tinfo.splits and split in tinfo.splits:

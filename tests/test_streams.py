@@ -208,3 +208,116 @@ def test_cli_train_on_a_folder_with_a_bad_file_ends_in_one_line_naming_it(with_b
     errors = [line for line in err if line.startswith("keras-resnet train: error: ")]
     assert status == 2 and len(errors) == 1 and "Traceback" not in "\n".join(err)
     assert any(f"error: {p}: not a readable image" in errors[0] for p in bad_paths), errors
+
+
+# --- export's images: only the calibration sample and the verification images are decoded ---------
+
+
+def _run_folder(folder, tmp_path, recipe="photo", normalization=None):
+    """A run folder that says the model was trained on `folder`; the model itself is not needed to
+    choose the images, only its input shape."""
+    import json
+    from types import SimpleNamespace
+
+    config = {"dataset": str(folder), "class_names": ["cat", "dog"], "normalization": normalization,
+              "transforms": {"recipe": recipe, "crop_fraction": 0.875}}
+    (tmp_path / "run").mkdir(exist_ok=True)
+    (tmp_path / "run" / "config.json").write_text(json.dumps(config))
+    return SimpleNamespace(input_shape=(None, 32, 32, 3)), str(tmp_path / "run" / "model.keras")
+
+
+@pytest.fixture(scope="module")
+def split_photos(photos, tmp_path_factory):
+    """The photos in the other layout: train/<class>/ (8 of each class) and test/<class>/ (4)."""
+    import shutil
+
+    folder = tmp_path_factory.mktemp("split_photos")
+    for path in sorted(photos.glob("*/*")):
+        part = "test" if int(path.stem) >= 8 else "train"
+        (folder / part / path.parent.name).mkdir(parents=True, exist_ok=True)
+        shutil.copy(path, folder / part / path.parent.name / path.name)
+    return folder
+
+
+@pytest.mark.parametrize("layout, recipe", [("flat", "photo"), ("split", "photo"), ("flat", "small")])
+def test_export_data_of_a_folder_decodes_only_its_sample_and_equals_the_whole_load(
+        photos, split_photos, layout, recipe, tmp_path, monkeypatch):
+    from keras_resnet import run_folder
+    from keras_resnet.pipelines import calibration_index
+
+    folder = photos if layout == "flat" else split_photos
+    model, model_path = _run_folder(folder, tmp_path, recipe)
+    _, (x, y), (x_test, y_test), info, _ = run_folder.load_data_for(model, model_path)
+    decoded = []
+    read = images.read_image
+    monkeypatch.setattr(images, "read_image", lambda path, *a: decoded.append(path) or read(path, *a))
+    _, (xs, ys), (xs_test, ys_test), part_info, _ = run_folder.load_data_for(model, model_path, train_count=5,
+                                                                          test_count=3)
+    index = calibration_index(len(x), 5)
+    assert xs.shape == (5, 32, 32, 3) and np.array_equal(xs, x[index]) and np.array_equal(ys, y[index])
+    assert np.array_equal(xs_test, x_test[:3]) and np.array_equal(ys_test, y_test[:3])
+    np.testing.assert_array_equal(data.calibration_images(xs, part_info, 5), data.calibration_images(x, info, 5))
+    assert part_info == info, "statistics of a small folder's sample are those of its whole training split"
+    listing = folders_list(folder)
+    used = set(listing.train_paths[index]) | set(listing.test_paths[:3])
+    stats = set(listing.train_paths)  # no normalisation in the run folder: a sample (here all) gives it
+    assert used <= set(decoded) <= used | stats
+    decoded.clear()
+    model, model_path = _run_folder(folder, tmp_path, recipe, normalization={"mean": [0.5] * 3, "std": [0.2] * 3})
+    run_folder.load_data_for(model, model_path, train_count=5, test_count=3)
+    assert sorted(decoded) == sorted(used), "with the run's normalisation, nothing else is decoded"
+
+
+def folders_list(folder):
+    from keras_resnet import folders
+
+    return folders.list_folder(folder)
+
+
+@pytest.fixture
+def only_the_sample_readable(photos, tmp_path):
+    """A copy of the photos where every file but export's 4 calibration and 3 verification images is
+    not an image."""
+    import shutil
+
+    from keras_resnet.pipelines import calibration_index
+
+    folder = tmp_path / "photos"
+    shutil.copytree(photos, folder)
+    listing = folders_list(folder)
+    keep = set(listing.train_paths[calibration_index(len(listing.train_paths), 4)]) | set(listing.test_paths[:3])
+    for path in listing.all_paths:
+        if path not in keep:
+            open(path, "wb").write(b"not an image")
+    return folder
+
+
+def test_export_data_of_a_folder_does_not_open_the_files_it_does_not_use(only_the_sample_readable, tmp_path):
+    from keras_resnet import run_folder
+
+    model, model_path = _run_folder(only_the_sample_readable, tmp_path,
+                                    normalization={"mean": [0.5] * 3, "std": [0.2] * 3})
+    _, (x, _), (x_test, _), info, _ = run_folder.load_data_for(model, model_path, train_count=4, test_count=3)
+    assert x.shape == (4, 32, 32, 3) and x_test.shape == (3, 32, 32, 3) and info["class_names"] == ["cat", "dog"]
+    with pytest.raises(ValueError, match="cannot be loaded from there: .*not a readable image"):
+        run_folder.load_data_for(model, model_path)  # the whole load decodes every file
+
+
+@pytest.mark.slow
+def test_cli_int8_export_of_a_folder_run_reads_only_the_images_it_uses(only_the_sample_readable, tmp_path, capsys):
+    import json
+
+    from keras_resnet import build, cli
+
+    _, model_path = _run_folder(only_the_sample_readable, tmp_path,
+                                normalization={"mean": [0.5] * 3, "std": [0.2] * 3})
+    build(blocks=(1, 1, 1), input_shape=(32, 32, 3), width=0.25, num_classes=2).save(model_path)
+    out = tmp_path / "model_int8.tflite"
+    assert cli.main(["export", model_path, "--quantize", "int8", "--calibration-count", "4", "--verify-count", "3",
+                     "--min-agreement", "0", "--max-accuracy-drop", "1", "--output", str(out)]) == 0
+    captured = capsys.readouterr()
+    assert "decoding 4 training and 3 test images" in captured.err
+    assert "int8 calibrated on 4" in captured.out and "verified on 3" in captured.out
+    sidecar = json.loads(out.with_suffix(".json").read_text())
+    assert sidecar["calibration_images"] == 4 and sidecar["verification"]["images"] == 3
+    assert sidecar["class_names"] == ["cat", "dog"] and sidecar["transforms"]["recipe"] == "photo"

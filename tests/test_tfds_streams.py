@@ -121,3 +121,24 @@ def test_a_streamed_tfds_run_trains_validates_tests_and_draws_its_mistakes(mock,
     assert result["epochs_run"] == 1 and result["best_val_accuracy"] is not None
     assert (tmp_path / "run" / "mistakes.png").is_file(), "drawn from the stream's worst mistakes"
     assert sum(c["support"] for c in result["per_class"]["classes"]) == 24
+
+
+@pytest.mark.slow
+def test_export_data_of_a_tfds_set_is_its_sample_of_the_whole_load(mock, tmp_path, capsys):
+    import json
+    from types import SimpleNamespace
+
+    from keras_resnet import run_folder
+    from keras_resnet.pipelines import calibration_index
+
+    (tmp_path / "config.json").write_text(json.dumps({"dataset": "cifar10", "transforms": {"recipe": "small"},
+                                                      "normalization": {"mean": [0.5] * 3, "std": [0.25] * 3}}))
+    model, path = SimpleNamespace(input_shape=(None, 32, 32, 3)), str(tmp_path / "model.keras")
+    _, (x, y), (x_test, y_test), info, _ = run_folder.load_data_for(model, path)
+    _, (xs, ys), (xs_test, ys_test), part_info, _ = run_folder.load_data_for(model, path, train_count=5,
+                                                                          test_count=3)
+    assert "decoding 5 training and 3 test images" in capsys.readouterr().err
+    index = calibration_index(len(x), 5)
+    assert xs.shape == (5, 32, 32, 3) and np.array_equal(xs, x[index]) and np.array_equal(ys, y[index])
+    assert np.array_equal(xs_test, x_test[:3]) and np.array_equal(ys_test, y_test[:3])
+    assert part_info == info and info["mean"] == [0.5] * 3 and info["num_classes"] == 10
