@@ -9,7 +9,9 @@ normalisation statistics from `STATS_SAMPLE` training files, and chooses how the
   (and an eighth of the machine's memory) is decoded once into arrays, then trained as IDX sets are;
 - ``stream``: otherwise, and always for the photo recipe (a new crop is decoded every epoch).
 
-One line says which, and ``cache="memory"`` or ``"none"`` overrides the choice.
+One line says which, and ``cache="memory"`` or ``"none"`` overrides the choice. `sample_folder` lists a
+folder the same way and decodes only the few images a command uses (``export``'s int8 calibration
+sample and verification images).
 
 Streams (`train_stream`, `eval_stream`):
 

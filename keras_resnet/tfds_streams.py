@@ -6,7 +6,8 @@ normalisation statistics from the first `keras_resnet.streams.STATS_SAMPLE` trai
 chooses how the run is fed by the rule of image folders (`keras_resnet.streams.open_folder`): a set of
 the small-image recipe whose decoded images fit `keras_resnet.streams.CACHE_BUDGET` (and an eighth of
 the memory) is held in memory as arrays (`keras_resnet.data.load`); otherwise, and always for the
-photo recipe, it is streamed. One line says which.
+photo recipe, it is streamed. One line says which. `sample_tfds` decodes only the few examples a
+command uses (``export``'s int8 calibration sample and verification images).
 
 - Reading: ``tfds.load(..., as_supervised=True, shuffle_files=False)`` with the image left encoded
   (``tfds.decode.SkipDecoding``) and tfds's in-memory auto-cache off, numbered in tfds's (fixed) file
