@@ -109,8 +109,8 @@ def _train(args):
     result = training.train(
         dataset=args.dataset, data_dir=args.data_dir, download=args.download,
         recipe=flags.from_args(training.Recipe, args), run_dir=args.run_dir, precision=args.precision,
-        distribute=args.distribute, pipeline=args.pipeline, train_size=args.train_size, verbose=verbose,
-        bad_images=args.bad_images, weights=args.weights, image_size=args.image_size,
+        distribute=args.distribute, pipeline=args.pipeline, train_size=args.train_size, test_size=args.test_size,
+        verbose=verbose, bad_images=args.bad_images, weights=args.weights, image_size=args.image_size,
         transform=args.transform, crop_fraction=args.crop_fraction, cache=args.cache, **kwargs)
     tta = (f", {result['test_accuracy_flip_tta']:.4f} with flip test-time augmentation"
            if "test_accuracy_flip_tta" in result else "")
@@ -173,6 +173,7 @@ def _add_training(sub):
     p.add_argument("--run-dir", default=None, help="default saved_models/<model>_<dataset>")
     add_run_args(p)
     p.add_argument("--train-size", type=int, default=None, help="use only the first N training images")
+    p.add_argument("--test-size", type=int, default=None, help="test on the first N test images only")
     p.add_argument("--weights", default=None,
                    help="start from a checkpoint: a torchvision/timm .pth or .safetensors file, a Hub name "
                         "(timm/resnet50.a1_in1k), or a .keras/.weights.h5 file")

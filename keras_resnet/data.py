@@ -154,12 +154,25 @@ def load(dataset="fashion_mnist", data_dir=None, download=False, *, image_size=N
                                                 crop_fraction)
     elif dataset in IDX_SETS:
         train, test, info = _load_idx_set(dataset, data_dir, download)
-        if image_size is not None and image_size != train[0].shape[1:3]:
-            train, test = (_resize(train[0], image_size), train[1]), (_resize(test[0], image_size), test[1])
+        return resized(train, test, info, image_size)
     else:
         train, test, info = _load_tfds(dataset, data_dir, download, image_size, test_fraction, seed)
+    return _described(train, test, info)
+
+
+def resized(train, test, info, image_size=None):
+    """Arrays ``(x, y)`` of `load` brought to `image_size` (bilinear; None keeps them), with ``info``'s
+    input shape, transforms and statistics (of ``train``'s images) made theirs."""
+    image_size = _image_size(image_size)
+    if image_size is not None and image_size != train[0].shape[1:3]:
+        train, test = (_resize(train[0], image_size), train[1]), (_resize(test[0], image_size), test[1])
+    return _described(train, test, {**info, "transforms": None} if "transforms" in info else info)
+
+
+def _described(train, test, info):
     info["input_shape"] = tuple(int(d) for d in train[0].shape[1:])
-    info.setdefault("transforms", describe("small", info["input_shape"][:2]))
+    if info.get("transforms") is None:
+        info["transforms"] = describe("small", info["input_shape"][:2])
     info["mean"], info["std"] = _channel_stats(train[0])
     return train, test, info
 

@@ -103,8 +103,8 @@ class RunData:
 
 
 def load_run_data(dataset="fashion_mnist", recipe=None, *, data_dir=None, download=False, train_size=None,
-                  bad_images="error", image_size=None, transform="auto", crop_fraction=CROP_FRACTION,
-                  cache="auto", pipeline="auto"):
+                  test_size=None, bad_images="error", image_size=None, transform="auto",
+                  crop_fraction=CROP_FRACTION, cache="auto", pipeline="auto"):
     """Loads `dataset` and splits the recipe's validation fraction off its training images.
 
     An image folder is listed, not decoded, and streamed (`keras_resnet.streams`) unless it is small
@@ -112,10 +112,13 @@ def load_run_data(dataset="fashion_mnist", recipe=None, *, data_dir=None, downlo
     tensorflow-datasets set is streamed from tfds's files the same way (`keras_resnet.tfds_streams`);
     then ``x_*`` hold example indices and ``y_*`` -1 (its labels are read with the images). The
     validation split is drawn from the file list (stratified, seeded) and ``train_size`` takes the
-    first N files, so nothing reads the whole dataset before training.
+    first N files, so nothing reads the whole dataset before training. ``test_size`` keeps the first N
+    test images. Arrays (the IDX sets) are cut to these sizes before `image_size` resizes them, and
+    their statistics are those of the training images kept.
     """
     recipe = recipe or Recipe()
     checks.check_int("train_size", train_size, 1, none_ok=True)
+    checks.check_int("test_size", test_size, 1, none_ok=True)
     checks.check_choice("cache", cache, CACHE)
     folder = data_lib._folder_of(dataset)
     streamable = pipeline != "numpy" and _has_tensorflow()
@@ -136,12 +139,18 @@ def load_run_data(dataset="fashion_mnist", recipe=None, *, data_dir=None, downlo
             raise ValueError(f"transform='photo' is the recipe of image folders and tensorflow-datasets "
                              f"streams; {dataset!r} is held as arrays and trains with the small-image "
                              "recipe. Received: transform='photo'")
+        cut_first = folder is None and (train_size or test_size) is not None  # resize only what is kept
         (x_train, y_train), (x_test, y_test), info = data_lib.load(
-            dataset, data_dir=data_dir, download=download, bad_images=bad_images, image_size=image_size,
+            dataset, data_dir=data_dir, download=download, bad_images=bad_images,
+            image_size=None if cut_first else image_size,
             transform=transform if folder is not None else "small", crop_fraction=crop_fraction)
+        if cut_first:
+            (x_train, y_train), (x_test, y_test), info = data_lib.resized(
+                (x_train[:train_size], y_train[:train_size]), (x_test[:test_size], y_test[:test_size]), info,
+                image_size)
         info["cache"] = "memory"
-    if train_size is not None:
-        x_train, y_train = x_train[:train_size], y_train[:train_size]
+    x_train, y_train = x_train[:train_size], y_train[:train_size]
+    x_test, y_test = x_test[:test_size], y_test[:test_size]
     (x_train, y_train), (x_val, y_val) = data_lib.split_validation(
         x_train, y_train, recipe.val_fraction, seed=recipe.seed)
     return RunData(x_train, y_train, x_val, y_val, info, x_test, y_test)
@@ -451,7 +460,7 @@ def run_name(model_name, dataset):
 
 
 def train(*, dataset="fashion_mnist", data_dir=None, download=False, recipe=None, run_dir=None,
-          precision="auto", distribute="auto", pipeline="auto", train_size=None, verbose="auto",
+          precision="auto", distribute="auto", pipeline="auto", train_size=None, test_size=None, verbose="auto",
           bad_images="error", weights=None, image_size=None, transform="auto", crop_fraction=CROP_FRACTION,
           cache="auto", **build_kwargs):
     """Trains a ResNet with the recipe, evaluates it on the test split, and writes the run folder.
@@ -468,6 +477,7 @@ def train(*, dataset="fashion_mnist", data_dir=None, download=False, recipe=None
             "data-parallel" (every device of a multi-process JAX job: `keras_resnet.distributed`).
         pipeline: "auto", "tf" or "numpy".
         train_size: use only the first N training images (quick experiments and tests).
+        test_size: test on the first N test images only (quick experiments and tests).
         bad_images: "error" (a file of an image folder that does not decode stops the run, named) or
             "skip" (such files are left out, with one warning line).
         verbose: "auto" (a progress bar on a terminal, a line per epoch otherwise), 0, 1 or 2.
@@ -496,7 +506,7 @@ def train(*, dataset="fashion_mnist", data_dir=None, download=False, recipe=None
     recipe = recipe or Recipe()
     keras.utils.set_random_seed(recipe.seed)
     data = load_run_data(dataset, recipe, data_dir=data_dir, download=download, train_size=train_size,
-                         bad_images=bad_images, image_size=image_size, transform=transform,
+                         test_size=test_size, bad_images=bad_images, image_size=image_size, transform=transform,
                          crop_fraction=crop_fraction, cache=cache, pipeline=pipeline)
     build_kwargs.setdefault("input_shape", tuple(data.info["input_shape"]))
     build_kwargs.setdefault("num_classes", data.info["num_classes"])

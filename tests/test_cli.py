@@ -83,6 +83,7 @@ BAD_COMMANDS = [
     ("train --depth 8 --width 0.25 --epochs 1 --train-size 256 --batch-size 64 --run-dir /dev/null/run",
      2, ["/dev/null/run"]),
     ("train --learning-rate inf --epochs 1", 2, ["learning_rate=inf", "a number in (0, 10]"]),
+    ("train --test-size 0 --epochs 1", 2, ["test_size=0"]),
     ("train --weight-decay nan --epochs 1", 2, ["weight_decay=nan", "a number in [0, 1)"]),
     ("train --label-smoothing inf --epochs 1", 2, ["label_smoothing=inf"]),
     ("train --depth 8 --width 0.25 --weights {root}/truncated.safetensors --epochs 1 --train-size 256 "

@@ -101,6 +101,25 @@ def test_flip_test_time_augmentation_is_refused_for_data_trained_without_flips(t
         training.evaluate(str(run_dir / "model.keras"), tta=True)
 
 
+def test_train_and_test_sizes_cut_the_arrays_before_they_are_resized():
+    """Quick runs resize only the images they keep: the same pixels as cutting the whole resized set,
+    with the statistics of the training images kept."""
+    from keras_resnet import data
+
+    run = training.load_run_data(recipe=Recipe(val_fraction=0.1, seed=3), train_size=300, test_size=50,
+                                 image_size=40)
+    (x, y), (x_test, y_test), _ = data.load("fashion_mnist", image_size=40)
+    kept = np.concatenate([run.x_train, run.x_val])
+    assert len(run.x_train) + len(run.x_val) == 300 and len(run.x_test) == 50
+    assert sorted(map(bytes, kept)) == sorted(map(bytes, x[:300]))
+    np.testing.assert_array_equal(run.x_test, x_test[:50])
+    np.testing.assert_array_equal(run.y_test, y_test[:50])
+    assert run.info["input_shape"] == (40, 40, 1) and run.info["transforms"]["size"] == [40, 40]
+    assert run.info["mean"] == data.resized((x[:300], y[:300]), (x_test[:1], y_test[:1]), {})[2]["mean"]
+    with pytest.raises(ValueError, match="`test_size` must be a positive integer, or None. Received: test_size=0"):
+        training.load_run_data(test_size=0)
+
+
 def test_history_of_a_run_without_validation_has_no_validation_columns(tmp_path):
     path = tmp_path / "history.csv"  # what CSVLogger writes when fit gets no validation data
     path.write_text("epoch,accuracy,loss,val_accuracy,val_loss\n0,0.5,1.5,NA,NA\n1,0.75,1.0,NA,NA\n")

@@ -30,6 +30,11 @@ class SearchData(data_lib.DataSource):
     """The images of a search: what `keras_resnet.data.load` takes, and how many training images."""
 
     train_size: int = field(None, "search on the first N training images (validation included)", type=int)
+    test_size: int = field(None, "test the retrained best model on the first N test images only", type=int)
+
+    def __post_init__(self):
+        checks.check_int("train_size", self.train_size, 1, none_ok=True)
+        checks.check_int("test_size", self.test_size, 1, none_ok=True)
 
 
 @dataclasses.dataclass
@@ -123,7 +128,7 @@ def _run_search(space, budget, recipe, data, retrain, setup, hyperparameters, ve
         x_train[:data.train_size], y_train[:data.train_size], recipe.val_fraction, seed=recipe.seed)
     search = training.RunData(x_tr, y_tr, x_val, y_val, info)
     final = training.RunData(x_train[:retrain.retrain_size], y_train[:retrain.retrain_size], x_train[:0],
-                             y_train[:0], info, x_test, y_test)
+                             y_train[:0], info, x_test[:data.test_size], y_test[:data.test_size])
     with precision_scope(setup.precision) as policy:
         hypermodel = ResNetHyperModel(space, input_shape=info["input_shape"], num_classes=info["num_classes"],
                                       steps_per_epoch=training.steps_per_epoch(recipe, len(x_tr)),
