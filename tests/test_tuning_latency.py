@@ -200,14 +200,14 @@ def _measurements(path):
 def test_search_under_a_file_size_limit_deploys_a_verified_int8_file(tmp_path):
     results = tuning.run_search(
         SearchSpace(depths=(8,), width_min=0.5, width_max=0.5), Budget(max_trials=1, max_epochs=1, max_file_kb=500),
-        training.Recipe(batch_size=32, seed=0), data=tuning.SearchData(train_size=640),
+        training.Recipe(batch_size=32, seed=0), data=tuning.SearchData(train_size=640, test_size=2000),
         retrain=tuning.Retrain(retrain_epochs=4, retrain_size=8000),
         setup=tuning.SearchSetup(tuner="random", search_name="int8", directory=str(tmp_path)), verbose=0)
     best, deployed = results["best"], results["best"]["deployed"]
     assert "error" not in deployed, deployed.get("error")
     assert deployed["file"] == str(tmp_path / "int8" / "best_int8.tflite") and deployed["mode"] == "int8"
     assert export.read_sidecar(deployed["file"])["verification"]["images"] == 1000
-    assert deployed["latency_ms"] > 0 and 0 < deployed["file_kb"] <= 500
+    assert deployed["latency_ms"] > 0 and 0 < deployed["file_kb"] <= 500 and deployed["test_images"] == 2000
     assert abs(deployed["test_accuracy"] - best["test_accuracy"]) <= 0.02
     top = export.predict(deployed["file"], np.zeros((2, 28, 28, 1), np.uint8), top=1)
     assert len(top) == 2
