@@ -5,9 +5,16 @@ Makes (or takes) a folder of N photos (Fashion-MNIST images upscaled to 320x320 
 sub-folders) and measures each pipeline in a fresh process at 224 pixels with random-resized-crop +
 horizontal flip: time from the start to the first batch, steady images per wall-second and per
 CPU-second (the process and its workers), and peak RSS (the process and its workers, sampled every
-0.1 s). With --train, also the peak RSS of a real ``keras-resnet train`` on the folder.
+0.1 s). With --train, also the peak RSS of a real ``keras-resnet train`` on the folder; with --memory,
+that of training runs side by side: ours (in float32, or the ImageNet family's depth 18 at width 0.25)
+and the same network fitted by Keras from ``image_dataset_from_directory`` or from one constant batch
+(the network alone). --stages times each stage of our stream and Keras's loader over the same files.
+A pipeline or memory run named ``NAME@before`` imports the package from --before DIR (a copy of it as
+it was), to measure a change side by side in one run.
 
     python scripts/bench_data.py --make 5000 --folder /tmp/photos_5000 --train --json results.json
+    python scripts/bench_data.py --folder /tmp/photos_5000 --pipelines "" --memory all
+    python scripts/bench_data.py --folder /tmp/photos_5000 --stages 320
 
 The pipelines:
 
@@ -233,18 +240,21 @@ def peak_rss(command, run_dir=None, env=None):
     start = time.perf_counter()
     proc = psutil.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                         env=env or code_env("", None))
-    peak, first_step = 0, None
+    peak, first_step, at_fit = 0, None, None
     lines = []
     reader = threading.Thread(target=lambda: [lines.append(line) for line in proc.stdout], daemon=True)
     reader.start()
     done = (lambda: os.path.exists(os.path.join(run_dir, "history.csv"))) if run_dir else (lambda: False)
     while proc.poll() is None:
         try:
-            peak = max(peak, sum(p.memory_info().rss for p in [proc] + proc.children(recursive=True)))
+            rss = sum(p.memory_info().rss for p in [proc] + proc.children(recursive=True))
+            peak = max(peak, rss)
         except psutil.Error:
-            pass
-        if run_dir and first_step is None and os.path.exists(os.path.join(run_dir, "config.json")):
-            first_step = time.perf_counter() - start  # written when the model is built, just before fit
+            rss = 0
+        if at_fit is None and (os.path.exists(os.path.join(run_dir, "config.json")) if run_dir
+                               else any(line.startswith("fit starts") for line in lines)):
+            # config.json is written when the model is built, just before fit
+            first_step, at_fit = time.perf_counter() - start, rss
         if done():
             proc.kill()
             break
@@ -254,6 +264,7 @@ def peak_rss(command, run_dir=None, env=None):
     if (run_dir and not done()) or (not run_dir and proc.returncode):
         raise SystemExit("".join(lines)[-3000:])
     return {"peak_rss_gib": round(peak / 2**30, 3), "to_fit_s": None if first_step is None else round(first_step, 1),
+            "rss_at_fit_gib": None if at_fit is None else round(at_fit / 2**30, 3),
             "wall_s": round(time.perf_counter() - start, 1)}
 
 
@@ -313,6 +324,7 @@ def fit_reference(folder, train_size, feed, precision):
         test = tf.data.Dataset.from_tensors((x, y)).repeat(max(1, val // batch))
     model = keras_resnet.build(depth=8, input_shape=(SIZE, SIZE, 3), num_classes=10)
     training.compile_model(model, training.Recipe(epochs=1, batch_size=batch), steps)
+    print("fit starts", flush=True)
     model.fit(train.repeat() if feed == "keras" else train, validation_data=test, epochs=1,
               steps_per_epoch=steps, verbose=2)
     os._exit(0)
@@ -442,12 +454,14 @@ def main():
         print(rows[-1], flush=True)
     n = sum(len(files) for _, _, files in os.walk(args.folder))
     print(f"\n{n} photos in {args.folder}, {SIZE}x{SIZE}, random-resized-crop + flip, batch {args.batch_size}")
-    print("| pipeline | first batch / fit starts (s) | images / wall-s | images / CPU-s | peak RSS (GiB) |")
-    print("|---|---|---|---|---|")
+    print("| pipeline | first batch / fit starts (s) | images / wall-s | images / CPU-s | RSS when fit starts (GiB) "
+          "| peak RSS (GiB) |")
+    print("|---|---|---|---|---|---|")
     for r in rows:
         name = r["pipeline"] + (f" ({r['precision']})" if r.get("precision") else "")
         print(f"| {name} | {r.get('first_batch_s', r.get('to_fit_s'))} | "
-              f"{r.get('images_per_wall_s', '')} | {r.get('images_per_cpu_s', '')} | {r['peak_rss_gib']} |")
+              f"{r.get('images_per_wall_s', '')} | {r.get('images_per_cpu_s', '')} | {r.get('rss_at_fit_gib', '')} | "
+              f"{r['peak_rss_gib']} |")
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"images": n, "rows": rows}, f, indent=2)
