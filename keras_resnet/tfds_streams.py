@@ -287,7 +287,7 @@ def _photo_train(stream, seed):
 
         crop = tf.ensure_shape(tf.cond(tf.io.is_jpeg(data), jpeg, other), (None, None, channels))
         x = streams._resize_crop(crop, size)
-        x = tf.cond(u[0] < 0.5, lambda: x[:, ::-1], lambda: x)
+        x = tf.cond(u[0] < 0.5, lambda: tf.reverse(x, [1]), lambda: x)  # a strided slice costs 4x
         return tf.ensure_shape(x, tuple(size) + (channels,))
 
     return transform

@@ -5,9 +5,16 @@ Makes (or takes) a folder of N photos (Fashion-MNIST images upscaled to 320x320 
 sub-folders) and measures each pipeline in a fresh process at 224 pixels with random-resized-crop +
 horizontal flip: time from the start to the first batch, steady images per wall-second and per
 CPU-second (the process and its workers), and peak RSS (the process and its workers, sampled every
-0.1 s). With --train, also the peak RSS of a real ``keras-resnet train`` on the folder.
+0.1 s). With --train, also the peak RSS of a real ``keras-resnet train`` on the folder; with --memory,
+that of training runs side by side: ours (in float32, or the ImageNet family's depth 18 at width 0.25)
+and the same network fitted by Keras from ``image_dataset_from_directory`` or from one constant batch
+(the network alone). --stages times each stage of our stream and Keras's loader over the same files.
+A pipeline or memory run named ``NAME@before`` imports the package from --before DIR (a copy of it as
+it was), to measure a change side by side in one run.
 
     python scripts/bench_data.py --make 5000 --folder /tmp/photos_5000 --train --json results.json
+    python scripts/bench_data.py --folder /tmp/photos_5000 --pipelines "" --memory all
+    python scripts/bench_data.py --folder /tmp/photos_5000 --stages 320
 
 The pipelines:
 
@@ -201,46 +208,191 @@ def run_one(name, folder, batch, batches):
     os._exit(0)  # DataLoader workers and tf.data threads need not be joined
 
 
-def run_train(folder, train_size):
-    """Peak RSS of a real ``keras-resnet train`` on the folder (depth 8, batch 64, one epoch of
-    `train_size` images and its validation), and the time until ``fit`` starts (the data listed,
-    the statistics sampled, the model built: ``config.json`` written); the process is stopped
-    when the epoch is committed (the test split's evaluation after it grows with the folder and holds
-    no more than a batch)."""
-    import shutil
+TRAIN_ARGS = ["--image-size", str(SIZE), "--depth", "8", "--batch-size", "64", "--epochs", "1"]
+# --memory: peak RSS of whole training runs, ours against the same network fed other ways
+MEMORY_RUNS = {
+    "train": [],
+    "train --precision float32": ["--precision", "float32"],
+    "train --depth 18 --width 0.25": ["--depth", "18", "--width", "0.25"],
+    "fit from image_dataset_from_directory": "keras",
+    "fit from constant batches in memory": "constant",
+}
 
+
+def code_env(name, before):
+    """The environment of a measured process: ``NAME@before`` imports keras_resnet from `before` (a
+    copy of the package as it was, to measure a change side by side in one run)."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "TF_CPP_MIN_LOG_LEVEL": "3"}
+    if name.endswith("@before"):
+        if not before:
+            raise SystemExit(f"{name}: pass --before DIR, a folder holding the package as it was")
+        env["PYTHONPATH"] = os.pathsep.join([before, env.get("PYTHONPATH", "")])
+    return env
+
+
+def peak_rss(command, run_dir=None, env=None):
+    """Peak RSS (GiB) of `command` and its children, sampled every 0.1 s, and the seconds until
+    ``RUN_DIR/config.json`` appears (a train run: the data listed, the statistics sampled, the model
+    built, just before fit). A train run is stopped when its epoch is committed (``history.csv``: the
+    test split's evaluation after it holds no more than a batch)."""
     import psutil
 
-    run_dir = os.path.join("/tmp", f"bench_data_run_{os.getpid()}")
-    shutil.rmtree(run_dir, ignore_errors=True)
-    command = [sys.executable, "-m", "keras_resnet.cli", "train", "--dataset", folder, "--image-size", str(SIZE),
-               "--depth", "8", "--batch-size", "64", "--epochs", "1", "--train-size", str(train_size),
-               "--run-dir", run_dir, "--verbose", "2"]
     start = time.perf_counter()
     proc = psutil.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                        env={**os.environ, "PYTHONUNBUFFERED": "1", "TF_CPP_MIN_LOG_LEVEL": "3"})
-    peak, first_step = 0, None
+                        env=env or code_env("", None))
+    peak, first_step, at_fit = 0, None, None
     lines = []
     reader = threading.Thread(target=lambda: [lines.append(line) for line in proc.stdout], daemon=True)
     reader.start()
+    done = (lambda: os.path.exists(os.path.join(run_dir, "history.csv"))) if run_dir else (lambda: False)
     while proc.poll() is None:
         try:
-            peak = max(peak, sum(p.memory_info().rss for p in [proc] + proc.children(recursive=True)))
+            rss = sum(p.memory_info().rss for p in [proc] + proc.children(recursive=True))
+            peak = max(peak, rss)
         except psutil.Error:
-            pass
-        if first_step is None and os.path.exists(os.path.join(run_dir, "config.json")):
-            first_step = time.perf_counter() - start  # written when the model is built, just before fit
-        if os.path.exists(os.path.join(run_dir, "history.csv")):  # the epoch is committed
+            rss = 0
+        if at_fit is None and (os.path.exists(os.path.join(run_dir, "config.json")) if run_dir
+                               else any(line.startswith("fit starts") for line in lines)):
+            # config.json is written when the model is built, just before fit
+            first_step, at_fit = time.perf_counter() - start, rss
+        if done():
             proc.kill()
             break
         time.sleep(0.1)
     proc.wait()
     reader.join(5)
-    if not os.path.exists(os.path.join(run_dir, "history.csv")):
+    if (run_dir and not done()) or (not run_dir and proc.returncode):
         raise SystemExit("".join(lines)[-3000:])
-    return {"pipeline": "keras-resnet train", "peak_rss_gib": round(peak / 2**30, 3),
-            "to_fit_s": None if first_step is None else round(first_step, 1),
-            "wall_s": round(time.perf_counter() - start, 1), "command": " ".join(command[1:])}
+    return {"peak_rss_gib": round(peak / 2**30, 3), "to_fit_s": None if first_step is None else round(first_step, 1),
+            "rss_at_fit_gib": None if at_fit is None else round(at_fit / 2**30, 3),
+            "wall_s": round(time.perf_counter() - start, 1)}
+
+
+def run_train(folder, train_size, extra=(), label="keras-resnet train", env=None):
+    """Peak RSS of a real ``keras-resnet train`` on the folder (depth 8, batch 64, one epoch of
+    `train_size` images and its validation; `extra` flags appended), and the time until ``fit``
+    starts."""
+    import shutil
+
+    run_dir = os.path.join("/tmp", f"bench_data_run_{os.getpid()}")
+    shutil.rmtree(run_dir, ignore_errors=True)
+    base = TRAIN_ARGS[:2] + TRAIN_ARGS[4:] if "--depth" in extra else TRAIN_ARGS
+    command = [sys.executable, "-m", "keras_resnet.cli", "train", "--dataset", folder, *base,
+               "--train-size", str(train_size), "--run-dir", run_dir, "--verbose", "2", *extra]
+    row = peak_rss(command, run_dir, env)
+    with open(os.path.join(run_dir, "config.json")) as f:
+        precision = json.load(f).get("precision")
+    shutil.rmtree(run_dir, ignore_errors=True)
+    return {"pipeline": label, **row, "precision": precision, "command": " ".join(command[1:])}
+
+
+def run_reference(folder, train_size, feed, precision):
+    """Peak RSS of the same network, compiled as ``keras-resnet train`` compiles it, fitted for the
+    same steps (one epoch of `train_size` images, a tenth of them its validation) fed by `feed`:
+    "keras" (``image_dataset_from_directory`` at 224) or "constant" (one batch in memory, repeated:
+    the network's own share)."""
+    command = [sys.executable, __file__, "--folder", folder, "--fit", feed, "--precision", precision,
+               "--train-size", str(train_size)]
+    return {"pipeline": [k for k, v in MEMORY_RUNS.items() if v == feed][0], **peak_rss(command),
+            "precision": precision, "command": " ".join(command[1:])}
+
+
+def fit_reference(folder, train_size, feed, precision):
+    import keras
+    import tensorflow as tf
+
+    import keras_resnet
+    from keras_resnet import training
+
+    keras.mixed_precision.set_global_policy(precision)
+    keras.utils.set_random_seed(0)
+    batch, val = 64, train_size // 10
+    steps = (train_size - val) // batch
+    if feed == "keras":
+        def part(subset):
+            return keras.utils.image_dataset_from_directory(
+                folder, image_size=(SIZE, SIZE), batch_size=batch, seed=0, validation_split=0.1,
+                subset=subset, verbose=False)
+        norm = keras.layers.Rescaling(1 / 64.0, offset=-2.0)
+        train, test = (part(s).map(lambda x, y: (norm(x), y)).prefetch(tf.data.AUTOTUNE)
+                       for s in ("training", "validation"))
+        test = test.take(max(1, val // batch))
+    else:
+        x = tf.random.stateless_normal((batch, SIZE, SIZE, 3), seed=(0, 0))
+        y = tf.constant(np.arange(batch) % 10)
+        train = tf.data.Dataset.from_tensors((x, y)).repeat()
+        test = tf.data.Dataset.from_tensors((x, y)).repeat(max(1, val // batch))
+    model = keras_resnet.build(depth=8, input_shape=(SIZE, SIZE, 3), num_classes=10)
+    training.compile_model(model, training.Recipe(epochs=1, batch_size=batch), steps)
+    print("fit starts", flush=True)
+    model.fit(train.repeat() if feed == "keras" else train, validation_data=test, epochs=1,
+              steps_per_epoch=steps, verbose=2)
+    os._exit(0)
+
+
+def run_stages(folder, count, batch, repeats=3):
+    """CPU- and wall-seconds per image of our stream's stages, each cumulative pipeline over the
+    same `count` files (the first of epoch 0's order) in one process, and of Keras's loader's:
+    the median of `repeats` passes after a warm-up. Prints a JSON line per stage."""
+    import keras
+    import tensorflow as tf
+
+    from keras_resnet import streams
+
+    (x, y), _, info = streams.open_folder(folder, image_size=SIZE, transform="photo", cache="none")
+    stream = info["stream"]
+    size, channels = stream["size"], stream["channels"]
+    order = streams.epoch_order(len(x), batch, 0, 0)[:count]
+    paths_t = tf.constant([os.fsencode(str(p)) for p in x])
+    load = streams._other_loader(x, stream, streams.BadFiles())
+    epoch = tf.constant(0, tf.int64)
+
+    def window(i):
+        data = tf.io.read_file(paths_t[i])
+        u = streams.crop_draws(0, epoch, i)
+        header = tf.image.extract_jpeg_shape(data)
+        top, left, ch, cw = tf.unstack(streams.crop_window(header[0], header[1], tf.reshape(u[1:], (-1, 4))))
+        m = streams.JPEG_MARGIN
+        t, l = tf.maximum(top - m, 0), tf.maximum(left - m, 0)
+        b, r = tf.minimum(top + ch + m, header[0]), tf.minimum(left + cw + m, header[1])
+        decoded = tf.io.decode_and_crop_jpeg(data, tf.stack([t, l, b - t, r - l]), channels=channels,
+                                             dct_method="INTEGER_ACCURATE")
+        return decoded[top - t:top - t + ch, left - l:left - l + cw]
+
+    def files(fn):
+        return tf.data.Dataset.from_tensor_slices(order).map(fn, num_parallel_calls=tf.data.AUTOTUNE)
+
+    def keras_files():
+        listing = sorted(os.path.join(r, f) for r, _, fs in os.walk(folder) for f in fs)
+        ds = tf.data.Dataset.from_tensor_slices(np.array(listing)[order % len(listing)])
+        return ds.map(lambda p: tf.image.resize(tf.io.decode_image(tf.io.read_file(p), channels=3,
+                                                                   expand_animations=False), (256, 256)),
+                      num_parallel_calls=tf.data.AUTOTUNE)
+
+    crop, flip = keras.layers.RandomCrop(SIZE, SIZE, seed=0), keras.layers.RandomFlip("horizontal", seed=0)
+    stages = {
+        "ours: read bytes": lambda: files(lambda i: tf.strings.length(tf.io.read_file(paths_t[i]))),
+        "ours: + decode the window": lambda: files(lambda i: tf.shape(window(i))),
+        "ours: + resize to 224": lambda: files(lambda i: streams._resize_crop(window(i), size)),
+        "ours: + flip (the file map)": lambda: files(lambda i: streams._crop_and_resize(
+            load, paths_t[i], i, epoch, 0, size, channels)[0]),
+        "ours: the stream (batch, normalise)": lambda: streams.train_stream(x, y, info, batch).take(count // batch),
+        "keras: read, decode, resize to 256": keras_files,
+        "keras: + batch, crop, flip": lambda: keras_files().batch(batch).map(
+            lambda b: flip(crop(b, training=True), training=True)),
+    }
+    for name, make in stages.items():
+        for _ in make().take(2 * batch if "stream" not in name and "batch" not in name else 2):
+            pass  # warm-up: graph tracing, thread pools
+        cpu, wall = [], []
+        for _ in range(repeats):
+            c0, w0 = time.process_time(), time.perf_counter()
+            for _ in make():
+                pass
+            cpu.append(time.process_time() - c0)
+            wall.append(time.perf_counter() - w0)
+        print(json.dumps({"stage": name, "cpu_ms_per_image": round(1000 * float(np.median(cpu)) / count, 2),
+                          "wall_ms_per_image": round(1000 * float(np.median(wall)) / count, 2)}), flush=True)
 
 
 def main():
@@ -252,11 +404,24 @@ def main():
     p.add_argument("--pipelines", default="ours,keras,torch")
     p.add_argument("--train", action="store_true", help="also measure a real keras-resnet train")
     p.add_argument("--train-size", type=int, default=640)
+    p.add_argument("--memory", default=None, help="peak RSS of these training runs, comma-separated "
+                   f"(or 'all'): {', '.join(MEMORY_RUNS)}")
+    p.add_argument("--precision", default="mixed_bfloat16",
+                   help="the references' dtype policy under --memory (ours: what `train` chooses)")
+    p.add_argument("--before", default=None, help="a folder holding keras_resnet as it was: a pipeline "
+                   "or --memory run named NAME@before imports it from there")
     p.add_argument("--json", default=None)
     p.add_argument("--one", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--fit", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--stages", type=int, default=None,
+                   help="CPU per image of each stage of our stream and Keras's loader over this many files")
     args = p.parse_args()
+    if args.stages:
+        return run_stages(args.folder, args.stages, args.batch_size)
     if args.one:
         return run_one(args.one, args.folder, args.batch_size, args.batches)
+    if args.fit:
+        return fit_reference(args.folder, args.train_size, args.fit, args.precision)
     if not os.path.isdir(args.folder):
         if not args.make:
             raise SystemExit(f"no such folder: {args.folder}; pass --make N to make one")
@@ -264,26 +429,39 @@ def main():
         make_folder(args.folder, args.make)
         print(f"made {args.make} photos in {args.folder} in {time.perf_counter() - t:.0f} s", flush=True)
     rows = []
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
     for name in filter(None, args.pipelines.split(",")):
-        out = subprocess.run([sys.executable, __file__, "--folder", args.folder, "--one", name,
+        env = code_env(name, args.before)
+        out = subprocess.run([sys.executable, __file__, "--folder", args.folder, "--one", name.split("@")[0],
                               "--batch-size", str(args.batch_size), "--batches", str(args.batches)],
                              capture_output=True, text=True, env=env, timeout=3600)
         line = [line for line in out.stdout.splitlines() if line.startswith("{")]
         if not line:
             raise SystemExit(f"{name} failed:\n{out.stdout[-2000:]}\n{out.stderr[-3000:]}")
-        rows.append(json.loads(line[-1]))
+        rows.append({**json.loads(line[-1]), "pipeline": name})
         print(rows[-1], flush=True)
     if args.train:
         rows.append(run_train(args.folder, args.train_size))
         print(rows[-1], flush=True)
+    memory = list(MEMORY_RUNS) if args.memory == "all" else list(filter(None, (args.memory or "").split(",")))
+    for name in memory:
+        run = name.split("@")[0]
+        if run not in MEMORY_RUNS:
+            raise SystemExit(f"--memory: {run!r} is not one of {list(MEMORY_RUNS)}")
+        feed = MEMORY_RUNS[run]
+        rows.append(run_reference(args.folder, args.train_size, feed, args.precision) if isinstance(feed, str)
+                    else run_train(args.folder, args.train_size, feed, f"keras-resnet {name}",
+                                   code_env(name, args.before)))
+        print(rows[-1], flush=True)
     n = sum(len(files) for _, _, files in os.walk(args.folder))
     print(f"\n{n} photos in {args.folder}, {SIZE}x{SIZE}, random-resized-crop + flip, batch {args.batch_size}")
-    print("| pipeline | first batch / fit starts (s) | images / wall-s | images / CPU-s | peak RSS (GiB) |")
-    print("|---|---|---|---|---|")
+    print("| pipeline | first batch / fit starts (s) | images / wall-s | images / CPU-s | RSS when fit starts (GiB) "
+          "| peak RSS (GiB) |")
+    print("|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['pipeline']} | {r.get('first_batch_s', r.get('to_fit_s'))} | "
-              f"{r.get('images_per_wall_s', '')} | {r.get('images_per_cpu_s', '')} | {r['peak_rss_gib']} |")
+        name = r["pipeline"] + (f" ({r['precision']})" if r.get("precision") else "")
+        print(f"| {name} | {r.get('first_batch_s', r.get('to_fit_s'))} | "
+              f"{r.get('images_per_wall_s', '')} | {r.get('images_per_cpu_s', '')} | {r.get('rss_at_fit_gib', '')} | "
+              f"{r['peak_rss_gib']} |")
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"images": n, "rows": rows}, f, indent=2)
