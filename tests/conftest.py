@@ -46,23 +46,41 @@ def randomize_bn():
 
 
 @pytest.fixture(scope="session")
-def fmnist_model(tmp_path_factory):
+def fmnist_model(tmp_path_factory, worker_id):
     """One tiny ResNet (three basic blocks, width 0.5) trained 300 steps on real Fashion-MNIST, to
     confident predictions, and saved as ``model.keras``: shared by every test that needs a trained model
-    (export, the app's view of it, the docs). Fields: ``model``, ``path``, ``data`` (as `data.load`)."""
+    (export, the app's view of it, the docs). Fields: ``model``, ``path``, ``data`` (as `data.load`).
+
+    Under pytest-xdist the first worker that needs it trains it, under a file lock, in the run's
+    shared temporary folder; the others load that file."""
     from types import SimpleNamespace
 
-    from keras_resnet import build, data
+    from filelock import FileLock
 
-    (x, y), (x_test, y_test), info = data.load("fashion_mnist")
+    from keras_resnet import data
+
+    shared = tmp_path_factory.getbasetemp()
+    if worker_id != "master":  # the workers' folders are inside the run's own
+        shared = shared.parent
+    path = shared / "fmnist_model" / "model.keras"
+    with FileLock(str(shared / "fmnist_model.lock"), timeout=900):
+        if not path.exists():
+            _train_fmnist_model(path)
+    model = keras.saving.load_model(path)
+    return SimpleNamespace(model=model, path=path, data=data.load("fashion_mnist"))
+
+
+def _train_fmnist_model(path):
+    from keras_resnet import build, data, io_utils
+
+    (x, y), _, info = data.load("fashion_mnist")
     keras.utils.set_random_seed(0)
     model = build(blocks=(1, 1, 1), input_shape=(28, 28, 1), width=0.5, num_classes=10)
     model.compile(keras.optimizers.Adam(3e-3), "sparse_categorical_crossentropy")
     n = 19200
     model.fit(data.normalize(x[:n], info), y[:n], batch_size=64, epochs=1, verbose=0)  # 300 steps
-    path = tmp_path_factory.mktemp("fmnist_model") / "model.keras"
-    model.save(path)
-    return SimpleNamespace(model=model, path=path, data=((x, y), (x_test, y_test), info))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    io_utils.save_model(model, path)
 
 
 def pytest_configure(config):
