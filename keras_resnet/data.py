@@ -165,7 +165,7 @@ def resized(train, test, info, image_size=None):
     input shape, transforms and statistics (of ``train``'s images) made theirs."""
     image_size = _image_size(image_size)
     if image_size is not None and image_size != train[0].shape[1:3]:
-        train, test = (_resize(train[0], image_size), train[1]), (_resize(test[0], image_size), test[1])
+        train, test = (resize_images(train[0], image_size), train[1]), (resize_images(test[0], image_size), test[1])
     return _described(train, test, {**info, "transforms": None} if "transforms" in info else info)
 
 
@@ -235,8 +235,11 @@ def _channel_stats(x):
     return means, stds
 
 
-def _resize(x, size):
-    """Bilinear resize of uint8 NHWC arrays with keras.ops, in chunks; antialiased when shrinking."""
+def resize_images(x, size):
+    """Bilinear resize of uint8 NHWC arrays with keras.ops, in chunks; antialiased when shrinking: the
+    images `load` gives for ``image_size=size``."""
+    if not len(x):
+        return np.zeros((0, *size, x.shape[-1]), np.uint8)
     antialias = size[0] < x.shape[1] or size[1] < x.shape[2]
     chunks = [
         keras.ops.convert_to_numpy(keras.ops.image.resize(

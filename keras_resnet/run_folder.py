@@ -125,11 +125,16 @@ def load_data_for(model, model_path, dataset=None, data_dir=None, download=False
                    f"cannot be loaded from there: {' '.join(str(e).split())}. Pass --dataset to use data "
                    "elsewhere")
         raise (FileNotFoundError if isinstance(e, FileNotFoundError) else ValueError)(message) from e
-    if tuple(info["input_shape"][:2]) != size:  # trained on resized images
+    resize = tuple(info["input_shape"][:2]) != size  # trained on resized images
+    if resize and not (bounded and defaults and defaults["normalization"]):  # the statistics need them all
         train, test, info = data.load(dataset, data_dir=data_dir, download=download, image_size=size)
+        resize = False
     if bounded and not part:  # held in memory already: the same images, sliced
         train = tuple(a[_calibration_index(len(train[1]), train_count)] for a in train)
         test = tuple(a[:test_count] for a in test)
+    if resize:  # the run folder's statistics: only the images kept are resized, as `data.load` would
+        train, test = ((data.resize_images(x, size), y) for x, y in (train, test))
+        info["input_shape"] = size + tuple(info["input_shape"][2:])
     info["transforms"] = transforms or None
     if defaults:
         info = {**info, **(defaults["normalization"] or {}),

@@ -627,7 +627,7 @@ def evaluate(model_path, dataset=None, data_dir=None, download=False, batch_size
         dataset, (x_test, y_test), info = _stream_folder_for(model, folder, defaults, resolved)
     else:
         dataset, _, (x_test, y_test), info, note = run_folder.load_data_for(model, model_path, dataset, data_dir,
-                                                                         download)
+                                                                         download, train_count=0)
     if note:
         print(note, flush=True)
     if tuple(model.input_shape[1:]) != tuple(info["input_shape"]):

@@ -23,7 +23,7 @@ def checkpoint(tmp_path_factory):
     one epoch on 4,000 Fashion-MNIST images resized to 64x64."""
     folder = tmp_path_factory.mktemp("pretrained")
     keras.utils.set_random_seed(3)
-    data = training.load_run_data(recipe=Recipe(seed=3), train_size=4000, image_size=64)
+    data = training.load_run_data(recipe=Recipe(seed=3), train_size=4000, test_size=500, image_size=64)
     model = build(**ARCH, num_classes=1000)
     training.fit_run(model, Recipe(epochs=1, batch_size=64, learning_rate=0.05), data, folder / "run",
                      verbose=0)

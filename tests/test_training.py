@@ -120,6 +120,28 @@ def test_train_and_test_sizes_cut_the_arrays_before_they_are_resized():
         training.load_run_data(test_size=0)
 
 
+def test_a_resized_run_folder_gives_export_and_evaluate_the_images_of_the_whole_load(tmp_path):
+    """`run_folder.load_data_for` with counts resizes only the images it keeps when the run folder
+    holds the statistics; they equal the same images of the whole resized set."""
+    from keras_resnet import data, run_folder
+    from keras_resnet.pipelines import calibration_index
+
+    model = keras_resnet.build(depth=8, width=0.25, input_shape=(40, 40, 1), num_classes=10)
+    (tmp_path / "config.json").write_text(json.dumps({"dataset": "fashion_mnist", "class_names": list("abcdefghij"),
+                                                      "normalization": {"mean": [0.25], "std": [0.5]}}))
+    _, (x, y), (x_test, y_test), info, _ = run_folder.load_data_for(model, tmp_path / "model.keras",
+                                                                    train_count=20, test_count=30)
+    (x_all, y_all), (x_test_all, y_test_all), _ = data.load("fashion_mnist", image_size=40)
+    index = calibration_index(len(y_all), 20)
+    np.testing.assert_array_equal(x, x_all[index])
+    np.testing.assert_array_equal(y, y_all[index])
+    np.testing.assert_array_equal(x_test, x_test_all[:30])
+    np.testing.assert_array_equal(y_test, y_test_all[:30])
+    assert info["input_shape"] == (40, 40, 1) and info["mean"] == [0.25] and info["class_names"][0] == "a"
+    _, (x, _), (x_test, _), _, _ = run_folder.load_data_for(model, tmp_path / "model.keras", train_count=0)
+    assert x.shape == (0, 40, 40, 1) and x_test.shape == (10000, 40, 40, 1)
+
+
 def test_history_of_a_run_without_validation_has_no_validation_columns(tmp_path):
     path = tmp_path / "history.csv"  # what CSVLogger writes when fit gets no validation data
     path.write_text("epoch,accuracy,loss,val_accuracy,val_loss\n0,0.5,1.5,NA,NA\n1,0.75,1.0,NA,NA\n")
