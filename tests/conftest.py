@@ -108,8 +108,8 @@ def kill_when(command, env, done, timeout):
 # The files whose tests take longest, longest first (from `make test`'s --durations): the workers of
 # `pytest -n` take whole files (--dist loadfile) in this order, so that no long file starts last and
 # leaves one worker running alone at the end. Every other file follows in its usual order.
-LONGEST_FIRST = ("test_tuning.py", "test_distributed.py", "test_docs.py", "test_faults.py", "test_family.py",
-                 "test_training.py", "test_tuning_latency.py", "test_pretrained.py", "test_finetune.py",
+LONGEST_FIRST = ("test_docs.py", "test_tuning.py", "test_faults.py", "test_distributed.py", "test_family.py",
+                 "test_tuning_latency.py", "test_training.py", "test_finetune.py", "test_pretrained.py",
                  "test_export.py", "test_models.py", "test_cli.py", "test_export_app.py", "test_api.py")
 
 

@@ -101,6 +101,7 @@ def test_flip_test_time_augmentation_is_refused_for_data_trained_without_flips(t
         training.evaluate(str(run_dir / "model.keras"), tta=True)
 
 
+@pytest.mark.slow  # resizes the whole set as the reference
 def test_train_and_test_sizes_cut_the_arrays_before_they_are_resized():
     """Quick runs resize only the images they keep: the same pixels as cutting the whole resized set,
     with the statistics of the training images kept."""
@@ -120,6 +121,7 @@ def test_train_and_test_sizes_cut_the_arrays_before_they_are_resized():
         training.load_run_data(test_size=0)
 
 
+@pytest.mark.slow  # resizes the whole set as the reference
 def test_a_resized_run_folder_gives_export_and_evaluate_the_images_of_the_whole_load(tmp_path):
     """`run_folder.load_data_for` with counts resizes only the images it keeps when the run folder
     holds the statistics; they equal the same images of the whole resized set."""
