@@ -165,8 +165,8 @@ def resized(train, test, info, image_size=None):
     input shape, transforms and statistics (of ``train``'s images) made theirs."""
     image_size = _image_size(image_size)
     if image_size is not None and image_size != train[0].shape[1:3]:
-        train, test = (resize_images(train[0], image_size), train[1]), (resize_images(test[0], image_size), test[1])
-    return _described(train, test, {**info, "transforms": None} if "transforms" in info else info)
+        train, test = ((resize_images(x, image_size), y) for x, y in (train, test))
+    return _described(train, test, {**info, "transforms": None})
 
 
 def _described(train, test, info):

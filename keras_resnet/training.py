@@ -139,7 +139,7 @@ def load_run_data(dataset="fashion_mnist", recipe=None, *, data_dir=None, downlo
             raise ValueError(f"transform='photo' is the recipe of image folders and tensorflow-datasets "
                              f"streams; {dataset!r} is held as arrays and trains with the small-image "
                              "recipe. Received: transform='photo'")
-        cut_first = folder is None and (train_size or test_size) is not None  # resize only what is kept
+        cut_first = folder is None and (train_size, test_size) != (None, None)  # resize only what is kept
         (x_train, y_train), (x_test, y_test), info = data_lib.load(
             dataset, data_dir=data_dir, download=download, bad_images=bad_images,
             image_size=None if cut_first else image_size,
