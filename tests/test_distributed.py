@@ -41,7 +41,7 @@ def recorded(n, batch_size, seed, epoch, process=0, processes=1):
 streams.epoch_order = recorded
 sys.exit(cli.main(argv))
 """
-TINY = ["train", "--depth", "8", "--width", "0.25", "--train-size", "320", "--batch-size", "32",
+TINY = ["train", "--depth", "8", "--width", "0.25", "--train-size", "320", "--test-size", "2000", "--batch-size", "32",
         "--distribute", "data-parallel", "--verbose", "2"]
 LAUNCH_TIMEOUT = 420  # seconds for one launch of a job, on a shared 2-core machine
 
@@ -143,7 +143,7 @@ def test_run_json_records_processes_devices_and_batches(two_and_one):
         "processes": 2, "devices": 2, "global_batch": 32, "per_process_batch": 16}
     assert {k: alone[k] for k in ("processes", "devices", "global_batch", "per_process_batch")} == {
         "processes": 1, "devices": 1, "global_batch": 32, "per_process_batch": 32}
-    assert job["test_accuracy"] == pytest.approx(alone["test_accuracy"], abs=2e-3)
+    assert job["test_accuracy"] == pytest.approx(alone["test_accuracy"], abs=3e-3)  # 6 of 2,000 images
 
 
 def _photo_folder(folder, classes=3, per_class=110):

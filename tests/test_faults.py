@@ -23,7 +23,7 @@ ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONUNBUFFERED": "1"}
 
 
 def _train(run_dir, epochs=3, extra=(), learning_rate=0.05, **kwargs):
-    data = training.load_run_data(recipe=Recipe(seed=1), train_size=2000)
+    data = training.load_run_data(recipe=Recipe(seed=1), train_size=2000, test_size=500)
     model = keras_resnet_build(data)
     recipe = Recipe(epochs=epochs, batch_size=64, learning_rate=learning_rate, seed=1)
     return training.fit_run(model, recipe, data, run_dir, verbose=0, callbacks=extra, **kwargs)
@@ -136,7 +136,7 @@ KILLED_WHILE_COMMITTING = textwrap.dedent("""
     if os.environ.get("KILL_AT_EPOCH"):
         io_utils.write_json = write_json
     r = training.train(depth=8, width=0.25, recipe=training.Recipe(epochs=3, batch_size=64, seed=1),
-                       train_size=600, run_dir=sys.argv[1], verbose=2)
+                       train_size=600, test_size=500, run_dir=sys.argv[1], verbose=2)
     print("EPOCHS_RUN", r["epochs_run"])
 """)
 
@@ -198,7 +198,7 @@ def test_finished_run_with_a_truncated_final_model_writes_it_again(tmp_path):
 
 @pytest.mark.slow
 def test_finished_run_with_weight_averaging_restores_the_averaged_model(tmp_path):
-    data = training.load_run_data(recipe=Recipe(seed=1), train_size=1000)
+    data = training.load_run_data(recipe=Recipe(seed=1), train_size=1000, test_size=500)
     recipe = Recipe(epochs=1, batch_size=64, learning_rate=0.05, ema=0.9, seed=1)
     first = training.fit_run(keras_resnet_build(data), recipe, data, tmp_path, verbose=0)
     again = training.fit_run(keras_resnet_build(data), recipe, data, tmp_path, verbose=0)
@@ -254,7 +254,7 @@ def test_two_train_processes_on_one_run_folder_one_is_refused_and_the_other_kill
     """Bound: three short CLI runs of a depth-8 network, about a minute on two cores."""
     run_dir = tmp_path / "run"
     command = [sys.executable, "-m", "keras_resnet.cli", "train", "--depth", "8", "--width", "0.25", "--epochs",
-               "4", "--train-size", "2000", "--batch-size", "64", "--verbose", "2", "--run-dir", str(run_dir)]
+               "4", "--train-size", "2000", "--test-size", "500", "--batch-size", "64", "--verbose", "2", "--run-dir", str(run_dir)]
     both = [subprocess.Popen(command, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
             for _ in range(2)]
     try:

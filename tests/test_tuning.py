@@ -390,7 +390,7 @@ def test_hyperband_continues_the_best_trial_and_keeps_fixed_entries(hyperband_se
 
 def _tune_command(folder, name, *extra):
     return [sys.executable, "-m", "keras_resnet.cli", "tune", "--tuner", "random", "--depths", "8",
-            "--width-min", "0.25", "--width-max", "1.0", "--max-epochs", "1", "--train-size", "300",
+            "--width-min", "0.25", "--width-max", "1.0", "--max-epochs", "1", "--train-size", "300", "--test-size", "500",
             "--batch-size", "32", "--retrain-epochs", "0", "--directory", str(folder), "--search-name", name,
             *extra]
 

@@ -149,7 +149,7 @@ def test_latency_command_without_placeholder_is_refused():
 
 def _tune_command(folder, name, command):
     return [sys.executable, "-m", "keras_resnet.cli", "tune", "--tuner", "random", "--depths", "8",
-            "--width-min", "0.25", "--width-max", "1.0", "--max-epochs", "1", "--train-size", "300",
+            "--width-min", "0.25", "--width-max", "1.0", "--max-epochs", "1", "--train-size", "300", "--test-size", "500",
             "--batch-size", "32", "--retrain-epochs", "0", "--directory", str(folder), "--search-name", name,
             "--max-trials", "3", "--max-latency-ms", "1000", "--latency-mode", "float32",
             "--latency-command", command]
