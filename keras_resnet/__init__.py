@@ -4,7 +4,7 @@
     >>> model = keras_resnet.build(depth=34)                 # an uncompiled keras.Model
     >>> model = keras_resnet.build("resnet50d")              # a name from keras_resnet.list_models()
     >>> recipe = keras_resnet.training.Recipe(epochs=1)      # Fashion-MNIST, offline; 500 images here
-    >>> result = keras_resnet.train(depth=8, recipe=recipe, train_size=500, verbose=0)
+    >>> result = keras_resnet.train(depth=8, recipe=recipe, train_size=500, test_size=500, verbose=0)
     >>> sidecar = keras_resnet.to_tflite(result["run_dir"] + "/model.keras", "m.tflite")  # verified
     >>> sidecar["quantize"], sidecar["input"]["shape"]
     ('float32', [-1, 28, 28, 1])

@@ -52,9 +52,19 @@ def free_port():
         return s.getsockname()[1]
 
 
+# Compiled XLA programs are kept between the launches of this file (JAX's persistent cache, in a folder
+# of the run's): a relaunch and the second process of a job skip the compilations of the first.
+COMPILATION_CACHE = {"JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0"}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def compilation_cache(tmp_path_factory):
+    COMPILATION_CACHE["JAX_COMPILATION_CACHE_DIR"] = str(tmp_path_factory.mktemp("jax_cache"))
+
+
 def job_env(port, process, processes=2, **extra):
-    env = {**os.environ, "KERAS_BACKEND": "jax", "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONUNBUFFERED": "1",
-           distributed.ADDRESSES: f"127.0.0.1:{port}", distributed.NUM_PROCESSES: str(processes),
+    env = {**os.environ, **COMPILATION_CACHE, "KERAS_BACKEND": "jax", "TF_CPP_MIN_LOG_LEVEL": "3",
+           "PYTHONUNBUFFERED": "1", distributed.ADDRESSES: f"127.0.0.1:{port}", distributed.NUM_PROCESSES: str(processes),
            distributed.PROCESS_ID: str(process), **extra}
     env.pop("XLA_FLAGS", None)
     return env

@@ -103,7 +103,9 @@ def test_resnet18d_has_the_reference_count_and_tensor_names():
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", list_models())
-def test_every_named_architecture_has_the_reference_count_and_tensor_names(name):
+def test_every_named_architecture_has_the_reference_count_and_tensor_names(name, monkeypatch):
+    # Only the shapes and names are compared: zeros instead of the random draws of 60 million weights.
+    monkeypatch.setattr(keras_resnet.layers, "CONV_INIT", "zeros")
     _check_named(name)
 
 

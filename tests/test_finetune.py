@@ -57,7 +57,7 @@ def test_phases_train_the_head_then_everything_at_the_scaled_learning_rate():
 
 @pytest.mark.slow
 def test_frozen_phase_changes_only_the_classifier(checkpoint, tmp_path):
-    data = training.load_run_data(recipe=Recipe(seed=1), train_size=600, image_size=64)
+    data = training.load_run_data(recipe=Recipe(seed=1), train_size=600, test_size=100, image_size=64)
     model = build(**ARCH, num_classes=10, weights=str(checkpoint))
     before = {w.path: np.array(w.numpy()) for w in model.weights}
     with pytest.raises(RuntimeError, match="end of the frozen phase"):

@@ -12,6 +12,7 @@ import keras
 import numpy as np
 import pytest
 
+import keras_resnet
 from keras_resnet import BottleneckBlock, ResidualBlock, build
 from keras_resnet.layers import DropPath, _Block
 
@@ -44,8 +45,11 @@ def blocks_of(model):
 
 @pytest.fixture(scope="module")
 def imagenet_models():
-    """The five ImageNet depths at 224x224x3, built once for the module (they are never run)."""
-    return {depth: build(depth) for depth in TORCHVISION_PARAMS}
+    """The five ImageNet depths at 224x224x3, built once for the module (they are never run, so their
+    convolutions start at zero: no random draws for 140 million weights)."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(keras_resnet.layers, "CONV_INIT", "zeros")
+        return {depth: build(depth) for depth in TORCHVISION_PARAMS}
 
 
 # ---------------------------------------------------------------------------------------------- counts

@@ -259,7 +259,7 @@ cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 from keras_resnet import training
 r = training.train(depth=8, width=0.25, recipe=training.Recipe(epochs=1, batch_size=64),
-                   train_size=1024, run_dir={str(tmp_path)!r}, distribute="mirrored", verbose=0)
+                   train_size=1024, test_size=256, run_dir={str(tmp_path)!r}, distribute="mirrored", verbose=0)
 print("REPLICAS", r["replicas"], "LOSS", r["test_loss"])
 """
     out = subprocess.run([sys.executable, "-c", script], env=ENV, capture_output=True, text=True,
