@@ -64,8 +64,8 @@ def compilation_cache(tmp_path_factory):
 
 def job_env(port, process, processes=2, **extra):
     env = {**os.environ, **COMPILATION_CACHE, "KERAS_BACKEND": "jax", "TF_CPP_MIN_LOG_LEVEL": "3",
-           "PYTHONUNBUFFERED": "1", distributed.ADDRESSES: f"127.0.0.1:{port}", distributed.NUM_PROCESSES: str(processes),
-           distributed.PROCESS_ID: str(process), **extra}
+           "PYTHONUNBUFFERED": "1", distributed.ADDRESSES: f"127.0.0.1:{port}",
+           distributed.NUM_PROCESSES: str(processes), distributed.PROCESS_ID: str(process), **extra}
     env.pop("XLA_FLAGS", None)
     return env
 

@@ -121,6 +121,9 @@ def test_full_disk_during_a_checkpoint_then_the_same_run_resumes(small_disk):
     assert not [f for f in os.listdir(os.path.join(run_dir, "state")) if "partial" in f]
 
 
+# The run of the kill -9 test: a process runs it and is killed; the test's own process runs it again.
+THREE_EPOCHS = ("training.train(depth=8, width=0.25, recipe=training.Recipe(epochs=3, batch_size=64, seed=1), "
+                "train_size=600, test_size=500, run_dir=run_dir, verbose=2)")
 KILLED_WHILE_COMMITTING = textwrap.dedent("""
     import os, signal, sys
     from keras_resnet import io_utils, training
@@ -129,33 +132,29 @@ KILLED_WHILE_COMMITTING = textwrap.dedent("""
 
     def write_json(path, obj, **kwargs):
         # kill -9 between the two files of the second epoch's checkpoint: weights written, state not
-        if path.endswith("state.json") and obj["epoch"] == int(os.environ["KILL_AT_EPOCH"]):
+        if path.endswith("state.json") and obj["epoch"] == 2:
             os.kill(os.getpid(), signal.SIGKILL)
         return real_write_json(path, obj, **kwargs)
 
-    if os.environ.get("KILL_AT_EPOCH"):
-        io_utils.write_json = write_json
-    r = training.train(depth=8, width=0.25, recipe=training.Recipe(epochs=3, batch_size=64, seed=1),
-                       train_size=600, test_size=500, run_dir=sys.argv[1], verbose=2)
-    print("EPOCHS_RUN", r["epochs_run"])
-""")
+    io_utils.write_json = write_json
+    run_dir = sys.argv[1]
+""") + THREE_EPOCHS
 
 
 @pytest.mark.slow
-def test_kill_9_inside_a_checkpoint_then_the_same_command_resumes(tmp_path):
+def test_kill_9_inside_a_checkpoint_then_the_same_command_resumes(tmp_path, capsys):
     run_dir = str(tmp_path / "run")
-    command = [sys.executable, "-c", KILLED_WHILE_COMMITTING, run_dir]
-    killed = subprocess.run(command, env={**ENV, "KILL_AT_EPOCH": "2"}, capture_output=True, text=True,
-                            timeout=400)
+    killed = subprocess.run([sys.executable, "-c", KILLED_WHILE_COMMITTING, run_dir], env=ENV,
+                            capture_output=True, text=True, timeout=400)
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
     assert _epochs(run_dir) == [0]
     assert [f for f in os.listdir(os.path.join(run_dir, "state")) if "partial" in f], \
         "the kill should leave a half-written checkpoint behind"
 
-    again = subprocess.run(command, env=ENV, capture_output=True, text=True, timeout=400)
-    assert again.returncode == 0, again.stderr[-3000:]
-    assert "Epoch 1/3" not in again.stdout and "Epoch 2/3" in again.stdout
-    assert "EPOCHS_RUN 3" in again.stdout
+    again = eval(THREE_EPOCHS, {"training": training, "run_dir": run_dir})  # the same call, in this process
+    out = capsys.readouterr().out
+    assert "Epoch 1/3" not in out and "Epoch 2/3" in out
+    assert again["epochs_run"] == 3
     assert _epochs(run_dir) == [0, 1, 2]
     assert not [f for f in os.listdir(os.path.join(run_dir, "state")) if "partial" in f]
 
@@ -250,11 +249,12 @@ def test_a_second_search_on_a_search_folder_is_refused_and_overwrite_keeps_the_l
 
 @pytest.mark.slow
 def test_two_train_processes_on_one_run_folder_one_is_refused_and_the_other_killed_with_sigkill_resumes(
-        tmp_path):
-    """Bound: three short CLI runs of a depth-8 network, about a minute on two cores."""
+        tmp_path, capsys):
+    """Bound: two short CLI processes of a depth-8 network, then the resume in this process: under a minute."""
     run_dir = tmp_path / "run"
     command = [sys.executable, "-m", "keras_resnet.cli", "train", "--depth", "8", "--width", "0.25", "--epochs",
-               "4", "--train-size", "2000", "--test-size", "500", "--batch-size", "64", "--verbose", "2", "--run-dir", str(run_dir)]
+               "4", "--train-size", "2000", "--test-size", "500", "--batch-size", "64", "--verbose", "2",
+               "--run-dir", str(run_dir)]
     both = [subprocess.Popen(command, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
             for _ in range(2)]
     try:
@@ -281,10 +281,13 @@ def test_two_train_processes_on_one_run_folder_one_is_refused_and_the_other_kill
     done = _epochs(str(run_dir))
     assert 1 <= len(done) < 4, "the holder should be killed in the middle of its run"
     assert not (run_dir / "model.keras").exists()
-    # The killed run resumes from its last finished epoch.
-    again = subprocess.run(command, env=ENV, capture_output=True, text=True, timeout=400)
-    assert again.returncode == 0, again.stderr[-3000:]
-    assert f"Epoch {len(done) + 1}/4" in again.stdout and "Epoch 1/4" not in again.stdout
-    assert "Epoch 4/4" in again.stdout
+    # The killed run resumes from its last finished epoch: the same command, run in this process.
+    from keras_resnet import cli
+
+    capsys.readouterr()
+    assert cli.main(command[3:]) == 0
+    out = capsys.readouterr().out
+    assert f"Epoch {len(done) + 1}/4" in out and "Epoch 1/4" not in out
+    assert "Epoch 4/4" in out
     assert _epochs(str(run_dir)) == [0, 1, 2, 3]
     assert json.loads((run_dir / "run.json").read_text())["epochs_run"] == 4

@@ -4,7 +4,6 @@ and the deployable int8 file."""
 import json
 import os
 import re
-import subprocess
 import sys
 import time
 
@@ -149,14 +148,15 @@ def test_latency_command_without_placeholder_is_refused():
 
 def _tune_command(folder, name, command):
     return [sys.executable, "-m", "keras_resnet.cli", "tune", "--tuner", "random", "--depths", "8",
-            "--width-min", "0.25", "--width-max", "1.0", "--max-epochs", "1", "--train-size", "300", "--test-size", "500",
-            "--batch-size", "32", "--retrain-epochs", "0", "--directory", str(folder), "--search-name", name,
+            "--width-min", "0.25", "--width-max", "1.0", "--max-epochs", "1", "--train-size", "300",
+            "--test-size", "500", "--batch-size", "32", "--retrain-epochs", "0", "--directory", str(folder),
+            "--search-name", name,
             "--max-trials", "3", "--max-latency-ms", "1000", "--latency-mode", "float32",
             "--latency-command", command]
 
 
 @pytest.mark.slow
-def test_a_search_killed_with_sigkill_resumes_without_rerunning_finished_trials_or_measurements(tmp_path):
+def test_a_search_killed_with_sigkill_resumes_without_rerunning_finished_trials_or_measurements(tmp_path, capsys):
     """The search (three trials, latencies measured by a command) is killed with SIGKILL in its second
     trial; the same command finishes it, reusing the finished trial and the cached measurements."""
     from test_tuning import _completed
@@ -170,9 +170,11 @@ def test_a_search_killed_with_sigkill_resumes_without_rerunning_finished_trials_
     assert len(before) >= 2, "the first run should die after measuring two architectures"
     assert finished and len(finished) < 3, "the first run should die after its first trial, before its last"
 
-    second = subprocess.run(command, env=ENV, capture_output=True, text=True, timeout=900)
-    assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
-    ran_again = {m.group(1) for m in re.finditer(r"^trial (\d+) ", second.stdout, re.M)}
+    from keras_resnet import cli  # the same command again, in this process
+
+    capsys.readouterr()
+    assert cli.main(command[3:]) == 0
+    ran_again = {m.group(1) for m in re.finditer(r"^trial (\d+) ", capsys.readouterr().out, re.M)}
     assert ran_again and not ran_again & set(finished)
     after_trials = _completed(tmp_path / "kill")
     assert len(after_trials) == 3 and all(after_trials[t] == mtime for t, mtime in finished.items())
