@@ -311,6 +311,7 @@ JAX_SCRIPT = """
 import json, sys
 import numpy as np
 import keras_resnet
+keras_resnet.layers.CONV_INIT = "zeros"  # every weight comes from the checkpoint: no random draws
 jobs = json.loads(sys.argv[1])
 x = np.load(jobs.pop("x"))
 for out, (kwargs, path) in jobs.items():
