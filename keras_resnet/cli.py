@@ -18,6 +18,7 @@ from keras_resnet import flags  # noqa: E402
 from keras_resnet.io_utils import jsonable, quiet_native_logs  # noqa: E402
 from keras_resnet.execution import DISTRIBUTE, PRECISIONS  # noqa: E402
 
+TEST_SIZE_HELP = "use the first N test images only (quick experiments; evaluate reproduces a run's figure)"
 
 
 def _depth(text):
@@ -124,7 +125,7 @@ def _evaluate(args):
     from keras_resnet import training
 
     result = training.evaluate(args.model, dataset=args.dataset, data_dir=args.data_dir,
-                               download=args.download, tta=args.tta, output=args.output)
+                               download=args.download, tta=args.tta, output=args.output, test_size=args.test_size)
     if args.json:
         print(json.dumps(result))
         return
@@ -173,7 +174,7 @@ def _add_training(sub):
     p.add_argument("--run-dir", default=None, help="default saved_models/<model>_<dataset>")
     add_run_args(p)
     p.add_argument("--train-size", type=int, default=None, help="use only the first N training images")
-    p.add_argument("--test-size", type=int, default=None, help="test on the first N test images only")
+    p.add_argument("--test-size", type=int, default=None, help=TEST_SIZE_HELP)
     p.add_argument("--weights", default=None,
                    help="start from a checkpoint: a torchvision/timm .pth or .safetensors file, a Hub name "
                         "(timm/resnet50.a1_in1k), or a .keras/.weights.h5 file")
@@ -198,6 +199,7 @@ def _add_training(sub):
     add_data_args(p, run_folder_default="its test split is evaluated")
     p.add_argument("--tta", action="store_true",
                    help="average each test image's prediction with its mirror image's (data trained with flips)")
+    p.add_argument("--test-size", type=int, default=None, help=TEST_SIZE_HELP)
     p.add_argument("--output", default=None,
                    help="folder of confusion.png, mistakes.png and evaluation.json (default: the model's folder)")
     p.add_argument("--json", action="store_true")

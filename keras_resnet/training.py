@@ -601,13 +601,16 @@ def _accuracies(probs, y, flipped=None):
     return result
 
 
-def evaluate(model_path, dataset=None, data_dir=None, download=False, batch_size=256, tta=False, output=None):
+def evaluate(model_path, dataset=None, data_dir=None, download=False, batch_size=256, tta=False, output=None,
+             test_size=None):
     """Test-split accuracy of a saved `.keras` model, per-class figures and pictures of its mistakes.
 
     ``tta=True`` averages each image's prediction with its mirror image's (refused for data whose
     training does not flip, such as digits). Without `dataset`, the dataset and normalisation of the
     run folder next to the file (its ``config.json``) are used, or Fashion-MNIST when there is none (a
-    line says which).
+    line says which). ``test_size`` evaluates the first N test images only, as `train`'s does (a run
+    trained with ``test_size=N`` reports the accuracy that ``evaluate(..., test_size=N)`` reproduces);
+    only those are read.
 
     Writes into `output` (default: the model's folder) ``confusion.png`` (normalised per true class),
     ``mistakes.png`` (the most confidently wrong test images) and ``evaluation.json`` (what this
@@ -620,14 +623,16 @@ def evaluate(model_path, dataset=None, data_dir=None, download=False, batch_size
     """
     from keras_resnet import run_folder
 
+    checks.check_int("test_size", test_size, 1, none_ok=True)
     model = io_utils.load_model(model_path, "model_path")
     resolved, defaults, note = run_folder.dataset_for(model_path, dataset)
     folder = _existing_folder(resolved)
     if folder is not None and _has_tensorflow():  # streamed: memory flat in the folder's size
         dataset, (x_test, y_test), info = _stream_folder_for(model, folder, defaults, resolved)
+        x_test, y_test = x_test[:test_size], y_test[:test_size]
     else:
-        dataset, _, (x_test, y_test), info, note = run_folder.load_data_for(model, model_path, dataset, data_dir,
-                                                                         download, train_count=0)
+        dataset, _, (x_test, y_test), info, note = run_folder.load_data_for(
+            model, model_path, dataset, data_dir, download, train_count=0, test_count=test_size)
     if note:
         print(note, flush=True)
     if tuple(model.input_shape[1:]) != tuple(info["input_shape"]):

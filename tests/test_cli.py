@@ -103,6 +103,7 @@ BAD_COMMANDS = [
      1, ["no trial of the search completed", "leaderboard.csv"]),
     ("evaluate {root}/truncated.keras", 2, ["truncated.keras", "truncated or corrupt"]),
     ("evaluate {root}/missing.keras", 2, ["missing.keras"]),
+    ("evaluate {root}/missing.keras --test-size 0", 2, ["test_size=0"]),
     ("explain {root}/truncated.keras {root}/notes.png", 2, ["truncated.keras", "truncated or corrupt"]),
     ("explain {root}/missing.keras {root}/notes.png --class 3", 2, ["missing.keras"]),
     ("tune --depths 21 --max-trials 1", 2, ["21"]),

@@ -41,7 +41,7 @@ def finetuned(checkpoint, tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("finetune") / "run"
     assert main(["train", "--weights", str(checkpoint), "--freeze-epochs", "1", "--epochs", "3",
                  "--image-size", "64", "--blocks", "1,1,1,1", "--width", "0.25", "--train-size", "1500",
-                 "--batch-size", "64", "--learning-rate", "0.05", "--seed", "1", "--verbose", "0",
+                 "--test-size", "1000", "--batch-size", "64", "--learning-rate", "0.05", "--seed", "1", "--verbose", "0",
                  "--run-dir", str(run_dir)]) == 0
     return run_dir, json.loads((run_dir / "run.json").read_text())
 
@@ -94,7 +94,8 @@ def test_checkpoint_normalisation_replaces_the_dataset_statistics_in_the_run_fol
 @pytest.mark.slow
 def test_evaluate_reads_the_run_folder_and_reproduces_the_test_accuracy(finetuned):
     run_dir, result = finetuned
-    evaluated = training.evaluate(str(run_dir / "model.keras"))
+    evaluated = training.evaluate(str(run_dir / "model.keras"), test_size=1000)  # the run's test_size
+    assert evaluated["test_images"] == result["test_images"] == 1000
     assert evaluated["test_accuracy"] == pytest.approx(result["test_accuracy"], abs=1e-9)
 
 

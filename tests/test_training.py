@@ -23,7 +23,7 @@ ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONUNBUFFERED": "1"}
 def tiny_run(tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("run")
     result = training.train(recipe=Recipe(epochs=3, batch_size=64, learning_rate=0.05, seed=1),
-                            train_size=1500, run_dir=run_dir, verbose=0, **TINY)
+                            train_size=1500, test_size=2000, run_dir=run_dir, verbose=0, **TINY)
     return run_dir, result
 
 
@@ -40,7 +40,7 @@ def test_run_writes_model_history_metrics_and_plot(tiny_run):
     assert saved["normalization"]["mean"] and saved["class_names"][0] == "T-shirt/top"
     assert 0.0 <= saved["test_accuracy"] <= 1.0
     classes = saved["per_class"]["classes"]
-    assert [c["class"] for c in classes] == saved["class_names"] and sum(c["support"] for c in classes) == 10000
+    assert [c["class"] for c in classes] == saved["class_names"] and sum(c["support"] for c in classes) == 2000
     assert saved["per_class"]["accuracy"] == pytest.approx(saved["test_accuracy"])
     assert not list(run_dir.glob("*partial*"))
 
@@ -56,8 +56,8 @@ def test_training_loss_goes_down(tiny_run):
 @pytest.mark.slow
 def test_saved_model_evaluates_to_the_reported_accuracy_and_per_class_figures(tiny_run, tmp_path):
     run_dir, result = tiny_run
-    evaluated = training.evaluate(str(run_dir / "model.keras"), output=tmp_path)
-    assert evaluated["test_images"] == 10000
+    evaluated = training.evaluate(str(run_dir / "model.keras"), output=tmp_path, test_size=2000)
+    assert evaluated["test_images"] == result["test_images"] == 2000  # the run's test_size, reproduced
     assert evaluated["test_accuracy"] == pytest.approx(result["test_accuracy"], abs=1e-3)
     assert json.loads((tmp_path / "evaluation.json").read_text()) == evaluated
     for name in ("confusion.png", "mistakes.png"):
@@ -69,7 +69,7 @@ def test_saved_model_evaluates_to_the_reported_accuracy_and_per_class_figures(ti
 @pytest.mark.slow
 def test_flip_test_time_augmentation_is_reported_and_reproduced_by_evaluate(tiny_run):
     run_dir, result = tiny_run
-    evaluated = training.evaluate(str(run_dir / "model.keras"), tta=True)
+    evaluated = training.evaluate(str(run_dir / "model.keras"), tta=True, test_size=2000)
     assert evaluated["tta"] == "flip"
     assert evaluated["test_accuracy"] == pytest.approx(result["test_accuracy_flip_tta"], abs=1e-3)
 
