@@ -183,25 +183,20 @@ def test_truncated_model_files_and_state_are_set_aside_and_the_run_finishes(tmp_
 
 
 @pytest.mark.slow
-def test_finished_run_with_a_truncated_final_model_writes_it_again(tmp_path):
-    run_dir = str(tmp_path / "run")
-    first = _train(run_dir, epochs=1)
-    path = os.path.join(run_dir, "model.keras")
-    with open(path, "r+b") as f:
-        f.truncate(100)
-    again = _train(run_dir, epochs=1)
-    assert callbacks.readable_keras_file(path)
-    assert again["test_accuracy"] == pytest.approx(first["test_accuracy"])
-    assert _epochs(run_dir) == [0]
-
-
-@pytest.mark.slow
-def test_finished_run_with_weight_averaging_restores_the_averaged_model(tmp_path):
+def test_finished_run_with_a_truncated_final_model_writes_it_again_with_its_averaged_weights(tmp_path):
+    """A finished run whose model.keras was cut short: the same run again writes it anew, from the
+    weight average (EMA) the run ended with, and trains nothing."""
     data = training.load_run_data(recipe=Recipe(seed=1), train_size=1000, test_size=500)
     recipe = Recipe(epochs=1, batch_size=64, learning_rate=0.05, ema=0.9, seed=1)
     first = training.fit_run(keras_resnet_build(data), recipe, data, tmp_path, verbose=0)
+    path = os.path.join(tmp_path, "model.keras")
+    with open(path, "r+b") as f:
+        f.truncate(100)
     again = training.fit_run(keras_resnet_build(data), recipe, data, tmp_path, verbose=0)
+    assert callbacks.readable_keras_file(path)
     assert again["test_loss"] == pytest.approx(first["test_loss"], rel=1e-5)
+    assert again["test_accuracy"] == pytest.approx(first["test_accuracy"])
+    assert _epochs(tmp_path) == [0]
 
 
 # --- one writer per folder ---------------------------------------------------------------------------
