@@ -246,16 +246,17 @@ def _channel_stats(x):
 
 def resize_images(x, size):
     """Bilinear resize of uint8 NHWC arrays with keras.ops, in chunks; antialiased when shrinking: the
-    images `load` gives for ``image_size=size``."""
-    if not len(x):
-        return np.zeros((0, *size, x.shape[-1]), np.uint8)
+    images `load` gives for ``image_size=size``.
+
+    Each chunk is rounded into the uint8 result in place: no float32 copy of the whole set is made
+    (for Fashion-MNIST at 40x40, 384 MB that took longer to allocate than the resize itself)."""
+    out = np.empty((len(x), *size, x.shape[-1]), np.uint8)
     antialias = size[0] < x.shape[1] or size[1] < x.shape[2]
-    chunks = [
-        keras.ops.convert_to_numpy(keras.ops.image.resize(
+    for i in range(0, len(x), 4096):
+        chunk = keras.ops.convert_to_numpy(keras.ops.image.resize(
             x[i:i + 4096].astype("float32"), size, antialias=antialias, data_format="channels_last"))
-        for i in range(0, len(x), 4096)
-    ]
-    return np.clip(np.rint(np.concatenate(chunks)), 0, 255).astype(np.uint8)
+        out[i:i + 4096] = np.clip(np.rint(chunk, out=chunk), 0, 255, out=chunk)
+    return out
 
 
 # --- IDX (Fashion-MNIST, MNIST) --------------------------------------------------------------------

@@ -101,15 +101,24 @@ def test_flip_test_time_augmentation_is_refused_for_data_trained_without_flips(t
         training.evaluate(str(run_dir / "model.keras"), tta=True)
 
 
+@pytest.fixture(scope="module")
+def fashion_mnist_at_40():
+    """The whole of Fashion-MNIST as `data.load` resizes it to 40x40: the reference of the paths that
+    resize only the images they keep."""
+    from keras_resnet import data
+
+    return data.load("fashion_mnist", image_size=40)
+
+
 @pytest.mark.slow  # resizes the whole set as the reference
-def test_train_and_test_sizes_cut_the_arrays_before_they_are_resized():
+def test_train_and_test_sizes_cut_the_arrays_before_they_are_resized(fashion_mnist_at_40):
     """Quick runs resize only the images they keep: the same pixels as cutting the whole resized set,
     with the statistics of the training images kept."""
     from keras_resnet import data
 
     run = training.load_run_data(recipe=Recipe(val_fraction=0.1, seed=3), train_size=300, test_size=50,
                                  image_size=40)
-    (x, y), (x_test, y_test), _ = data.load("fashion_mnist", image_size=40)
+    (x, y), (x_test, y_test), _ = fashion_mnist_at_40
     kept = np.concatenate([run.x_train, run.x_val])
     assert len(run.x_train) + len(run.x_val) == 300 and len(run.x_test) == 50
     assert sorted(map(bytes, kept)) == sorted(map(bytes, x[:300]))
@@ -122,10 +131,10 @@ def test_train_and_test_sizes_cut_the_arrays_before_they_are_resized():
 
 
 @pytest.mark.slow  # resizes the whole set as the reference
-def test_a_resized_run_folder_gives_export_and_evaluate_the_images_of_the_whole_load(tmp_path):
+def test_a_resized_run_folder_gives_export_and_evaluate_the_images_of_the_whole_load(tmp_path, fashion_mnist_at_40):
     """`run_folder.load_data_for` with counts resizes only the images it keeps when the run folder
     holds the statistics; they equal the same images of the whole resized set."""
-    from keras_resnet import data, run_folder
+    from keras_resnet import run_folder
     from keras_resnet.pipelines import calibration_index
 
     model = keras_resnet.build(depth=8, width=0.25, input_shape=(40, 40, 1), num_classes=10)
@@ -133,7 +142,7 @@ def test_a_resized_run_folder_gives_export_and_evaluate_the_images_of_the_whole_
                                                       "normalization": {"mean": [0.25], "std": [0.5]}}))
     _, (x, y), (x_test, y_test), info, _ = run_folder.load_data_for(model, tmp_path / "model.keras",
                                                                     train_count=20, test_count=30)
-    (x_all, y_all), (x_test_all, y_test_all), _ = data.load("fashion_mnist", image_size=40)
+    (x_all, y_all), (x_test_all, y_test_all), _ = fashion_mnist_at_40
     index = calibration_index(len(y_all), 20)
     np.testing.assert_array_equal(x, x_all[index])
     np.testing.assert_array_equal(y, y_all[index])
