@@ -610,7 +610,7 @@ def evaluate(model_path, dataset=None, data_dir=None, download=False, batch_size
     run folder next to the file (its ``config.json``) are used, or Fashion-MNIST when there is none (a
     line says which). ``test_size`` evaluates the first N test images only, as `train`'s does (a run
     trained with ``test_size=N`` reports the accuracy that ``evaluate(..., test_size=N)`` reproduces);
-    only those are read.
+    only those are decoded or resized.
 
     Writes into `output` (default: the model's folder) ``confusion.png`` (normalised per true class),
     ``mistakes.png`` (the most confidently wrong test images) and ``evaluation.json`` (what this
