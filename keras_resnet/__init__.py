@@ -15,6 +15,8 @@ TensorFlow-only parts (tf.data pipelines, LiteRT export) are imported on first u
 """
 
 import importlib
+import importlib.abc
+import importlib.util
 import os
 import signal
 import sys
@@ -34,39 +36,71 @@ def _interrupted_while_starting(signum, frame):
 if _COMMAND:  # `keras_resnet.cli.main` hands Ctrl-C back to Python once the imports are done
     signal.signal(signal.SIGINT, _interrupted_while_starting)
 
-from keras_resnet.io_utils import quiet_native_logs  # noqa: E402
+from keras_resnet.utils.io_utils import quiet_native_logs  # noqa: E402
 
 # The `keras-resnet` command (also `python -m keras_resnet.cli`) keeps TensorFlow's C++ start-up log
 # lines out of its output unless it runs with --debug; a library import leaves them as they are.
 with quiet_native_logs(_COMMAND and "--debug" not in sys.argv):  # noqa: E402
-    from keras_resnet.layers import (
+    from keras_resnet.models.layers import (
         BottleneckBlock,
         DropPath,
         ProjectionShortcut,
         ResidualBlock,
         SqueezeExcite,
     )
-    from keras_resnet.losses import SmoothedSparseCrossentropy
-    from keras_resnet.models import ARCHITECTURES, IMAGENET_DEPTHS, ResNet, build, config_of, list_models
-    from keras_resnet.summary import count_macs, summarize
+    from keras_resnet.models.losses import SmoothedSparseCrossentropy
+    from keras_resnet.models.resnet import ARCHITECTURES, IMAGENET_DEPTHS, ResNet, config_of, list_models
+    from keras_resnet.factory import build
+    from keras_resnet.models.summary import count_macs, summarize
 
 __version__ = "0.1.0"
 
-_LAZY = ("data", "training", "tuning", "export", "pretrained", "distributed", "cli", "diagnostics", "gradcam")
-# Entry points of the modules above, importable from the top without loading them all up front.
+_LAZY = ("data", "training", "tuning", "export", "weights", "gradcam", "cli")
+# Entry points of the packages above, importable from the top without loading them all up front.
 _ENTRY_POINTS = {
     "load_data": ("data", "load"),
     "train": ("training", "train"),
     "evaluate": ("training", "evaluate"),
     "search": ("tuning", "run_search"),
     "to_tflite": ("export", "to_tflite"),
-    "load_weights": ("pretrained", "load_weights"),
+    "load_weights": ("weights", "load_weights"),
     "explain": ("gradcam", "explain"),
+}
+# Where the modules of the flat layout of 0.1 live now. Their old import paths stay importable (the
+# same module objects) for one release; see docs/changelog.md.
+MOVED = {
+    "checks": "utils.checks", "flags": "utils.flags", "io_utils": "utils.io_utils",
+    "layers": "models.layers", "summary": "models.summary", "losses": "models.losses",
+    "pretrained": "weights.pretrained", "checkpoint_layout": "weights.layout",
+    "folders": "data.folders", "images": "data.images", "streams": "data.streams",
+    "tfds_streams": "data.tfds_streams", "pipelines": "data.pipelines",
+    "callbacks": "training.callbacks", "history": "training.history", "run_folder": "training.run_folder",
+    "distributed": "training.distributed", "diagnostics": "training.diagnostics",
+    "execution": "training.devices", "gradcam_tf": "gradcam.tf_gradients",
 }
 
 
+class _MovedModules(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+    """Finds ``keras_resnet.<old name>`` as the module it moved to (the same object, not a copy)."""
+
+    def find_spec(self, fullname, path=None, target=None):
+        package, _, name = fullname.rpartition(".")
+        if package == __name__ and name in MOVED:
+            return importlib.util.spec_from_loader(fullname, self)
+        return None
+
+    def create_module(self, spec):
+        return importlib.import_module(f"{__name__}.{MOVED[spec.name.rpartition('.')[2]]}")
+
+    def exec_module(self, module):
+        """The module ran when it was imported under its own name."""
+
+
+sys.meta_path.append(_MovedModules())
+
+
 def __getattr__(name):
-    if name in _LAZY:
+    if name in _LAZY or name in MOVED:
         return importlib.import_module(f"keras_resnet.{name}")
     if name in _ENTRY_POINTS:
         module, attr = _ENTRY_POINTS[name]

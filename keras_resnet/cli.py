@@ -2,7 +2,7 @@
 
 Every flag is named after the library argument it sets (`--batch-size` is `Recipe.batch_size`); the
 recipe's, the search space's and the budget's flags are derived from their dataclasses
-(`keras_resnet.flags`). Errors are one line, ``keras-resnet <command>: error: ...``, with exit status
+(`keras_resnet.utils.flags`). Errors are one line, ``keras-resnet <command>: error: ...``, with exit status
 2 for bad input and 1 for a failure while running; ``--debug`` shows the traceback and TensorFlow's
 native log lines instead.
 """
@@ -14,9 +14,9 @@ import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # keep TensorFlow's start-up chatter out of the output
 
-from keras_resnet import flags  # noqa: E402
-from keras_resnet.io_utils import jsonable, quiet_native_logs  # noqa: E402
-from keras_resnet.execution import DISTRIBUTE, PRECISIONS  # noqa: E402
+from keras_resnet.utils import flags  # noqa: E402
+from keras_resnet.utils.io_utils import jsonable, quiet_native_logs  # noqa: E402
+from keras_resnet.training.devices import DISTRIBUTE, PRECISIONS  # noqa: E402
 
 TEST_SIZE_HELP = "use the first N test images only (quick experiments; evaluate reproduces a run's figure)"
 
@@ -28,7 +28,7 @@ def _depth(text):
 
 def add_model_args(p, input_shape=(224, 224, 3), num_classes=1000, depth=None):
     """The `build()` arguments, shared by every subcommand that builds a model."""
-    from keras_resnet.models import ATTENTIONS, BLOCKS, SHORTCUTS, STEMS, VARIANTS
+    from keras_resnet.models.resnet import ATTENTIONS, BLOCKS, SHORTCUTS, STEMS, VARIANTS
 
     g = p.add_argument_group("model (arguments of keras_resnet.build)")
     g.add_argument("--depth", "--arch", dest="depth", type=_depth, default=depth,
@@ -61,9 +61,9 @@ def model_kwargs(args):
 
 
 def _summary(args):
-    from keras_resnet.io_utils import load_model
-    from keras_resnet.models import ResNet, build, config_of
-    from keras_resnet.summary import format_summary, summarize
+    from keras_resnet.utils.io_utils import load_model
+    from keras_resnet.models.resnet import ResNet, build, config_of
+    from keras_resnet.models.summary import format_summary, summarize
 
     model = load_model(args.model) if args.model else build(**model_kwargs(args))
     info = summarize(model)
@@ -78,7 +78,7 @@ def _summary(args):
 
 
 def _models(args):
-    from keras_resnet.models import ARCHITECTURE_FIELDS, ARCHITECTURES
+    from keras_resnet.models.resnet import ARCHITECTURE_FIELDS, ARCHITECTURES
 
     for name, row in sorted(ARCHITECTURES.items()):
         options = dict(zip(ARCHITECTURE_FIELDS, row))
@@ -100,7 +100,7 @@ def _add_summary(sub):
 
 
 def _train(args):
-    from keras_resnet import training
+    from keras_resnet.training import run as training
 
     kwargs = {k: v for k, v in model_kwargs(args).items() if v is not None}
     kwargs.pop("input_shape"), kwargs.pop("num_classes")  # both come from the dataset
@@ -122,7 +122,7 @@ def _train(args):
 
 
 def _evaluate(args):
-    from keras_resnet import training
+    from keras_resnet.training import run as training
 
     result = training.evaluate(args.model, dataset=args.dataset, data_dir=args.data_dir,
                                download=args.download, tta=args.tta, output=args.output, test_size=args.test_size)
@@ -143,7 +143,7 @@ def add_data_args(p, run_folder_default=None, bad_images=True):
     `run_folder_default` is set for commands that read a saved model: their dataset defaults to the
     run folder's, and the text says what that dataset is used for.
     """
-    from keras_resnet.data import BAD_IMAGES, DataSource
+    from keras_resnet.data.common import BAD_IMAGES, DataSource
 
     defaults = None if run_folder_default is None else {
         "dataset": (None, f"the run's, from config.json next to the model, else fashion_mnist; {run_folder_default}")}
@@ -158,14 +158,14 @@ def add_run_args(p):
     """How a run executes: precision, distribution, input pipeline (arguments of `train`)."""
     p.add_argument("--precision", choices=PRECISIONS, default="auto")
     p.add_argument("--distribute", choices=DISTRIBUTE, default="auto")
-    from keras_resnet.training import PIPELINES
+    from keras_resnet.training.run import PIPELINES
 
     p.add_argument("--pipeline", choices=PIPELINES, default=PIPELINES[0])
 
 
 def _add_training(sub):
     """`train` and `evaluate` (keras_resnet.training)."""
-    from keras_resnet.training import Recipe
+    from keras_resnet.training.run import Recipe
 
     p = sub.add_parser("train", help="train a ResNet (resumes an interrupted run of the same command)")
     add_model_args(p)  # --depth defaults to 20 here, unless --blocks is given
@@ -207,7 +207,8 @@ def _add_training(sub):
 
 
 def _tune(args):
-    from keras_resnet import training, tuning
+    from keras_resnet import tuning
+    from keras_resnet.training import run as training
 
     tuned = ("learning_rate", "weight_decay", "epochs")  # searched (the space) or set by the budget
     result = tuning.run_search(
@@ -226,7 +227,8 @@ def _tune(args):
 
 def _add_tuning(sub):
     """`tune` (keras_resnet.tuning): its flags are the fields of the tuning dataclasses and the Recipe."""
-    from keras_resnet import training, tuning
+    from keras_resnet import tuning
+    from keras_resnet.training import run as training
 
     p = sub.add_parser("tune", help="search depth and width with KerasTuner (the same command resumes it)",
                        description="Search depth and width with KerasTuner, then retrain the best model. "
@@ -247,8 +249,11 @@ def _add_tuning(sub):
 def _export(args):
     from pathlib import Path
 
-    from keras_resnet import data, export, io_utils, run_folder
-    from keras_resnet.checks import check_int
+    from keras_resnet import export
+    from keras_resnet import data
+    from keras_resnet.utils import io_utils
+    from keras_resnet.training import run_folder
+    from keras_resnet.utils.checks import check_int
     from keras_resnet.export.options import check_mode
 
     check_int("--verify-count", args.verify_count, minimum=1)
@@ -299,7 +304,7 @@ def _predict(args):
 
     from keras_resnet import export
 
-    from keras_resnet.checks import check_int
+    from keras_resnet.utils.checks import check_int
 
     if os.path.isdir(args.model) or not args.model.endswith(".tflite"):
         what = "a directory" if os.path.isdir(args.model) else "not a .tflite file"
@@ -319,7 +324,7 @@ def _predict(args):
         batches.append(export.load_images(args.images, shape, transforms))
         names += args.images
     if args.idx:
-        from keras_resnet.data import read_idx
+        from keras_resnet.data.idx import read_idx
 
         pixels = read_idx(args.idx, 3)[:args.limit]
         if tuple(shape) == pixels.shape[1:] + (1,):
@@ -333,7 +338,7 @@ def _predict(args):
     if args.labels:
         if not args.idx:
             raise ValueError("--labels goes with --idx (the IDX label file of the same images).")
-        from keras_resnet.data import read_idx
+        from keras_resnet.data.idx import read_idx
 
         labels = read_idx(args.labels, 1)[:args.limit]
         idx_results = results[len(args.images):]
@@ -370,7 +375,7 @@ def _add_export(sub):
 
 
 def _explain(args):
-    from keras_resnet import gradcam
+    from keras_resnet.explain.gradcam import heatmap as gradcam
 
     output = args.output or os.path.dirname(os.path.abspath(args.model))
     for result in gradcam.explain(args.model, args.images, class_name=args.class_name, output=output,
@@ -381,7 +386,7 @@ def _explain(args):
 
 
 def _add_explain(sub):
-    """`explain` (keras_resnet.gradcam)."""
+    """`explain` (keras_resnet.explain.gradcam)."""
     p = sub.add_parser("explain", help="Grad-CAM heat maps of images: where a .keras model finds a class "
                                        "(TensorFlow backend)")
     p.add_argument("model", help="a .keras file (its run folder gives the normalisation and class names)")
@@ -440,7 +445,7 @@ def _run(args):
             raise
         message = " ".join(str(e).split()) or type(e).__name__
         print(f"keras-resnet {args.command}: error: {message}", file=sys.stderr)
-        distributed = sys.modules.get("keras_resnet.distributed")
+        distributed = sys.modules.get("keras_resnet.training.distributed")
         if distributed is not None and isinstance(e, distributed.LostProcessError):
             distributed.leave_after_loss()  # JAX's shutdown at exit would wait for the lost process
         return 2 if isinstance(e, USAGE_ERRORS) else 1

@@ -18,7 +18,7 @@ it was), to measure a change side by side in one run.
 
 The pipelines:
 
-- ours: `keras_resnet.streams` (file list, per-file random-resized-crop decoded with
+- ours: `keras_resnet.data.streams` (file list, per-file random-resized-crop decoded with
   ``decode_and_crop_jpeg``, bilinear resize, flip, tf.data with AUTOTUNE parallelism).
 - keras: ``keras.utils.image_dataset_from_directory`` (decodes and resizes every whole image, to 256)
   + ``RandomCrop(224)`` + ``RandomFlip`` (Keras has no random-resized-crop layer).
@@ -113,7 +113,7 @@ class Meter:
 
 
 def ours(folder, batch):
-    from keras_resnet import streams
+    from keras_resnet.data import streams
 
     (x, y), _, info = streams.open_folder(folder, image_size=SIZE, transform="photo", cache="none")
     return iter(streams.train_stream(x, y, info, batch, seed=0))
@@ -337,7 +337,7 @@ def run_stages(folder, count, batch, repeats=3):
     import keras
     import tensorflow as tf
 
-    from keras_resnet import streams
+    from keras_resnet.data import streams
 
     (x, y), _, info = streams.open_folder(folder, image_size=SIZE, transform="photo", cache="none")
     stream = info["stream"]

@@ -1,5 +1,5 @@
 """What training across processes costs: images/s of one process with two CPU threads against a job
-of two processes (keras_resnet.distributed, JAX + gloo on localhost) with one thread each.
+of two processes (keras_resnet.training.distributed, JAX + gloo on localhost) with one thread each.
 
     python scripts/bench_distributed.py                       # ResNet-20, Fashion-MNIST, batch 128
     python scripts/bench_distributed.py --steps 30 --repeats 2 --out saved_models/bench/distributed.json
@@ -33,9 +33,10 @@ RESULT = "BENCH_RESULT "
 def worker(args):
     """One process: trains `--steps` + `--warmup` steps and prints its images/s (process 0)."""
     os.sched_setaffinity(0, [int(c) for c in args.cores.split(",")])  # before JAX sizes its threads
-    from keras_resnet import distributed, training
+    from keras_resnet import training
+    from keras_resnet.training import distributed
     from keras_resnet.models import build
-    from keras_resnet.execution import distribution_scope
+    from keras_resnet.training.devices import distribution_scope
 
     steps = args.warmup + args.steps
     recipe = training.Recipe(epochs=1, batch_size=args.batch_size, val_fraction=0.0, seed=0)
@@ -129,7 +130,7 @@ def main():
         return worker(args)
     if len(os.sched_getaffinity(0)) < 2:
         raise SystemExit("this benchmark needs two CPU cores")
-    from keras_resnet.execution import cpu_info_field
+    from keras_resnet.training.devices import cpu_info_field
 
     runs = {setup: [] for setup in SETUPS}
     for _ in range(args.repeats):
@@ -151,7 +152,7 @@ def main():
     print(f"2 processes x 1 thread / 1 process x 2 threads: {medians['2x1'] / medians['1x2']:.2f}; "
           f"/ 1 process x 1 thread: {medians['2x1'] / medians['1x1']:.2f}")
     os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
-    from keras_resnet import io_utils
+    from keras_resnet.utils import io_utils
 
     io_utils.write_json(args.out, result, indent=2)
     print(f"wrote {args.out}")

@@ -26,7 +26,9 @@ import numpy as np  # noqa: E402
 from ai_edge_litert.interpreter import Interpreter  # noqa: E402
 
 import keras_resnet  # noqa: E402
-from keras_resnet import data, execution, export, io_utils  # noqa: E402
+from keras_resnet import data, export  # noqa: E402
+from keras_resnet.training import devices as execution
+from keras_resnet.utils import io_utils
 from keras_resnet.export.interpreter import input_values  # noqa: E402
 
 MODES = ("float32", "float16", "dynamic", "int8")

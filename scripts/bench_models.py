@@ -24,8 +24,9 @@ import numpy as np  # noqa: E402
 from bench_export import litert_latency_ms  # noqa: E402
 
 import keras_resnet  # noqa: E402
-from keras_resnet import export, io_utils  # noqa: E402
-from keras_resnet.summary import summarize  # noqa: E402
+from keras_resnet import export  # noqa: E402
+from keras_resnet.utils import io_utils
+from keras_resnet.models.summary import summarize  # noqa: E402
 
 COLUMNS = ("name", "params", "gmacs", "int8_ms_1_thread", "int8_file_mb", "convert_s")
 

@@ -1,4 +1,4 @@
-"""Benchmark of `keras_resnet.pretrained.load_weights`: conversion time and peak memory of a ResNet-50.
+"""Benchmark of `keras_resnet.weights.pretrained.load_weights`: conversion time and peak memory of a ResNet-50.
 
 Writes a torchvision-layout ResNet-50 checkpoint (random weights and BatchNorm statistics, 1000
 classes) as ``.safetensors`` and, where torch is installed, ``.pth``; then, for each format, loads it
@@ -45,7 +45,7 @@ def _status_kib(field):
 def worker(depth, path, image_size):
     """One measurement in this (fresh) process: prints a JSON line."""
     import keras_resnet
-    from keras_resnet import pretrained
+    from keras_resnet.weights import pretrained
 
     model = keras_resnet.build(depth, input_shape=(image_size, image_size, 3))
     import_seconds = 0.0
@@ -75,7 +75,7 @@ def write_checkpoints(depth, folder):
     from safetensors.numpy import save_file
 
     import keras_resnet
-    from keras_resnet import pretrained
+    from keras_resnet.weights import pretrained
 
     os.makedirs(folder, exist_ok=True)
     state = pretrained.to_state_dict(keras_resnet.build(depth))
@@ -95,7 +95,7 @@ def write_checkpoints(depth, folder):
 
 
 def cpu_name():
-    from keras_resnet.execution import cpu_info_field
+    from keras_resnet.training.devices import cpu_info_field
 
     flags = (cpu_info_field("flags") or "").split()
     return cpu_info_field("model name"), "avx512_vnni" in flags
@@ -130,7 +130,7 @@ def main(argv=None):
     for r in rows:
         print(f"{r['format']:<12} {r['file_mib']:>9.1f} {r['tensors']:>8} {r['seconds_median']:>8.3f} "
               f"{r['peak_growth_mib_median']:>10.1f} {r['torch_import_seconds_median']:>15.2f}")
-    from keras_resnet.io_utils import write_json
+    from keras_resnet.utils.io_utils import write_json
 
     os.makedirs(os.path.dirname(args.output) or ".", exist_ok=True)
     write_json(args.output, result)

@@ -31,7 +31,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import keras  # noqa: E402
 
-from keras_resnet import execution, flags, io_utils, training  # noqa: E402
+from keras_resnet import training  # noqa: E402
+from keras_resnet.training import devices as execution
+from keras_resnet.utils import flags, io_utils
 from keras_resnet.models import resolve_depth  # noqa: E402
 
 VARIANTS = {"plain": "plain", "resnet": "v1.5"}  # run-name prefix -> `build(variant=...)`

@@ -23,8 +23,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import numpy as np  # noqa: E402
 
-from keras_resnet import data, flags, io_utils, tuning  # noqa: E402
-from keras_resnet.execution import cpu_info_field  # noqa: E402
+from keras_resnet import data, tuning  # noqa: E402
+from keras_resnet.utils import flags, io_utils
+from keras_resnet.training.devices import cpu_info_field  # noqa: E402
 from keras_resnet.tuning.latency import CALIBRATION_IMAGES, LatencyMeter  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))

@@ -23,7 +23,8 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-from keras_resnet import flags, training, tuning  # noqa: E402
+from keras_resnet import training, tuning  # noqa: E402
+from keras_resnet.utils import flags
 
 RECIPE_FLAGS = ("batch_size", "label_smoothing", "erase", "seed")
 # This experiment's settings, where they differ from the library's defaults.

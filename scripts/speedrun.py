@@ -35,9 +35,11 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 from keras_resnet import data as data_lib  # noqa: E402
-from keras_resnet import execution, flags, io_utils, training  # noqa: E402
+from keras_resnet import training  # noqa: E402
+from keras_resnet.training import devices as execution
+from keras_resnet.utils import flags, io_utils
 from keras_resnet.models import build  # noqa: E402
-from keras_resnet.summary import count_macs  # noqa: E402
+from keras_resnet.models.summary import count_macs  # noqa: E402
 
 TARGETS = (0.94, 0.95)            # test accuracy to reach
 BUDGETS = (0.18, 0.40)            # PFLOP: half of today's run, and the 0.95 budget

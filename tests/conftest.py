@@ -71,7 +71,8 @@ def fmnist_model(tmp_path_factory, worker_id):
 
 
 def _train_fmnist_model(path):
-    from keras_resnet import build, data, io_utils
+    from keras_resnet import build, data
+    from keras_resnet.utils import io_utils
 
     (x, y), _, info = data.load("fashion_mnist")
     keras.utils.set_random_seed(0)

@@ -104,14 +104,14 @@ def test_fashion_mnist_search_falls_back_to_dpkg_then_keras_cache(monkeypatch, t
     monkeypatch.setattr(spec, "system_dir", str(tmp_path / "moved"))
     monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
     assert data.load("fashion_mnist")[2]["source"] == str(FASHION_DIR)  # found through `dpkg -L`
-    monkeypatch.setattr(data, "_dpkg_dirs", lambda package: [])  # a system without dpkg
+    monkeypatch.setattr(data.idx, "_dpkg_dirs", lambda package: [])  # a system without dpkg
     _link_fashion(tmp_path / "keras" / "datasets" / "fashion-mnist")
     assert data.load("fashion_mnist")[2]["source"] == str(tmp_path / "keras" / "datasets" / "fashion-mnist")
 
 
 def test_fashion_mnist_found_nowhere_raises_dataset_error(monkeypatch, tmp_path):
     monkeypatch.setattr(data.IDX_SETS["fashion_mnist"], "system_dir", str(tmp_path / "moved"))
-    monkeypatch.setattr(data, "_dpkg_dirs", lambda package: [])
+    monkeypatch.setattr(data.idx, "_dpkg_dirs", lambda package: [])
     monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
     with pytest.raises(data.DatasetError, match=r"Fashion-MNIST not found \(looked in: .*moved.*apt-get"):
         data.load("fashion_mnist")

@@ -137,7 +137,7 @@ def test_folder_lists_files_like_keras_and_decodes_them_with_the_one_decoder(tmp
 
     from PIL import Image
 
-    from keras_resnet import images
+    from keras_resnet.data import images
 
     rng = np.random.default_rng(0)
     for c in ("a", "b"):

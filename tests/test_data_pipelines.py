@@ -1,4 +1,4 @@
-"""The input pipelines of keras_resnet.pipelines (also importable from keras_resnet.data)."""
+"""The input pipelines of keras_resnet.data.pipelines (also importable from keras_resnet.data)."""
 
 import os
 import subprocess
@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from keras_resnet import data, pipelines
+from keras_resnet import data
+from keras_resnet.data import pipelines
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -148,8 +149,8 @@ def test_random_erasing_blanks_one_box_per_image(make, subset):
 def test_tf_and_numpy_augmentations_agree_for_the_same_draws(subset):
     x, _, info = subset
     u = np.random.default_rng(0).random((64, 8), np.float32)
-    expected = pipelines._augment(x[:64], u, info, 0.5, pipelines.NUMPY_OPS)
-    got = pipelines._augment(x[:64], u, info, 0.5, pipelines._tf_ops()).numpy()
+    expected = pipelines.augment_batch(x[:64], u, info, 0.5, pipelines.NUMPY_OPS)
+    got = pipelines.augment_batch(x[:64], u, info, 0.5, pipelines.tf_ops()).numpy()
     np.testing.assert_allclose(got, expected, atol=1e-5)
 
 

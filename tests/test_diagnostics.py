@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from keras_resnet import diagnostics
+from keras_resnet.training import diagnostics
 
 PNG = b"\x89PNG\r\n\x1a\n"
 

@@ -1,4 +1,4 @@
-"""Data-parallel training across processes (keras_resnet.distributed): real jobs of two processes on
+"""Data-parallel training across processes (keras_resnet.training.distributed): real jobs of two processes on
 localhost, one CPU device each, on the JAX backend, talking through gloo; every launch is bounded."""
 
 import csv
@@ -13,7 +13,9 @@ import time
 import numpy as np
 import pytest
 
-from keras_resnet import distributed, streams, training
+from keras_resnet import training
+from keras_resnet.training import distributed
+from keras_resnet.data import streams
 from keras_resnet.data import numpy_dataset
 
 pytestmark = pytest.mark.slow
@@ -31,7 +33,7 @@ def fit_and_keep_weights(model, *args, **kwargs):
     np.savez(weights_path, *model.get_weights())
     return result
 training.fit_run = fit_and_keep_weights
-from keras_resnet import streams  # record the files each process reads in each epoch of a stream
+from keras_resnet.data import streams  # record the files each process reads in each epoch of a stream
 epoch_order = streams.epoch_order
 def recorded(n, batch_size, seed, epoch, process=0, processes=1):
     rows = epoch_order(n, batch_size, seed, epoch, process, processes)
@@ -287,7 +289,7 @@ def test_a_global_batch_that_does_not_divide_across_the_devices_is_refused_by_ev
 def test_tensorflow_backend_refuses_several_processes_and_mirrors_one(monkeypatch):
     import keras
 
-    from keras_resnet.execution import distribution_scope
+    from keras_resnet.training.devices import distribution_scope
 
     assert keras.backend.backend() == "tensorflow"
     images = np.zeros((40, 28, 28, 1), np.uint8)
@@ -391,7 +393,7 @@ def test_process_local_wraps_only_the_hooks_a_callback_defines():
 
 def test_an_error_of_a_collective_with_a_lost_peer_names_the_lost_process(monkeypatch):
     gloo = RuntimeError("UNKNOWN: Gloo all-reduce failed: [pair.cc:547] Connection closed by peer [127.0.0.1]:1")
-    monkeypatch.setattr(distributed, "_current", lambda: (0, 2, 2))
+    monkeypatch.setattr(distributed, "process_layout", lambda: (0, 2, 2))
     lost = distributed.lost_process_error(gloo)
     assert isinstance(lost, distributed.LostProcessError)
     assert str(lost).startswith("process 1 of the 2-process job was lost (UNKNOWN: Gloo all-reduce failed")
@@ -399,7 +401,7 @@ def test_an_error_of_a_collective_with_a_lost_peer_names_the_lost_process(monkey
     with pytest.raises(distributed.LostProcessError, match="process 1 of the 2-process job was lost"):
         with distributed.stop_if_a_process_is_lost():
             raise gloo
-    monkeypatch.setattr(distributed, "_current", lambda: (1, 3, 3))
+    monkeypatch.setattr(distributed, "process_layout", lambda: (1, 3, 3))
     assert str(distributed.lost_process_error(gloo)).startswith("a process of the 3-process job was lost")
-    monkeypatch.setattr(distributed, "_current", lambda: (0, 1, 1))
+    monkeypatch.setattr(distributed, "process_layout", lambda: (0, 1, 1))
     assert distributed.lost_process_error(gloo) is None  # alone, nobody can be lost

@@ -23,8 +23,8 @@ import timm_reference  # noqa: E402
 from test_pretrained import _cached_repo, randomized  # noqa: E402
 
 import keras_resnet  # noqa: E402
-from keras_resnet import checkpoint_layout, pretrained  # noqa: E402
-from keras_resnet.layers import ProjectionShortcut, SqueezeExcite, se_channels  # noqa: E402
+from keras_resnet.weights import layout as checkpoint_layout, pretrained  # noqa: E402
+from keras_resnet.models.layers import ProjectionShortcut, SqueezeExcite, se_channels  # noqa: E402
 from keras_resnet.models import ARCHITECTURES, list_models  # noqa: E402
 
 CLASSES = 10
@@ -105,7 +105,7 @@ def test_resnet18d_has_the_reference_count_and_tensor_names():
 @pytest.mark.parametrize("name", list_models())
 def test_every_named_architecture_has_the_reference_count_and_tensor_names(name, monkeypatch):
     # Only the shapes and names are compared: zeros instead of the random draws of 60 million weights.
-    monkeypatch.setattr(keras_resnet.layers, "CONV_INIT", "zeros")
+    monkeypatch.setattr(keras_resnet.models.layers, "CONV_INIT", "zeros")
     _check_named(name)
 
 
@@ -311,7 +311,7 @@ JAX_SCRIPT = """
 import json, sys
 import numpy as np
 import keras_resnet
-keras_resnet.layers.CONV_INIT = "zeros"  # every weight comes from the checkpoint: no random draws
+keras_resnet.models.layers.CONV_INIT = "zeros"  # every weight comes from the checkpoint: no random draws
 jobs = json.loads(sys.argv[1])
 x = np.load(jobs.pop("x"))
 for out, (kwargs, path) in jobs.items():

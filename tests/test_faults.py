@@ -15,7 +15,9 @@ import time
 import keras
 import pytest
 
-from keras_resnet import callbacks, history, io_utils, training
+from keras_resnet.training import run as training
+from keras_resnet.training import callbacks, history
+from keras_resnet.utils import io_utils
 from keras_resnet.training import Recipe
 
 TINY = dict(depth=8, width=0.25)
@@ -126,7 +128,8 @@ THREE_EPOCHS = ("training.train(depth=8, width=0.25, recipe=training.Recipe(epoc
                 "train_size=600, test_size=500, run_dir=run_dir, verbose=2)")
 KILLED_WHILE_COMMITTING = textwrap.dedent("""
     import os, signal, sys
-    from keras_resnet import io_utils, training
+    from keras_resnet.training import run as training
+    from keras_resnet.utils import io_utils
 
     real_write_json = io_utils.write_json
 

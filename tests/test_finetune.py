@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 from safetensors import numpy as safetensors_numpy
 
-from keras_resnet import build, training
-from keras_resnet.pretrained import to_state_dict
+from keras_resnet import build
+from keras_resnet.training import run as training
+from keras_resnet.weights.pretrained import to_state_dict
 from keras_resnet.training import Recipe
 
 # A torchvision-layout network small enough for a test: ImageNet stem and four stages, one block each.

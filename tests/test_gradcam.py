@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 import keras_resnet
-from keras_resnet import cli, gradcam, training
+from keras_resnet import cli, training
+from keras_resnet.gradcam import heatmap as gradcam
 
 SIZE, PATCH, MARGIN = 32, 8, 4  # images, the bright patch, how far the patch region is dilated
 NORM = {"mean": [0.25], "std": [0.2]}

@@ -1,4 +1,4 @@
-"""The one image decoder and the photo recipe's transforms (keras_resnet.images), against references
+"""The one image decoder and the photo recipe's transforms (keras_resnet.data.images), against references
 written here with torchvision's definitions, on real photos from scikit-image's package."""
 
 import io
@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from keras_resnet import data, export, images
+from keras_resnet import data, export
+from keras_resnet.data import images
 
 skimage = pytest.importorskip("skimage")
 PHOTOS = os.path.join(os.path.dirname(skimage.__file__), "data")

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from keras_resnet import BottleneckBlock, DropPath, ProjectionShortcut, ResidualBlock
-from keras_resnet.layers import StridedPad
+from keras_resnet.models.layers import StridedPad
 
 BLOCKS = [ResidualBlock, BottleneckBlock]
 BASE_CONFIG_KEYS = {"name", "trainable", "dtype"}

@@ -14,7 +14,7 @@ import pytest
 
 import keras_resnet
 from keras_resnet import BottleneckBlock, ResidualBlock, build
-from keras_resnet.layers import DropPath, _Block
+from keras_resnet.models.layers import DropPath, _Block
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -48,7 +48,7 @@ def imagenet_models():
     """The five ImageNet depths at 224x224x3, built once for the module (they are never run, so their
     convolutions start at zero: no random draws for 140 million weights)."""
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(keras_resnet.layers, "CONV_INIT", "zeros")
+        patch.setattr(keras_resnet.models.layers, "CONV_INIT", "zeros")
         return {depth: build(depth) for depth in TORCHVISION_PARAMS}
 
 
@@ -281,10 +281,10 @@ BACKEND_SCRIPT = textwrap.dedent(
     import sys
     import numpy as np
     import keras
-    import keras_resnet.layers
+    import keras_resnet.models.layers
     from keras_resnet import build
 
-    keras_resnet.layers.CONV_INIT = "zeros"  # every weight comes from the file: no random draws
+    keras_resnet.models.layers.CONV_INIT = "zeros"  # every weight comes from the file: no random draws
     folder, expected_backend = sys.argv[1], sys.argv[2]
     assert keras.backend.backend() == expected_backend, keras.backend.backend()
     x = np.load(f"{folder}/x.npy")

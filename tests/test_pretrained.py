@@ -1,4 +1,4 @@
-"""keras_resnet.pretrained: torchvision and timm checkpoints load with asserted parity, or fail cleanly.
+"""keras_resnet.weights.pretrained: torchvision and timm checkpoints load with asserted parity, or fail cleanly.
 
 The reference networks are written here in PyTorch with torchvision's module layout and state_dict
 names, given random weights and random BatchNorm statistics, and saved as
@@ -20,8 +20,8 @@ safetensors_numpy = pytest.importorskip("safetensors.numpy")
 from torch import nn  # noqa: E402
 
 import keras_resnet  # noqa: E402
-from keras_resnet import pretrained  # noqa: E402
-from keras_resnet.io_utils import save_model, save_weights  # noqa: E402
+from keras_resnet.weights import pretrained  # noqa: E402
+from keras_resnet.utils.io_utils import save_model, save_weights  # noqa: E402
 
 SIZE, CLASSES = 64, 10
 TOLERANCE = 1e-4  # max |keras - torch| relative to the largest torch logit
@@ -189,7 +189,7 @@ def test_torch_reference_has_torchvision_key_counts():
 
 @pytest.mark.parametrize("depth", [18, 34, 50, 101, 152])
 def test_every_depth_maps_to_exactly_torchvisions_keys(depth, monkeypatch):
-    monkeypatch.setattr(keras_resnet.layers, "CONV_INIT", "zeros")  # names only: no random draws needed
+    monkeypatch.setattr(keras_resnet.models.layers, "CONV_INIT", "zeros")  # names only: no random draws needed
     with torch.device("meta"):
         torch_keys = set(ResNet(*TORCH_DEPTHS[depth]).state_dict())
     model = keras_resnet.build(depth, input_shape=(SIZE, SIZE, 3))
@@ -216,7 +216,7 @@ JAX_SCRIPT = """
 import json, sys
 import numpy as np
 import keras_resnet
-keras_resnet.layers.CONV_INIT = "zeros"  # every weight comes from the checkpoint: no random draws
+keras_resnet.models.layers.CONV_INIT = "zeros"  # every weight comes from the checkpoint: no random draws
 jobs = json.loads(sys.argv[1])
 x = np.load(jobs.pop("x"))
 for out, (depth, path) in jobs.items():
@@ -257,7 +257,7 @@ def test_other_num_classes_loads_backbone_and_keeps_fresh_head(checkpoints, caps
     model = build(case, num_classes=7)
     fresh_head = np.array(model.get_layer("logits").kernel.numpy())
     info = pretrained.load_weights(model, case["pth"])
-    lines = [line for line in capsys.readouterr().out.splitlines() if "keras_resnet.pretrained" in line]
+    lines = [line for line in capsys.readouterr().out.splitlines() if "keras_resnet.weights:" in line]
     assert len(lines) == 1 and "fresh initialisation" in lines[0] and "10" in lines[0]
     np.testing.assert_array_equal(model.get_layer("logits").kernel.numpy(), fresh_head)
     np.testing.assert_array_equal(model.get_layer("stem_conv").kernel.numpy(),

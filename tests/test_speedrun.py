@@ -10,7 +10,7 @@ import pytest
 
 import keras_resnet
 from keras_resnet import training
-from keras_resnet.summary import count_macs
+from keras_resnet.models.summary import count_macs
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "speedrun.py"
 TRAIN_SIZE, VAL_FRACTION, BATCH, EPOCHS = 320, 0.2, 64, 2

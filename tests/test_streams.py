@@ -1,11 +1,12 @@
-"""Image folders streamed through tf.data (keras_resnet.streams): epoch order, shards of a
+"""Image folders streamed through tf.data (keras_resnet.data.streams): epoch order, shards of a
 multi-process job, resume, bad files, and the transforms against their Pillow references."""
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from keras_resnet import data, images, streams, training
+from keras_resnet import data, training
+from keras_resnet.data import images, streams
 
 tf = pytest.importorskip("tensorflow")
 
@@ -242,8 +243,8 @@ def split_photos(photos, tmp_path_factory):
 @pytest.mark.parametrize("layout, recipe", [("flat", "photo"), ("split", "photo"), ("flat", "small")])
 def test_export_data_of_a_folder_decodes_only_its_sample_and_equals_the_whole_load(
         photos, split_photos, layout, recipe, tmp_path, monkeypatch):
-    from keras_resnet import run_folder
-    from keras_resnet.pipelines import calibration_index
+    from keras_resnet.training import run_folder
+    from keras_resnet.data.pipelines import calibration_index
 
     folder = photos if layout == "flat" else split_photos
     model, model_path = _run_folder(folder, tmp_path, recipe)
@@ -269,7 +270,7 @@ def test_export_data_of_a_folder_decodes_only_its_sample_and_equals_the_whole_lo
 
 
 def folders_list(folder):
-    from keras_resnet import folders
+    from keras_resnet.data import folders
 
     return folders.list_folder(folder)
 
@@ -280,7 +281,7 @@ def only_the_sample_readable(photos, tmp_path):
     not an image."""
     import shutil
 
-    from keras_resnet.pipelines import calibration_index
+    from keras_resnet.data.pipelines import calibration_index
 
     folder = tmp_path / "photos"
     shutil.copytree(photos, folder)
@@ -293,7 +294,7 @@ def only_the_sample_readable(photos, tmp_path):
 
 
 def test_export_data_of_a_folder_does_not_open_the_files_it_does_not_use(only_the_sample_readable, tmp_path):
-    from keras_resnet import run_folder
+    from keras_resnet.training import run_folder
 
     model, model_path = _run_folder(only_the_sample_readable, tmp_path,
                                     normalization={"mean": [0.5] * 3, "std": [0.2] * 3})

@@ -7,7 +7,7 @@ import pytest
 
 from keras_resnet import BottleneckBlock, build, config_of, count_macs, summarize
 from keras_resnet.cli import main
-from keras_resnet.summary import format_summary
+from keras_resnet.models.summary import format_summary
 
 # torchvision's figures at 224x224x3 (its "GFLOPS" column counts multiply-accumulates)
 TORCHVISION_GMACS = {18: 1.81, 50: 4.09}

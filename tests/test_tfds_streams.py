@@ -1,11 +1,12 @@
-"""tensorflow-datasets sets streamed from tfds's files (keras_resnet.tfds_streams), on tfds's own mock
+"""tensorflow-datasets sets streamed from tfds's files (keras_resnet.data.tfds_streams), on tfds's own mock
 data: splits as indices, seeded epochs that resume exactly, the processes' shares, the held-in-memory
 rule, and a streamed run."""
 
 import numpy as np
 import pytest
 
-from keras_resnet import data, tfds_streams, training
+from keras_resnet import data, training
+from keras_resnet.data import tfds_streams
 
 tf = pytest.importorskip("tensorflow")
 tfds = pytest.importorskip("tensorflow_datasets")
@@ -128,8 +129,8 @@ def test_export_data_of_a_tfds_set_is_its_sample_of_the_whole_load(mock, tmp_pat
     import json
     from types import SimpleNamespace
 
-    from keras_resnet import run_folder
-    from keras_resnet.pipelines import calibration_index
+    from keras_resnet.training import run_folder
+    from keras_resnet.data.pipelines import calibration_index
 
     (tmp_path / "config.json").write_text(json.dumps({"dataset": "cifar10", "transforms": {"recipe": "small"},
                                                       "normalization": {"mean": [0.5] * 3, "std": [0.25] * 3}}))

@@ -12,7 +12,9 @@ import numpy as np
 import pytest
 
 import keras_resnet
-from keras_resnet import io_utils, execution, training
+from keras_resnet.training import run as training
+from keras_resnet.utils import io_utils
+from keras_resnet.training import devices as execution
 from keras_resnet.training import Recipe
 
 TINY = dict(depth=8, width=0.25)
@@ -134,8 +136,8 @@ def test_train_and_test_sizes_cut_the_arrays_before_they_are_resized(fashion_mni
 def test_a_resized_run_folder_gives_export_and_evaluate_the_images_of_the_whole_load(tmp_path, fashion_mnist_at_40):
     """`run_folder.load_data_for` with counts resizes only the images it keeps when the run folder
     holds the statistics; they equal the same images of the whole resized set."""
-    from keras_resnet import run_folder
-    from keras_resnet.pipelines import calibration_index
+    from keras_resnet.training import run_folder
+    from keras_resnet.data.pipelines import calibration_index
 
     model = keras_resnet.build(depth=8, width=0.25, input_shape=(40, 40, 1), num_classes=10)
     (tmp_path / "config.json").write_text(json.dumps({"dataset": "fashion_mnist", "class_names": list("abcdefghij"),
@@ -266,7 +268,7 @@ def test_mirrored_strategy_trains_on_two_logical_cpus(tmp_path):
 import tensorflow as tf
 cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-from keras_resnet import training
+from keras_resnet.training import run as training
 r = training.train(depth=8, width=0.25, recipe=training.Recipe(epochs=1, batch_size=64),
                    train_size=1024, test_size=256, run_dir={str(tmp_path)!r}, distribute="mirrored", verbose=0)
 print("REPLICAS", r["replicas"], "LOSS", r["test_loss"])
@@ -359,7 +361,7 @@ def test_train_leaves_the_global_dtype_policy_and_distribution_as_it_found_them(
 def test_recipe_flags_are_derived_from_the_dataclass():
     import argparse
 
-    from keras_resnet import flags
+    from keras_resnet.utils import flags
 
     parser = argparse.ArgumentParser()
     flags.add_flags(parser, Recipe)

@@ -410,7 +410,7 @@ def test_retraining_killed_with_sigkill_with_its_newest_checkpoint_truncated_res
     """The search is killed with SIGKILL after three of its four retraining epochs, and the newest
     epoch's weights are then cut to a third: the same command sets that checkpoint aside (naming it),
     resumes from the one before, and trains every epoch exactly once."""
-    from keras_resnet import callbacks
+    from keras_resnet.training import callbacks
 
     command = _tune_command(tmp_path, "retrain", "--max-trials", "1", "--retrain-epochs", "4",
                             "--retrain-size", "1200")

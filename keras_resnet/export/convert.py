@@ -5,8 +5,8 @@ import tempfile
 
 import numpy as np
 
-from keras_resnet import io_utils
-from keras_resnet.checks import check_bool, check_int
+from keras_resnet.utils import io_utils
+from keras_resnet.utils.checks import check_bool, check_int
 from keras_resnet.export import camera, graph, metadata
 from keras_resnet.export import options as options_lib
 from keras_resnet.export.options import ExportError, ExportOptions
@@ -244,7 +244,7 @@ def _calibration(mode, representative_data, count):
 
 
 def _native_logs(verbose):
-    from keras_resnet.io_utils import quiet_native_logs
+    from keras_resnet.utils.io_utils import quiet_native_logs
 
     return quiet_native_logs(enabled=not verbose)
 
@@ -332,7 +332,7 @@ def _softmax(model):
 
 
 def _architecture(model):
-    from keras_resnet.models import ResNet, config_of
+    from keras_resnet.models.resnet import ResNet, config_of
 
     if not isinstance(model, ResNet):
         return None

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from keras_resnet.checks import check_int
+from keras_resnet.utils.checks import check_int
 
 
 def sidecar_path(tflite_path):
@@ -164,14 +164,14 @@ def input_values(sidecar, images):
 def load_images(paths, input_shape, transforms=None):
     """Reads image files (or uint8 arrays) as uint8 ``(N, H, W, C)`` for a model input ``(H, W, C)``.
 
-    Files are decoded with the package's one decoder (`keras_resnet.images.read_image`, the one
+    Files are decoded with the package's one decoder (`keras_resnet.data.images.read_image`, the one
     training reads folders with) to grayscale (C = 1) or RGB (C = 3), then brought to ``H x W`` by the
     run's evaluation transform: `transforms` is what the run folder and the sidecar record
     (``{"recipe": "photo", "crop_fraction": 0.875}``: shorter side resized, centre kept); None or the
     small-image recipe resizes bilinearly. Fashion-MNIST is light clothing on a black background;
     photos of the opposite polarity are not inverted.
     """
-    from keras_resnet import images
+    from keras_resnet.data import images
 
     h, w, c = (int(d) for d in input_shape)
     if c not in (1, 3):

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
-from keras_resnet.checks import check_bool, check_choice, check_int, check_number
-from keras_resnet.flags import field
+from keras_resnet.utils.checks import check_bool, check_choice, check_int, check_number
+from keras_resnet.utils.flags import field
 
 QUANTIZE_MODES = ("float32", "float16", "dynamic", "int8")
 IO_DTYPES = ("int8", "uint8", "float32")

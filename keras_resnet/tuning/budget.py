@@ -3,9 +3,9 @@
 import dataclasses
 import time
 
-from keras_resnet import checks
+from keras_resnet.utils import checks
 from keras_resnet.export.options import QUANTIZE_MODES
-from keras_resnet.flags import field
+from keras_resnet.utils.flags import field
 
 
 @dataclasses.dataclass

@@ -26,8 +26,8 @@ import time
 
 import numpy as np
 
-from keras_resnet import io_utils
-from keras_resnet.execution import cpu_info_field, precision_scope
+from keras_resnet.utils import io_utils
+from keras_resnet.training.devices import cpu_info_field, precision_scope
 from keras_resnet.tuning.space import build_kwargs, describe
 
 CACHE_FILE = "latency.json"

@@ -5,7 +5,7 @@ import time
 
 import keras_tuner
 
-from keras_resnet import io_utils
+from keras_resnet.utils import io_utils
 from keras_resnet.tuning import _kt_compat
 
 MAX_DRAWS = 200  # rounds of random draws before a (size-limited) space counts as exhausted

@@ -5,8 +5,8 @@ import io
 import math
 import os
 
-from keras_resnet import io_utils
-from keras_resnet.models import block_depth, resolve_depth
+from keras_resnet.utils import io_utils
+from keras_resnet.models.resnet import block_depth, resolve_depth
 from keras_resnet.tuning.space import blocks_text, build_kwargs, describe
 from keras_resnet.tuning.tuner import OBJECTIVE, last_line
 

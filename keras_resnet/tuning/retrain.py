@@ -9,11 +9,12 @@ import time
 import keras
 import numpy as np
 
-from keras_resnet import checks, io_utils, training
+from keras_resnet.utils import checks, io_utils
+from keras_resnet.training import run as training
 from keras_resnet import data as data_lib
-from keras_resnet.callbacks import readable_keras_file
-from keras_resnet.flags import field
-from keras_resnet.models import config_of
+from keras_resnet.training.callbacks import readable_keras_file
+from keras_resnet.utils.flags import field
+from keras_resnet.models.resnet import config_of
 from keras_resnet.tuning.space import ARCHITECTURE_NAMES, build_kwargs, describe, recipe_kwargs
 
 RETRAIN_CANDIDATES = 5  # architectures timed, best-ranked first, to find one that fits `retrain_min_epochs`

@@ -10,10 +10,11 @@ import threading
 
 import keras_tuner
 
-from keras_resnet import checks, training
-from keras_resnet.flags import field, int_list
-from keras_resnet.models import BLOCKS, SHORTCUTS, build, resolve_depth, supported_depths_message
-from keras_resnet.summary import summarize
+from keras_resnet.utils import checks
+from keras_resnet.training import run as training
+from keras_resnet.utils.flags import field, int_list
+from keras_resnet.models.resnet import BLOCKS, SHORTCUTS, build, resolve_depth, supported_depths_message
+from keras_resnet.models.summary import summarize
 from keras_resnet.tuning import _kt_compat
 
 ARCHITECTURE_NAMES = ("depth", "blocks", "block", "width", "shortcut", "attention")  # arguments of build()

@@ -11,8 +11,8 @@ import keras
 import keras_tuner
 import numpy as np
 
-from keras_resnet import checks, io_utils
-from keras_resnet.summary import summarize
+from keras_resnet.utils import checks, io_utils
+from keras_resnet.models.summary import summarize
 from keras_resnet.tuning import _kt_compat, board
 from keras_resnet.tuning.budget import Budget, Clock
 from keras_resnet.tuning.latency import LatencyMeter

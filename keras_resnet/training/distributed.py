@@ -11,7 +11,7 @@ NCCL between GPUs). A process learns that it belongs to a job from Keras's varia
 or, without them, from a Slurm job step of several tasks, whose coordinator JAX finds itself.
 `initialize` joins the job with ``jax.distributed.initialize`` (what ``keras.distribution.initialize``
 calls, here with a time limit: ``KERAS_RESNET_COORDINATOR_TIMEOUT`` seconds, default 300), and
-`data_parallel_scope` sets ``keras.distribution.DataParallel`` over ``keras.distribution.list_devices()``
+`keras_resnet.training.devices.data_parallel_scope` sets ``keras.distribution.DataParallel`` over ``keras.distribution.list_devices()``
 (every device of the job). A process that trains alone gets the same scope over its own devices, so
 the same command runs unchanged on one machine or many.
 
@@ -43,7 +43,7 @@ import zlib
 import keras
 import numpy as np
 
-from keras_resnet.pipelines import NUMPY_OPS, NumpyDataset, _augment, normalize
+from keras_resnet.data.pipelines import NUMPY_OPS, NumpyDataset, augment_batch, normalize
 
 ADDRESSES = "KERAS_DISTRIBUTION_JOB_ADDRESSES"
 NUM_PROCESSES = "KERAS_DISTRIBUTION_NUM_PROCESSES"
@@ -197,7 +197,7 @@ def initialize(job=None, timeout=None):
     job = job_from_env() if job is None else job
     if job is None:
         return None
-    _check_backend(job)
+    check_backend(job)
     import jax
 
     if not jax.distributed.is_initialized():
@@ -216,7 +216,7 @@ def initialize(job=None, timeout=None):
                 shutdown_timeout_seconds=max(int(_timeout(None, SHUTDOWN_TIMEOUT, DEFAULT_SHUTDOWN_TIMEOUT)), 1))
         except RuntimeError as e:
             raise RuntimeError(f"Process {job.process_id} could not join its job: {e} Start the "
-                               "program with keras_resnet.distributed.initialize(), before any JAX "
+                               "program with keras_resnet.training.distributed.initialize(), before any JAX "
                                "computation.") from e
         finally:
             watchdog.cancel()
@@ -236,7 +236,7 @@ class LostProcessError(RuntimeError):
 def lost_process_error(error):
     """A `LostProcessError` naming the lost process when `error`, raised inside a multi-process job,
     says that a process of the job is gone; None otherwise."""
-    process, processes, _ = _current()
+    process, processes, _ = process_layout()
     text = " ".join(str(error).split())
     if processes < 2 or isinstance(error, LostProcessError) or not any(s in text for s in _LOST_SIGNS):
         return None
@@ -268,7 +268,7 @@ def leave_after_loss():
     os._exit(1)
 
 
-def _check_backend(job):
+def check_backend(job):
     backend = keras.backend.backend()
     if backend != "jax":
         raise ValueError(
@@ -285,31 +285,7 @@ def _allgather(values):
     return np.asarray(multihost_utils.process_allgather(np.asarray(values, np.int32)))
 
 
-@contextlib.contextmanager
-def data_parallel_scope():
-    """Trains one model on every device of this process's job inside the block; yields the number of
-    devices. Joins the job first (`initialize`). A process that trains alone uses its own devices:
-    Keras's ``DataParallel`` on JAX, a ``MirroredStrategy`` on TensorFlow."""
-    job = job_from_env()
-    if job is not None:
-        _check_backend(job)
-    if keras.backend.backend() != "jax":
-        from keras_resnet.execution import distribution_scope
-
-        with distribution_scope("mirrored") as replicas:
-            yield replicas
-        return
-    initialize(job)
-    devices = keras.distribution.list_devices()
-    if len(devices) == 1:
-        yield 1
-        return
-    # Each process feeds its own rows (`process_datasets`): Keras must not shard the input again.
-    with keras.distribution.DataParallel(devices=devices, auto_shard_dataset=False).scope():
-        yield len(devices)
-
-
-def _current():
+def process_layout():
     """(this process's index, processes, devices) of Keras's current JAX distribution, or of the
     TensorFlow strategy in scope (one process)."""
     backend = keras.backend.backend()
@@ -326,7 +302,7 @@ def _current():
 
 def is_chief():
     """True unless this process is one of a multi-process job's processes other than process 0."""
-    return _current()[0] == 0
+    return process_layout()[0] == 0
 
 
 def plan(data, recipe):
@@ -335,7 +311,7 @@ def plan(data, recipe):
     count (each device evaluates whole rows) on JAX; TensorFlow's strategies split any batch. Returns
     ``(data, layout)``, where layout holds ``processes``, ``devices``, ``global_batch`` and
     ``per_process_batch`` for ``run.json``."""
-    _, processes, devices = _current()
+    _, processes, devices = process_layout()
     batch = recipe.batch_size
     if keras.backend.backend() != "jax":
         return data, {"processes": 1, "devices": devices, "global_batch": batch, "per_process_batch": batch}
@@ -360,7 +336,7 @@ def _crc(data):
 
 def check_same(what, value):
     """Raises the same ValueError on every process of the job unless all pass the same integer."""
-    _, processes, _ = _current()
+    _, processes, _ = process_layout()
     if processes == 1:
         return value
     values = _allgather([int(value)])[:, 0].tolist()
@@ -372,7 +348,7 @@ def check_same(what, value):
 
 def all_true(flag):
     """True when every process of the job passes a true `flag` (this process's flag alone otherwise)."""
-    if _current()[1] == 1:
+    if process_layout()[1] == 1:
         return bool(flag)
     return bool(_allgather([int(bool(flag))]).min())
 
@@ -401,13 +377,13 @@ class ProcessShare(NumpyDataset):
         if not (self.training and self.augment):
             return normalize(self.x[index], self.info), self.y[index]
         u = np.random.default_rng((self.seed, 1, self.epoch, i)).random((len(batch), 8), np.float32)
-        return _augment(self.x[index], u[rows], self.info, self.erase, NUMPY_OPS), self.y[index]
+        return augment_batch(self.x[index], u[rows], self.info, self.erase, NUMPY_OPS), self.y[index]
 
 
 def process_datasets(*datasets):
     """Each NumPy pipeline as this process's share of its batches when Keras's current distribution
     spans several processes; unchanged otherwise (None stays None)."""
-    process, processes, _ = _current()
+    process, processes, _ = process_layout()
     if processes == 1:
         return datasets
     for ds in datasets:
@@ -422,9 +398,7 @@ def process_local():
     """A ``with`` block that runs as if this process were alone: Keras's distribution is unset inside
     it when the job spans several processes, so that `model.predict` returns this process's own NumPy
     arrays (each process predicts every row itself) and saving a file is no collective operation."""
-    from keras_resnet.execution import _keras_distribution
-
-    with _keras_distribution(None) if _current()[1] > 1 else contextlib.nullcontext():
+    with keras_distribution(None) if process_layout()[1] > 1 else contextlib.nullcontext():
         yield
 
 
@@ -457,3 +431,14 @@ def _in_process_local(hook):
             return hook(*args, **kwargs)
 
     return call
+
+
+@contextlib.contextmanager
+def keras_distribution(distribution):
+    """Keras's global distribution set to `distribution` (None: unset) inside the block, and restored."""
+    previous = keras.distribution.distribution()
+    keras.distribution.set_distribution(distribution)
+    try:
+        yield
+    finally:
+        keras.distribution.set_distribution(previous)

@@ -5,7 +5,7 @@ The pipeline exists twice with the same recipe (He et al. 2015, section 4.2: pad
 random crop back, horizontal flip; optionally random erasing, Zhong et al. 2017): ``tf_dataset`` as
 tf.data, and ``numpy_dataset`` as a ``keras.utils.PyDataset`` in numpy only, for the JAX or PyTorch
 backend on a machine without TensorFlow. Both augment a whole batch at once from one table of uniform
-draws per image (``_augment``), so they differ only in where the random numbers come from.
+draws per image (``augment_batch``), so they differ only in where the random numbers come from.
 TensorFlow is imported inside the functions that need it, never at module import. Every public name
 here is also importable from `keras_resnet.data`.
 """
@@ -17,7 +17,7 @@ from types import SimpleNamespace
 import keras
 import numpy as np
 
-from keras_resnet.checks import check_bool, check_int, check_number
+from keras_resnet.utils.checks import check_bool, check_int, check_number
 
 ERASE_AREA = (0.02, 0.4)  # random erasing: fraction of the image area (Zhong et al. 2017, s_l, s_h)
 ERASE_RATIO = 0.3  # and aspect ratio in [r_1, 1/r_1]
@@ -37,7 +37,7 @@ def check_info(info, keys=INFO_KEYS):
     return info
 
 
-def _scale_offset(info):
+def scale_offset(info):
     """float32 per-channel (scale, offset) such that (x / 255 - mean) / std == x * scale + offset."""
     mean = np.asarray(info["mean"], np.float64)
     std = np.asarray(info["std"], np.float64)
@@ -50,7 +50,7 @@ def normalize(x, info):
     Works on numpy arrays (returns numpy) and TensorFlow tensors (returns a tensor).
     """
     check_info(info, ("mean", "std"))
-    scale, offset = _scale_offset(info)
+    scale, offset = scale_offset(info)
     if type(x).__module__.startswith("tensorflow"):
         import tensorflow as tf
 
@@ -85,7 +85,7 @@ def _pad(side):
     return side // 8  # 4 px at 32, 3 px at 28
 
 
-def _augment(x, u, info, erase, ops):
+def augment_batch(x, u, info, erase, ops):
     """Augments and normalises a uint8 batch ``(B, H, W, C)`` from uniform draws ``u`` ``(B, 8)``.
 
     Reflect-pad by 1/8 of the side and crop back at a random offset, flip horizontally if ``info``
@@ -103,7 +103,7 @@ def _augment(x, u, info, erase, ops):
     rows, cols = crop(u[:, 0:1], h), crop(u[:, 1:2], w)
     if info["flip"]:
         cols = ops.where(u[:, 2:3] < 0.5, (w - 1) - cols, cols)
-    scale, offset = _scale_offset(info)
+    scale, offset = scale_offset(info)
     out = ops.float32(ops.take(x, rows, cols)) * scale + offset
     if erase > 0:
         lo, hi = ERASE_AREA
@@ -129,7 +129,7 @@ NUMPY_OPS = SimpleNamespace(
 )
 
 
-def _tf_ops():
+def tf_ops():
     import tensorflow as tf
 
     def take(x, rows, cols):
@@ -220,12 +220,12 @@ def tf_dataset(x, y, info, batch_size=128, training=False, augment=True, seed=0,
         ds = ds.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
     ds = ds.batch(batch_size, drop_remainder=training)
     if training and augment:
-        ops = _tf_ops()
+        ops = tf_ops()
         draws = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
 
         def fn(index, draw_seed):
             u = tf.random.stateless_uniform((tf.shape(index)[0], 8), seed=draw_seed)
-            return _augment(tf.gather(images, index), u, info, erase, ops), tf.gather(labels, index)
+            return augment_batch(tf.gather(images, index), u, info, erase, ops), tf.gather(labels, index)
 
         ds = tf.data.Dataset.zip(ds, draws).map(fn, num_parallel_calls=tf.data.AUTOTUNE)
     else:
@@ -263,7 +263,7 @@ class NumpyDataset(keras.utils.PyDataset):
         x = self.x[index]
         if self.training and self.augment:
             u = np.random.default_rng((self.seed, 1, self.epoch, i)).random((len(x), 8), np.float32)
-            x = _augment(x, u, self.info, self.erase, NUMPY_OPS)
+            x = augment_batch(x, u, self.info, self.erase, NUMPY_OPS)
         else:
             x = normalize(x, self.info)
         return x, self.y[index]

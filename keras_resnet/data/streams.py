@@ -19,14 +19,14 @@ Streams (`train_stream`, `eval_stream`):
   resumed run reads the same files in the same order. Under a multi-process job each process reads
   only its rows of every global batch: the processes' files are disjoint and together cover the
   epoch once. The photo recipe decodes a random-resized-crop (`crop_window`, the graph's form of
-  `keras_resnet.images.crop_window`, from stateless draws of ``(seed, epoch, file)``: `crop_draws`)
+  `keras_resnet.data.images.crop_window`, from stateless draws of ``(seed, epoch, file)``: `crop_draws`)
   with ``tf.io.decode_and_crop_jpeg`` for JPEGs, without Python (only the window and a one-block
   margin are decoded; the accurate integer IDCT gives Pillow's pixels), or
-  `keras_resnet.images.read_image` for the rest, resizes it bilinearly (antialiased, in the graph) to
+  `keras_resnet.data.images.read_image` for the rest, resizes it bilinearly (antialiased, in the graph) to
   the input size and flips half the images; the
   small-image recipe decodes and resizes, then pads, crops, flips and erases a batch as
-  `keras_resnet.pipelines` does.
-- Evaluation: `keras_resnet.images.eval_transform`, the transform ``evaluate``, ``export`` and
+  `keras_resnet.data.pipelines` does.
+- Evaluation: `keras_resnet.data.images.eval_transform`, the transform ``evaluate``, ``export`` and
   ``predict`` apply.
 - A file that does not decode is named: with ``bad_images="error"`` the run stops after the batch that
   met it with a `DatasetError` naming it (the run resumes from its last finished epoch); with
@@ -42,10 +42,10 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from keras_resnet import folders, images
-from keras_resnet.checks import check_choice, check_number
-from keras_resnet.data import BAD_IMAGES, DatasetError, _channel_stats, _image_size
-from keras_resnet.pipelines import _augment, _scale_offset, _tf_ops
+from keras_resnet.data import folders, images
+from keras_resnet.utils.checks import check_choice, check_number
+from keras_resnet.data.common import BAD_IMAGES, DatasetError, channel_stats, check_image_size
+from keras_resnet.data.pipelines import augment_batch, scale_offset, tf_ops
 
 CACHE = ("auto", "memory", "none")
 STATS_SAMPLE = 256  # training files whose pixels give the normalisation statistics
@@ -78,7 +78,7 @@ def open_folder(folder, *, image_size=None, test_fraction=0.2, seed=0, bad_image
         memory, they are the decoded uint8 arrays. ``info["transforms"]`` records the recipe either way.
     """
     folder = Path(os.path.expanduser(os.fspath(folder)))
-    image_size = _image_size(image_size)
+    image_size = check_image_size(image_size)
     check_choice("bad_images", bad_images, BAD_IMAGES)
     check_choice("cache", cache, CACHE)
     check_number("crop_fraction", crop_fraction, 0, 1, low_open=True)
@@ -104,7 +104,7 @@ def open_folder(folder, *, image_size=None, test_fraction=0.2, seed=0, bad_image
         if image_size is None:
             folders.note_resized(folder, resized + test_resized, len(train[1]) + len(test[1]), size)
         folders.report_bad_images(folder, [p for p, _ in bad], n, bad_images, bad[0][1] if bad else "")
-        info["mean"], info["std"] = _channel_stats(train[0])
+        info["mean"], info["std"] = channel_stats(train[0])
         info["cache"] = "memory"
         return train, test, info
     stream = {"channels": channels, "size": size, "transform": transform, "crop_fraction": crop_fraction,
@@ -119,22 +119,22 @@ def sample_folder(folder, *, image_size, transform="small", crop_fraction=images
     """The images of a folder that a command uses, decoded, and no others: ``export`` calibrates int8
     on a few training images and verifies on a few test images.
 
-    The folder is listed and split as `keras_resnet.data.load` splits it (`keras_resnet.folders.list_folder`),
-    then only a seeded sample of `train_count` training files (`keras_resnet.pipelines.calibration_index`,
+    The folder is listed and split as `keras_resnet.data.load` splits it (`keras_resnet.data.folders.list_folder`),
+    then only a seeded sample of `train_count` training files (`keras_resnet.data.pipelines.calibration_index`,
     the sample `calibration_images` takes) and the first `test_count` test files are decoded, by the
     evaluation transform at `image_size`; None decodes the whole split. Each image is the one
     ``data.load`` gives for its file. A file of the sample that does not decode is a `DatasetError`
     naming it; the files outside it are not opened (a grayscale folder's headers are read, as
-    `keras_resnet.folders.probe` does, to find the channels).
+    `keras_resnet.data.folders.probe` does, to find the channels).
 
     Returns:
         ``(x_train, y_train), (x_test, y_test), info`` like `keras_resnet.data.load`'s; ``info``'s
         ``mean`` and ``std`` come from `sample_stats` (`STATS_SAMPLE` training files), only if `stats`.
     """
-    from keras_resnet.pipelines import calibration_index
+    from keras_resnet.data.pipelines import calibration_index
 
     folder = Path(os.path.expanduser(os.fspath(folder)))
-    size = _image_size(image_size)
+    size = check_image_size(image_size)
     listing = folders.list_folder(folder, test_fraction, seed)
     channels, _, line = folders.probe(listing.all_paths)
     transform = images.choose_transform(transform, size)
@@ -184,7 +184,7 @@ def sample_stats(paths, stream, seed=0, count=None):
             continue  # named when the stream meets it
     if not pixels:
         raise DatasetError(f"{stream['folder']}: none of {len(index)} sampled training files decodes.")
-    return _channel_stats(np.stack(pixels))
+    return channel_stats(np.stack(pixels))
 
 
 def _eval_pixels(path, stream):
@@ -233,7 +233,7 @@ class BadFiles:
 
 def crop_draws(seed, epoch, index):
     """The photo recipe's uniform draws for one image in one epoch, float64 ``(1 + 4 *
-    CROP_ATTEMPTS,)``: the flip (``u[0] < 0.5``), then `keras_resnet.images.crop_window`'s draws.
+    CROP_ATTEMPTS,)``: the flip (``u[0] < 0.5``), then `keras_resnet.data.images.crop_window`'s draws.
     Stateless, from ``(seed, epoch, index)`` alone. TensorFlow, in the graph."""
     import tensorflow as tf
 
@@ -243,7 +243,7 @@ def crop_draws(seed, epoch, index):
 
 
 def crop_window(height, width, u):
-    """`keras_resnet.images.crop_window` in TensorFlow: ``(top, left, h, w)`` int32 of an image of
+    """`keras_resnet.data.images.crop_window` in TensorFlow: ``(top, left, h, w)`` int32 of an image of
     ``height`` x ``width`` from the draws ``u`` ``(CROP_ATTEMPTS, 4)`` float64 (a test holds the two
     equal). All attempts are computed at once and the first that fits is taken."""
     import tensorflow as tf
@@ -320,12 +320,12 @@ def _crop_and_resize(load, path, index, epoch, seed, size, channels):
 
     crop, ok = tf.cond(whole, jpeg_or_other, other)
     crop = tf.ensure_shape(crop, (None, None, channels))
-    x = _resize_crop(crop, size)
+    x = resize_crop(crop, size)
     x = tf.cond(u[0] < 0.5, lambda: tf.reverse(x, [1]), lambda: x)  # a strided slice costs 4x
     return tf.ensure_shape(x, tuple(size) + (channels,)), ok
 
 
-def _resize_crop(crop, size):
+def resize_crop(crop, size):
     """A training crop -> float32 at `size`: bilinear, antialiased when shrinking as torchvision's is
     (growing, the two filters are the same and the plain one costs half as much)."""
     import tensorflow as tf
@@ -373,7 +373,7 @@ def train_stream(paths, labels, info, batch_size, *, seed=0, start_epoch=0, eras
     labels_t = tf.constant(np.asarray(labels, np.int64))
     photo = stream["transform"] == "photo"
     paths_t = tf.constant([os.fsencode(str(p)) for p in paths]) if photo else None
-    scale, offset = _scale_offset(info)
+    scale, offset = scale_offset(info)
     load = _other_loader(paths, stream, bad) if photo else _eval_loader(paths, stream, bad)
 
     def normalised(i, x, ok):
@@ -405,7 +405,7 @@ def train_stream(paths, labels, info, batch_size, *, seed=0, start_epoch=0, eras
         u = tf.random.stateless_uniform((batch_size, 8), seed=tf.stack([tf.cast(seed, tf.int64),
                                                                         epoch * steps + step]))
         u = u[process * share:(process + 1) * share]
-        return _augment(x, u, info, erase, _tf_ops()), y
+        return augment_batch(x, u, info, erase, tf_ops()), y
 
     ds = tf.data.Dataset.range(start_epoch, 2**31).flat_map(epoch_files)
     # two batches ahead: memory flat (the photo recipe's batches are finished: labels alone)
@@ -422,7 +422,7 @@ def eval_stream(paths, labels, info, batch_size, *, process=0, processes=1, bad=
     load = _eval_loader(paths, stream, bad)
     order = eval_order(len(paths), batch_size, process, processes)
     labels_t = tf.constant(np.asarray(labels, np.int64))
-    scale, offset = _scale_offset(info)
+    scale, offset = scale_offset(info)
     ds = tf.data.Dataset.from_tensor_slices(order).map(
         lambda i: (i, *_py(load, [i], stream["size"], stream["channels"])), num_parallel_calls=tf.data.AUTOTUNE)
     ds = ds.batch(batch_size // processes)

@@ -6,8 +6,8 @@ import difflib
 import keras
 from keras import layers
 
-from keras_resnet import checks, io_utils
-from keras_resnet.layers import BottleneckBlock, ResidualBlock, StridedPad, batch_norm, conv
+from keras_resnet.utils import checks, io_utils
+from keras_resnet.models.layers import BottleneckBlock, ResidualBlock, StridedPad, batch_norm, conv
 
 # depth -> (block, blocks per stage), ImageNet family: 7x7 stem, four stages of 64-128-256-512 channels.
 IMAGENET_DEPTHS = {
@@ -205,9 +205,10 @@ def build(
     pooling=None,
     drop_path_rate=0.0,
     classifier_activation="softmax",
-    weights=None,
 ):
-    """Builds a ResNet as an uncompiled functional `keras.Model`.
+    """Builds a ResNet as an uncompiled functional `keras.Model`, its weights freshly initialised.
+
+    `keras_resnet.build` takes the same arguments and ``weights=`` (a checkpoint to load).
 
     The network is a stem, stages of residual blocks (the first block of every stage after the first
     halves the spatial size and projects its shortcut), global pooling and a classifier. Inputs whose
@@ -259,11 +260,6 @@ def build(
         pooling: without the top, None (4D features), "avg" or "max".
         drop_path_rate: stochastic-depth rate of the last block, rising linearly from 0 at the first.
         classifier_activation: activation of the classifier ("softmax", or None for logits).
-        weights: None (random initialisation) or a checkpoint to load, as
-            `keras_resnet.pretrained.load_weights` takes it. Without `depth` and `blocks`, the
-            architecture is the checkpoint's (`keras_resnet.pretrained.architecture_of`: timm's
-            config.json names it, else its tensors show it), e.g.
-            ``build(weights="timm/resnet50d.ra2_in1k")``.
 
     Returns:
         An uncompiled functional `ResNet` (a `keras.Model` whose config is these arguments, so a
@@ -278,27 +274,10 @@ def build(
     >>> build("resnet18d", input_shape=(64, 64, 3), num_classes=10).name
     'resnet18d'
     """
-    if weights is not None and depth is None and blocks is None:
-        from keras_resnet import pretrained
-
-        found = pretrained.architecture_of(weights)
-        depth, blocks, block = found.pop("depth"), found.pop("blocks", None), found.pop("block", None)
-        width = found.pop("width", width)
-        variant = variant if variant is not None or isinstance(depth, str) else found.pop("variant", None)
-        given = dict(stem=stem, stem_width=stem_width, shortcut=shortcut, attention=attention, groups=groups,
-                     width_per_group=width_per_group)
-        if isinstance(depth, str):  # a name: options given here are checked against its row
-            found = {}
-        stem, stem_width, shortcut, attention, groups, width_per_group = (
-            given[k] if given[k] is not None else found.get(k) for k in given)
     model = ResNet(depth, blocks=blocks, block=block, width=width, stem=stem, stem_width=stem_width,
                    shortcut=shortcut, attention=attention, groups=groups, width_per_group=width_per_group,
                    variant=variant, num_classes=num_classes, input_shape=input_shape, include_top=include_top,
                    pooling=pooling, drop_path_rate=drop_path_rate, classifier_activation=classifier_activation)
-    if weights is not None:
-        from keras_resnet import pretrained
-
-        pretrained.load_weights(model, weights)
     return model
 
 

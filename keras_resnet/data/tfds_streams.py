@@ -2,9 +2,9 @@
 decoded when it is needed. TensorFlow only; `keras_resnet.data` holds small sets as arrays.
 
 `open_tfds` reads the set's metadata (no pixels), draws the splits as example indices, takes the
-normalisation statistics from the first `keras_resnet.streams.STATS_SAMPLE` training examples, and
-chooses how the run is fed by the rule of image folders (`keras_resnet.streams.open_folder`): a set of
-the small-image recipe whose decoded images fit `keras_resnet.streams.CACHE_BUDGET` (and an eighth of
+normalisation statistics from the first `keras_resnet.data.streams.STATS_SAMPLE` training examples, and
+chooses how the run is fed by the rule of image folders (`keras_resnet.data.streams.open_folder`): a set of
+the small-image recipe whose decoded images fit `keras_resnet.data.streams.CACHE_BUDGET` (and an eighth of
 the memory) is held in memory as arrays (`keras_resnet.data.load`); otherwise, and always for the
 photo recipe, it is streamed. One line says which. `sample_tfds` decodes only the few examples a
 command uses (``export``'s int8 calibration sample and verification images).
@@ -23,33 +23,25 @@ command uses (``export``'s int8 calibration sample and verification images).
   the global batch ``s``, so the processes' batches together are the one-process run's batches.
   Evaluation keeps rows ``p*B/P .. (p+1)*B/P`` of each batch, as folders do.
 - Transforms: those of folders. The small-image recipe decodes and resizes (bilinear, antialiased
-  when shrinking), then pads, crops, flips and erases a batch (`keras_resnet.pipelines`); the photo
-  recipe decodes a random-resized-crop window (`keras_resnet.streams.crop_window`, drawn from
+  when shrinking), then pads, crops, flips and erases a batch (`keras_resnet.data.pipelines`); the photo
+  recipe decodes a random-resized-crop window (`keras_resnet.data.streams.crop_window`, drawn from
   ``(seed, epoch, index)`` in the graph; only the window of a JPEG is decoded), resizes it bilinearly (antialiased
   when shrinking) and flips half of them. Evaluation: the small recipe's resize, or the photo recipe's
-  `keras_resnet.images.center_crop`.
+  `keras_resnet.data.images.center_crop`.
 """
 
 import sys
 
 import numpy as np
 
-from keras_resnet import images
-from keras_resnet.checks import check_choice, check_number
-from keras_resnet.data import DatasetError, _channel_stats, _image_size, tfds_features, tfds_info, tfds_split
-from keras_resnet.pipelines import _augment, _scale_offset, _tf_ops
+from keras_resnet.data import images
+from keras_resnet.utils.checks import check_choice, check_number
+from keras_resnet.data.common import DatasetError, channel_stats, check_image_size, split_indices
+from keras_resnet.data.tfds import tfds_features, tfds_info, tfds_split
+from keras_resnet.data.pipelines import augment_batch, scale_offset, tf_ops
 
 SHUFFLE_BYTES = 64 << 20  # encoded examples one shuffle block holds
 MIN_BLOCK = 256  # examples of a shuffle block, at least
-
-
-def split_indices(n, fraction, seed):
-    """``(kept, held out)``: sorted int64 indices of ``range(n)``, ``round(fraction * n)`` of them held
-    out, drawn from `seed`."""
-    held = np.random.default_rng((seed, 4)).permutation(n)[:int(round(fraction * n))]
-    mask = np.zeros(n, bool)
-    mask[held] = True
-    return np.flatnonzero(~mask).astype(np.int64), np.flatnonzero(mask).astype(np.int64)
 
 
 def open_tfds(name, *, data_dir=None, download=False, image_size=None, test_fraction=0.2, seed=0,
@@ -61,10 +53,10 @@ def open_tfds(name, *, data_dir=None, download=False, image_size=None, test_frac
         ``x_*`` are int64 example indices into ``info["stream"]``'s splits and ``y_*`` are -1 (the
         labels are read with the images); held in memory, they are the decoded arrays.
     """
-    from keras_resnet import data as data_lib
-    from keras_resnet import streams
+    from keras_resnet.data import arrays as data_lib
+    from keras_resnet.data import streams
 
-    image_size = _image_size(image_size)
+    image_size = check_image_size(image_size)
     check_choice("cache", cache, streams.CACHE)
     check_number("crop_fraction", crop_fraction, 0, 1, low_open=True)
     _, tinfo = tfds_split(name, "train", data_dir, download)
@@ -106,25 +98,25 @@ def sample_tfds(name, *, data_dir=None, download=False, image_size=None, transfo
                 crop_fraction=images.CROP_FRACTION, train_count=None, test_count=None, stats=True,
                 test_fraction=0.2, seed=0):
     """The examples of a tensorflow-datasets set that a command uses, decoded, and no others (the
-    counterpart of `keras_resnet.streams.sample_folder`).
+    counterpart of `keras_resnet.data.streams.sample_folder`).
 
     The splits are `keras_resnet.data.load`'s: the ``"test"`` split, or without one the stratified,
     seeded `test_fraction` of ``"train"`` (`keras_resnet.data.split_validation`, on the labels alone).
-    Only a seeded sample of `train_count` training examples (`keras_resnet.pipelines.calibration_index`)
+    Only a seeded sample of `train_count` training examples (`keras_resnet.data.pipelines.calibration_index`)
     and the first `test_count` test examples are decoded, by the evaluation transform at `image_size`
     (the small recipe's resize, or the photo recipe's centre crop); None decodes the whole split.
 
     Returns:
         ``(x_train, y_train), (x_test, y_test), info`` like `keras_resnet.data.load`'s; ``info``'s
-        ``mean`` and ``std`` come from the first `keras_resnet.streams.STATS_SAMPLE` training
+        ``mean`` and ``std`` come from the first `keras_resnet.data.streams.STATS_SAMPLE` training
         examples, only if `stats`.
     """
     import tensorflow as tf
 
-    from keras_resnet.data import split_validation
-    from keras_resnet.pipelines import calibration_index
+    from keras_resnet.data.common import split_validation
+    from keras_resnet.data.pipelines import calibration_index
 
-    image_size = _image_size(image_size)
+    image_size = check_image_size(image_size)
     _, tinfo = tfds_split(name, "train", data_dir, download)
     image_key, shape, label_feature = tfds_features(name, tinfo, image_size)
     size = tuple(image_size or shape[:2])
@@ -232,7 +224,7 @@ def _sample(info, train_index):
     transform), and the shuffle block that holds about `SHUFFLE_BYTES` of encoded examples."""
     import tensorflow as tf
 
-    from keras_resnet import streams
+    from keras_resnet.data import streams
 
     stream = info["stream"]
     pixels = _eval_pixels(stream)
@@ -247,7 +239,7 @@ def _sample(info, train_index):
         raise DatasetError(f"tfds:{stream['name']}: the training split is empty.")
     mean_bytes = max(float(np.mean(np.concatenate(sizes))), 1.0)
     block = int(min(max(SHUFFLE_BYTES // mean_bytes, MIN_BLOCK), max(len(train_index), 1)))
-    return (*_channel_stats(np.concatenate(xs)), block)
+    return (*channel_stats(np.concatenate(xs)), block)
 
 
 def _shuffled(ds, block, seed, epoch):
@@ -267,7 +259,7 @@ def _photo_train(stream, seed):
     """(encoded image, index, epoch) -> the photo recipe's training crop, float32 at the input size."""
     import tensorflow as tf
 
-    from keras_resnet import streams
+    from keras_resnet.data import streams
 
     size, channels = stream["size"], stream["channels"]
 
@@ -286,7 +278,7 @@ def _photo_train(stream, seed):
             return x[top:top + h, left:left + w]
 
         crop = tf.ensure_shape(tf.cond(tf.io.is_jpeg(data), jpeg, other), (None, None, channels))
-        x = streams._resize_crop(crop, size)
+        x = streams.resize_crop(crop, size)
         x = tf.cond(u[0] < 0.5, lambda: tf.reverse(x, [1]), lambda: x)  # a strided slice costs 4x
         return tf.ensure_shape(x, tuple(size) + (channels,))
 
@@ -302,7 +294,7 @@ def train_stream(indices, info, batch_size, *, seed=0, start_epoch=0, erase=0.0,
     n, share = len(indices), batch_size // processes
     steps = n // batch_size
     photo = stream["transform"] == "photo"
-    scale, offset = _scale_offset(info)
+    scale, offset = scale_offset(info)
     base = _subset(stream, stream["train_split"], np.sort(indices))
     photo_crop = _photo_train(stream, seed) if photo else None
     pixels = None if photo else _eval_pixels(stream)
@@ -323,7 +315,7 @@ def train_stream(indices, info, batch_size, *, seed=0, start_epoch=0, erase=0.0,
             return x * scale + offset, y
         u = tf.random.stateless_uniform((batch_size, 8), seed=tf.stack([tf.cast(seed, tf.int64),
                                                                         epoch * steps + step]))
-        return _augment(x, u[process::processes], info, erase, _tf_ops()), y  # this process's rows
+        return augment_batch(x, u[process::processes], info, erase, tf_ops()), y  # this process's rows
 
     ds = tf.data.Dataset.range(start_epoch, 2**31).flat_map(epoch_examples)
     return ds.map(finish, num_parallel_calls=tf.data.AUTOTUNE).prefetch(2)
@@ -337,7 +329,7 @@ def eval_stream(indices, split, info, batch_size, *, process=0, processes=1):
     stream = info["stream"]
     n = len(indices)
     pixels = _eval_pixels(stream)
-    scale, offset = _scale_offset(info)
+    scale, offset = scale_offset(info)
 
     def mine(k, example):
         start = k // batch_size * batch_size

@@ -12,7 +12,7 @@
 * the package's own ``.keras`` and ``.weights.h5`` files.
 
 The tensor names, the architecture read from them and the checks live in
-`keras_resnet.checkpoint_layout`; nothing is assigned unless every check passes, so on any error the
+`keras_resnet.weights.layout`; nothing is assigned unless every check passes, so on any error the
 model keeps the weights it had. `normalization_of(source)` gives the mean and std the checkpoint
 expects, in the scale of ``keras_resnet.data.normalize``.
 """
@@ -24,9 +24,9 @@ import warnings
 
 import numpy as np
 
-from keras_resnet import checkpoint_layout as ckpt
-from keras_resnet import models
-from keras_resnet.checkpoint_layout import (  # re-exported: the public names of the pretrained API
+from keras_resnet.weights import layout as ckpt
+from keras_resnet.models import resnet as models
+from keras_resnet.weights.layout import (  # re-exported: the public names of the pretrained API
     IMAGENET_NORMALIZATION,
     SUPPORTED,
     checkpoint_key,
@@ -222,7 +222,7 @@ def _read(path):
 
 def _timm_config(config_path):
     """timm's config.json beside a checkpoint (architecture, num_classes, pretrained_cfg), or {}."""
-    from keras_resnet.io_utils import read_json
+    from keras_resnet.utils.io_utils import read_json
 
     config = read_json(config_path) if config_path else None
     return config if isinstance(config, dict) else {}
@@ -367,7 +367,7 @@ def load_weights(model, source):
     else:
         arch, count, head_loaded, note = ckpt.load_state_dict(model, _read(path), label)
     if note:
-        print(f"keras_resnet.pretrained: {note}.", flush=True)
+        print(f"keras_resnet.weights: {note}.", flush=True)
     norm = _normalization(kind, config, lambda: arch["layout"])
     return {"kind": kind, "path": path, "layout": "keras" if keras_file else arch["layout"],
             "architecture": config.get("architecture") or arch["name"], "tensors": count,

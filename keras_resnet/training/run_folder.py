@@ -7,7 +7,7 @@ A training run writes ``config.json`` (and ``run.json``, the config with the met
 
 import os
 
-from keras_resnet import io_utils
+from keras_resnet.utils import io_utils
 
 DEFAULT_DATASET = "fashion_mnist"
 RUN_FILES = ("config.json", "run.json")
@@ -22,7 +22,7 @@ def run_defaults(model_path):
     Returns:
         None, or a dict with ``dataset`` (the name or folder it was trained on), ``normalization``
         (``{"mean": [...], "std": [...]}``, [0, 1] pixel scale, or None), ``class_names`` (a list or
-        None), ``transforms`` (the recipe of `keras_resnet.images`, or None) and ``source`` (the
+        None), ``transforms`` (the recipe of `keras_resnet.data.images`, or None) and ``source`` (the
         file read). The first of ``config.json`` and ``run.json`` in the
         model's folder that holds a ``dataset`` is used.
     """
@@ -65,15 +65,15 @@ def load_data_for(model, model_path, dataset=None, data_dir=None, download=False
                   train_count=None, test_count=None):
     """The data a saved model is evaluated or exported with: the run folder's dataset, normalisation
     and class names (see `dataset_for`), its images brought to the model's input by the run's
-    evaluation transform (`keras_resnet.images.eval_transform`: the photo recipe's centre crop, or a
+    evaluation transform (`keras_resnet.data.images.eval_transform`: the photo recipe's centre crop, or a
     resize) when it was trained on resized images.
 
     With `train_count` or `test_count`, only part of a split is returned: the seeded sample of
     `train_count` training images that ``keras_resnet.data.calibration_images(x_train, info,
-    count=train_count)`` would take (`keras_resnet.pipelines.calibration_index`), and the first
+    count=train_count)`` would take (`keras_resnet.data.pipelines.calibration_index`), and the first
     `test_count` test images, each the image the whole split holds. For an image folder or a
-    tensorflow-datasets set only those images are decoded (`keras_resnet.streams.sample_folder`,
-    `keras_resnet.tfds_streams.sample_tfds`), so memory does not grow with the dataset; the statistics,
+    tensorflow-datasets set only those images are decoded (`keras_resnet.data.streams.sample_folder`,
+    `keras_resnet.data.tfds_streams.sample_tfds`), so memory does not grow with the dataset; the statistics,
     when the run folder has none, then come from a sample of the training split. None: the whole split.
 
     Args:
@@ -91,7 +91,7 @@ def load_data_for(model, model_path, dataset=None, data_dir=None, download=False
             the run folder's dataset is not where it recorded it.
     """
     from keras_resnet import data
-    from keras_resnet.checks import check_int
+    from keras_resnet.utils.checks import check_int
 
     check_int("train_count", train_count, minimum=0, none_ok=True)
     check_int("test_count", test_count, minimum=0, none_ok=True)
@@ -107,7 +107,7 @@ def load_data_for(model, model_path, dataset=None, data_dir=None, download=False
     size = tuple(model.input_shape[1:3])
     bounded = train_count is not None or test_count is not None
     try:
-        folder = data._folder_of(dataset)
+        folder = data.folder_of(dataset)
         part = bounded and (folder is not None or dataset not in data.IDX_SETS)  # else arrays, sliced below
         if part:
             train, test, info = _load_part(folder, dataset, data_dir, download, size, transforms, train_count,
@@ -143,10 +143,10 @@ def load_data_for(model, model_path, dataset=None, data_dir=None, download=False
 
 
 def _calibration_index(n, count):
-    """Every index of ``range(n)`` for None, else `keras_resnet.pipelines.calibration_index`'s sample."""
+    """Every index of ``range(n)`` for None, else `keras_resnet.data.pipelines.calibration_index`'s sample."""
     import numpy as np
 
-    from keras_resnet.pipelines import calibration_index
+    from keras_resnet.data.pipelines import calibration_index
 
     return np.arange(n) if count is None else calibration_index(n, count)
 
@@ -160,10 +160,10 @@ def _load_part(folder, dataset, data_dir, download, size, transforms, train_coun
                   crop_fraction=transforms.get("crop_fraction") or data.CROP_FRACTION, train_count=train_count,
                   test_count=test_count, stats=stats)
     if folder is not None:
-        from keras_resnet import streams
+        from keras_resnet.data import streams
 
         return streams.sample_folder(folder, **kwargs)
-    from keras_resnet import tfds_streams
+    from keras_resnet.data import tfds_streams
 
-    return tfds_streams.sample_tfds(dataset, data_dir=data._check_folder_path("data_dir", data_dir),
+    return tfds_streams.sample_tfds(dataset, data_dir=data.check_folder_path("data_dir", data_dir),
                                     download=download, **kwargs)

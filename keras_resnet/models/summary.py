@@ -5,7 +5,7 @@ import math
 import keras
 from keras import layers
 
-from keras_resnet.layers import _Block
+from keras_resnet.models.layers import _Block
 
 
 def count_macs(model):

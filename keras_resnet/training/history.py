@@ -4,7 +4,7 @@ import csv
 import io
 import os
 
-from keras_resnet import io_utils
+from keras_resnet.utils import io_utils
 
 
 def write_history(path, rows):

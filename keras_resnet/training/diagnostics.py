@@ -16,7 +16,7 @@ import os
 
 import numpy as np
 
-from keras_resnet import checks, io_utils
+from keras_resnet.utils import checks, io_utils
 
 MAX_SHOWN = 100  # classes drawn in confusion.png; more: the most-confused block of this many
 ANNOTATE_UP_TO = 12  # classes whose cells carry their value as text

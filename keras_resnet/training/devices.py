@@ -10,7 +10,8 @@ import warnings
 
 import keras
 
-from keras_resnet import checks
+from keras_resnet.training.distributed import check_backend, initialize, job_from_env, keras_distribution
+from keras_resnet.utils import checks
 
 PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
 DISTRIBUTE = ("auto", "none", "mirrored", "data-parallel")
@@ -48,7 +49,7 @@ def resolve_precision(precision):
 def precision_scope(precision):
     """Sets the global dtype policy of `precision` (see `resolve_precision`) inside the block only;
     yields the policy's name."""
-    from keras_resnet.models import dtype_policy_scope
+    from keras_resnet.models.resnet import dtype_policy_scope
 
     with dtype_policy_scope(resolve_precision(precision)) as policy:
         yield policy.name
@@ -91,16 +92,6 @@ def gpu_names():
 
 
 @contextlib.contextmanager
-def _keras_distribution(distribution):
-    previous = keras.distribution.distribution()
-    keras.distribution.set_distribution(distribution)
-    try:
-        yield
-    finally:
-        keras.distribution.set_distribution(previous)
-
-
-@contextlib.contextmanager
 def distribution_scope(distribute="auto"):
     """Spreads the training of one model over this machine's devices inside the block.
 
@@ -108,14 +99,12 @@ def distribution_scope(distribute="auto"):
     visible device with ``"mirrored"`` (the logical CPUs where there is no GPU, which is how it is
     tested on one machine). JAX: Keras's `DataParallel` over several GPUs (or every device with
     ``"mirrored"``). ``"data-parallel"``: every device of every process of a multi-process JAX job
-    (`keras_resnet.distributed`), or ``"mirrored"`` where the process trains alone. ``"none"`` uses
+    (`keras_resnet.training.distributed`), or ``"mirrored"`` where the process trains alone. ``"none"`` uses
     one device. Yields the number of replicas; the caller must build
     and compile the model inside the block.
     """
     checks.check_choice("distribute", distribute, DISTRIBUTE)
     if distribute == "data-parallel":
-        from keras_resnet.distributed import data_parallel_scope
-
         with data_parallel_scope() as replicas:
             yield replicas
         return
@@ -128,7 +117,7 @@ def distribution_scope(distribute="auto"):
 
         gpus = [d for d in jax.devices() if d.platform == "gpu"]
         if len(gpus) > 1 or (distribute == "mirrored" and len(jax.devices()) > 1):
-            with _keras_distribution(keras.distribution.DataParallel()):
+            with keras_distribution(keras.distribution.DataParallel()):
                 yield len(gpus or jax.devices())
             return
         yield 1
@@ -143,3 +132,25 @@ def distribution_scope(distribute="auto"):
             yield strategy.num_replicas_in_sync
         return
     yield 1
+
+
+@contextlib.contextmanager
+def data_parallel_scope():
+    """Trains one model on every device of this process's job inside the block; yields the number of
+    devices. Joins the job first (`initialize`). A process that trains alone uses its own devices:
+    Keras's ``DataParallel`` on JAX, a ``MirroredStrategy`` on TensorFlow."""
+    job = job_from_env()
+    if job is not None:
+        check_backend(job)
+    if keras.backend.backend() != "jax":
+        with distribution_scope("mirrored") as replicas:
+            yield replicas
+        return
+    initialize(job)
+    devices = keras.distribution.list_devices()
+    if len(devices) == 1:
+        yield 1
+        return
+    # Each process feeds its own rows (`process_datasets`): Keras must not shard the input again.
+    with keras.distribution.DataParallel(devices=devices, auto_shard_dataset=False).scope():
+        yield len(devices)

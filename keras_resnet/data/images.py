@@ -15,7 +15,7 @@ all of them. The transforms after decoding:
 - ``"small"`` (the CIFAR / Fashion-MNIST recipe): a bilinear resize to the model's input.
 - ``"photo"`` (the ImageNet recipe): `center_crop` resizes the shorter side to ``size / crop_fraction``
   (bicubic, antialiased) and keeps the centre ``size``, as torchvision's and timm's evaluation does.
-  Training's random-resized-crop lives in `keras_resnet.streams` (TensorFlow); `crop_window` here is
+  Training's random-resized-crop lives in `keras_resnet.data.streams` (TensorFlow); `crop_window` here is
   its reference in NumPy.
 """
 
@@ -42,7 +42,7 @@ class ImageError(ValueError):
 def choose_transform(transform, size):
     """``"photo"`` or ``"small"``: `transform`, or for ``"auto"`` the photo recipe when the input's
     smaller side has at least `PHOTO_MIN_SIDE` pixels."""
-    from keras_resnet.checks import check_choice
+    from keras_resnet.utils.checks import check_choice
 
     check_choice("transform", transform, TRANSFORM_CHOICES)
     if transform == "auto":
@@ -160,7 +160,7 @@ def crop_window(height, width, u):
     """Random-resized-crop's window ``(top, left, h, w)`` of an image from uniform draws ``u``
     ``(CROP_ATTEMPTS, 4)``: torchvision's ``RandomResizedCrop.get_params`` (area 8-100 %, aspect
     3/4-4/3 log-uniform, ten attempts, then the centre crop of the whole image with the aspect
-    clamped to the range). The NumPy reference of `keras_resnet.streams`'s TensorFlow version."""
+    clamped to the range). The NumPy reference of `keras_resnet.data.streams`'s TensorFlow version."""
     area = height * width
     lo, hi = math.log(CROP_RATIO[0]), math.log(CROP_RATIO[1])
     for a, r, t, s in np.asarray(u, np.float64)[:CROP_ATTEMPTS]:

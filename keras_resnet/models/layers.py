@@ -15,7 +15,7 @@ Only `keras` and `keras.ops` are used, so the layers run on the TensorFlow, JAX 
 import keras
 from keras import layers, ops
 
-from keras_resnet import checks
+from keras_resnet.utils import checks
 
 # BatchNorm settings, defined once: PyTorch's defaults (momentum 0.1 there is 0.9 here), so that
 # weights ported from torchvision give the same numbers.

@@ -23,8 +23,8 @@ import zipfile
 import keras
 import numpy as np
 
-from keras_resnet import io_utils
-from keras_resnet.history import write_history
+from keras_resnet.utils import io_utils
+from keras_resnet.training.history import write_history
 
 STATE_FILE = "state.json"
 WEIGHTS_FILE = "model.weights.h5"

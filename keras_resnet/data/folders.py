@@ -1,10 +1,10 @@
 """Image-classification data from a folder with one sub-folder of images per class.
 
 `list_folder` lists the files of both layouts (``DIR/<class>/...`` and ``DIR/train|test/<class>/...``)
-without decoding them: the streamed input of `keras_resnet.streams` starts from it. `load_folder`
+without decoding them: the streamed input of `keras_resnet.data.streams` starts from it. `load_folder`
 (what `keras_resnet.data.load` calls for a directory) decodes every file into preallocated uint8
 arrays, for small folders and machines without TensorFlow. Both read files with the package's one
-decoder, `keras_resnet.images.read_image`, and apply the run's evaluation transform. No TensorFlow here.
+decoder, `keras_resnet.data.images.read_image`, and apply the run's evaluation transform. No TensorFlow here.
 """
 
 import dataclasses
@@ -14,9 +14,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from keras_resnet import images
-from keras_resnet.data import DatasetError, split_validation
-from keras_resnet.images import IMAGE_EXTENSIONS
+from keras_resnet.data import images
+from keras_resnet.data.common import DatasetError, split_validation
+from keras_resnet.data.images import IMAGE_EXTENSIONS
 
 
 @dataclasses.dataclass

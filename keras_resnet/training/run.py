@@ -8,8 +8,8 @@ never on BatchNorm or biases.
 `fit_run` is the only place that trains a run: `train` calls it, and so does the search's retraining.
 It writes into the run folder ``model.keras`` (final), ``best.keras`` (best validation accuracy),
 ``history.csv``, ``config.json``, ``run.json`` (config and metrics, per-class precision/recall/F1
-included), ``curves.png``, ``confusion.png`` and ``mistakes.png`` (see `keras_resnet.diagnostics`),
-TensorBoard logs and ``state/`` (see `keras_resnet.callbacks.RunState`). Every file is written atomically. A run that
+included), ``curves.png``, ``confusion.png`` and ``mistakes.png`` (see `keras_resnet.training.diagnostics`),
+TensorBoard logs and ``state/`` (see `keras_resnet.training.callbacks.RunState`). Every file is written atomically. A run that
 stopped for any reason (killed, full disk, power cut) continues from its last finished epoch when the
 same command runs again.
 
@@ -26,17 +26,18 @@ import time
 import keras
 import numpy as np
 
-from keras_resnet import checks, diagnostics, io_utils
+from keras_resnet.utils import checks, io_utils
+from keras_resnet.training import diagnostics
 from keras_resnet import data as data_lib
-from keras_resnet import distributed
-from keras_resnet.callbacks import NaNGuard, RunState
-from keras_resnet.flags import field
-from keras_resnet.history import plot_history, read_history
-from keras_resnet.images import CROP_FRACTION
-from keras_resnet.losses import SmoothedSparseCrossentropy
-from keras_resnet.models import build
-from keras_resnet.execution import distribution_scope, precision_scope
-from keras_resnet.summary import summarize
+from keras_resnet.training import distributed
+from keras_resnet.training.callbacks import NaNGuard, RunState
+from keras_resnet.utils.flags import field
+from keras_resnet.training.history import plot_history, read_history
+from keras_resnet.data.images import CROP_FRACTION
+from keras_resnet.models.losses import SmoothedSparseCrossentropy
+from keras_resnet.models.resnet import build
+from keras_resnet.training.devices import distribution_scope, precision_scope
+from keras_resnet.models.summary import summarize
 
 SCHEDULES = ("cosine", "step")
 PIPELINES = ("auto", "tf", "numpy")
@@ -107,9 +108,9 @@ def load_run_data(dataset="fashion_mnist", recipe=None, *, data_dir=None, downlo
                   crop_fraction=CROP_FRACTION, cache="auto", pipeline="auto"):
     """Loads `dataset` and splits the recipe's validation fraction off its training images.
 
-    An image folder is listed, not decoded, and streamed (`keras_resnet.streams`) unless it is small
+    An image folder is listed, not decoded, and streamed (`keras_resnet.data.streams`) unless it is small
     enough to hold in memory or the pipeline is NumPy's; then ``x_*`` hold file paths. A
-    tensorflow-datasets set is streamed from tfds's files the same way (`keras_resnet.tfds_streams`);
+    tensorflow-datasets set is streamed from tfds's files the same way (`keras_resnet.data.tfds_streams`);
     then ``x_*`` hold example indices and ``y_*`` -1 (its labels are read with the images). The
     validation split is drawn from the file list (stratified, seeded) and ``train_size`` takes the
     first N files, so nothing reads the whole dataset before training. ``test_size`` keeps the first N
@@ -120,16 +121,16 @@ def load_run_data(dataset="fashion_mnist", recipe=None, *, data_dir=None, downlo
     checks.check_int("train_size", train_size, 1, none_ok=True)
     checks.check_int("test_size", test_size, 1, none_ok=True)
     checks.check_choice("cache", cache, CACHE)
-    folder = data_lib._folder_of(dataset)
+    folder = data_lib.folder_of(dataset)
     streamable = pipeline != "numpy" and _has_tensorflow()
     if folder is not None and streamable:
-        from keras_resnet import streams
+        from keras_resnet.data import streams
 
         (x_train, y_train), (x_test, y_test), info = streams.open_folder(
             folder, image_size=image_size, seed=0, bad_images=bad_images, transform=transform,
             crop_fraction=crop_fraction, cache=cache)
     elif folder is None and dataset not in data_lib.IDX_SETS and streamable:
-        from keras_resnet import tfds_streams
+        from keras_resnet.data import tfds_streams
 
         (x_train, y_train), (x_test, y_test), info = tfds_streams.open_tfds(
             dataset, data_dir=data_dir, download=download, image_size=image_size, seed=0, transform=transform,
@@ -327,7 +328,7 @@ def _fit_run(model, recipe, data, run_dir, pipeline, verbose, config, chief, cal
 
 class _Feed:
     """How a run's data reach ``fit``: arrays through `make_datasets` (each process's rows under a
-    multi-process job), or a streamed folder through `keras_resnet.streams`."""
+    multi-process job), or a streamed folder through `keras_resnet.data.streams`."""
 
     def __init__(self, data, recipe, pipeline):
         self.data, self.recipe = data, recipe
@@ -339,10 +340,10 @@ class _Feed:
                                        pipeline)
             self._train, self.val = distributed.process_datasets(train, val)  # each process's rows
             return
-        from keras_resnet import streams
+        from keras_resnet.data import streams
 
         self.kind = "stream"
-        self.process, self.processes, _ = distributed._current()
+        self.process, self.processes, _ = distributed.process_layout()
         self.bad = streams.BadFiles()
         self.check = streams.BadFileCheck(self.bad, data.info["stream"]["bad_images"],
                                           data.info["stream"]["folder"])
@@ -353,7 +354,7 @@ class _Feed:
 
     def _eval(self, x, y, split, batch, process=0, processes=1):
         """The evaluation stream of a folder's files or a tensorflow-datasets split's examples."""
-        from keras_resnet import streams, tfds_streams
+        from keras_resnet.data import streams, tfds_streams
 
         info = self.data.info
         if self.tfds:
@@ -365,7 +366,7 @@ class _Feed:
         """The training input of a fit that starts at `epoch`."""
         if not self.streamed:
             return self._train
-        from keras_resnet import streams, tfds_streams
+        from keras_resnet.data import streams, tfds_streams
 
         data, recipe = self.data, self.recipe
         if self.tfds:
@@ -398,9 +399,9 @@ def stream_predictions(model, batches, info, batch_size, *, mirror=False, averag
     uint8 images of the worst mistakes alone (`diagnostics.WorstMistakes`), so memory stays flat in
     the number of images. `mirror`: also the mirrored images' probabilities; `average`: return
     the average of the two as ``probs`` (test-time augmentation), ranking the mistakes by it."""
-    from keras_resnet.pipelines import _scale_offset
+    from keras_resnet.data.pipelines import scale_offset
 
-    scale, offset = _scale_offset(info)
+    scale, offset = scale_offset(info)
     worst, seen, probs, flipped, labels = diagnostics.WorstMistakes(), 0, [], [], []
     for x, y, w in batches:
         kept = w.numpy() > 0
@@ -474,21 +475,21 @@ def train(*, dataset="fashion_mnist", data_dir=None, download=False, recipe=None
         precision: "auto" (mixed on GPU, bfloat16 on CPUs that run it natively, else float32),
             "float32", "mixed_float16" or "mixed_bfloat16"; set for this call only.
         distribute: "auto" (mirrored over several GPUs), "none", "mirrored" (force it), or
-            "data-parallel" (every device of a multi-process JAX job: `keras_resnet.distributed`).
+            "data-parallel" (every device of a multi-process JAX job: `keras_resnet.training.distributed`).
         pipeline: "auto", "tf" or "numpy".
         train_size: use only the first N training images (quick experiments and tests).
         test_size: test on the first N test images only (quick experiments and tests).
         bad_images: "error" (a file of an image folder that does not decode stops the run, named) or
             "skip" (such files are left out, with one warning line).
         verbose: "auto" (a progress bar on a terminal, a line per epoch otherwise), 0, 1 or 2.
-        weights: a checkpoint to start from (`keras_resnet.pretrained.load_weights` takes it: a
+        weights: a checkpoint to start from (`keras_resnet.weights.pretrained.load_weights` takes it: a
             torchvision or timm file, a Hub name, or our own files); its mean and std then replace the
             dataset's statistics in training, the run folder, export and predict. With another class
             count the classifier starts fresh; see `Recipe.freeze_epochs` for training it first.
         image_size: resize the images to this side (or (height, width)); a pretrained ImageNet
             network needs at least 64 pixels, e.g. 224.
         transform: the transforms of an image folder or a streamed tensorflow-datasets set
-            (`keras_resnet.images`): "photo" (training:
+            (`keras_resnet.data.images`): "photo" (training:
             random-resized-crop + flip; evaluation: shorter side to size / crop_fraction, centre
             crop), "small" (resize; pad-crop, flip and erasing in training), or "auto" (photo from
             64 pixels up). Arrays (IDX sets) use the small-image recipe.
@@ -527,7 +528,7 @@ def train(*, dataset="fashion_mnist", data_dir=None, download=False, recipe=None
 def _start_from(model, weights, info):
     """Loads `weights` into `model` and puts the checkpoint's mean and std into `info` (one mean for a
     one-channel model: the average of the checkpoint's). Returns what the run folder records."""
-    from keras_resnet import pretrained
+    from keras_resnet.weights import pretrained
 
     loaded = pretrained.load_weights(model, weights)
     channels = len(info["mean"])
@@ -543,16 +544,16 @@ def _existing_folder(dataset):
     """The folder `dataset` names, or None (a name, or a path that is not there: the array path
     then says what is wrong)."""
     try:
-        return data_lib._folder_of(dataset)
+        return data_lib.folder_of(dataset)
     except (ValueError, TypeError):
         return None
 
 
 def _stream_folder_for(model, folder, defaults, dataset):
-    """`keras_resnet.run_folder.load_data_for` for an image folder, listed and not decoded: the test
+    """`keras_resnet.training.run_folder.load_data_for` for an image folder, listed and not decoded: the test
     split's files, to stream through the run's evaluation transform. Returns ``(dataset, (paths,
     labels), info)``."""
-    from keras_resnet import streams
+    from keras_resnet.data import streams
 
     transforms = (defaults or {}).get("transforms") or {}
     _, test, info = streams.open_folder(
@@ -614,14 +615,14 @@ def evaluate(model_path, dataset=None, data_dir=None, download=False, batch_size
 
     Writes into `output` (default: the model's folder) ``confusion.png`` (normalised per true class),
     ``mistakes.png`` (the most confidently wrong test images) and ``evaluation.json`` (what this
-    returns; see `keras_resnet.diagnostics`).
+    returns; see `keras_resnet.training.diagnostics`).
 
     Returns:
         ``{"model", "test_accuracy", "test_images", "tta", "per_class": {"classes": [{"class",
         "precision", "recall", "f1", "support"}, ...], "macro_avg", "weighted_avg", "accuracy"},
         "files"}``.
     """
-    from keras_resnet import run_folder
+    from keras_resnet.training import run_folder
 
     checks.check_int("test_size", test_size, 1, none_ok=True)
     model = io_utils.load_model(model_path, "model_path")
@@ -644,7 +645,7 @@ def evaluate(model_path, dataset=None, data_dir=None, download=False, batch_size
     output = os.fspath(output) if output is not None else os.path.dirname(os.path.abspath(os.fspath(model_path)))
     os.makedirs(output, exist_ok=True)
     if "stream" in info:
-        from keras_resnet import streams
+        from keras_resnet.data import streams
 
         bad = streams.BadFiles()
         probs, _, y_test, images = stream_predictions(

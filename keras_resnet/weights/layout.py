@@ -12,14 +12,14 @@ BatchNorm) and ``head.fc`` (a 1x1 convolution); it loads into ``variant="preact"
 max-pool pads with -inf as timm's does.
 `load_state_dict` reads the architecture from the tensors, checks it against the model, then every
 tensor's name and shape, and assigns only when all checks pass. The sources (files, Hub names) are
-in `keras_resnet.pretrained`.
+in `keras_resnet.weights.pretrained`.
 """
 
 import re
 
 import numpy as np
 
-from keras_resnet import models
+from keras_resnet.models import resnet as models
 
 TORCHVISION = "torchvision"
 RESNETV2 = "timm ResNetV2"
@@ -124,7 +124,7 @@ def to_state_dict(model):
     variant="preact", its classifier a 1x1 convolution).
 
     The inverse of loading: ``safetensors.numpy.save_file(to_state_dict(model), "m.safetensors")``
-    writes a file that `keras_resnet.pretrained.load_weights`, torchvision and timm read back.
+    writes a file that `keras_resnet.weights.pretrained.load_weights`, torchvision and timm read back.
     """
     config = models.config_of(model)
     if config["variant"] == "plain":

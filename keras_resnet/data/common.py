@@ -1,0 +1,130 @@
+"""What every source of the data package shares: its error, the bad-images policy, the dataset flags,
+image-size arguments, channel statistics and the one rule for held-out splits."""
+
+import dataclasses
+import math
+import os
+
+import keras
+import numpy as np
+
+from keras_resnet.utils.checks import check_int, check_int_tuple, check_number, is_int
+from keras_resnet.utils.flags import field
+
+
+BAD_IMAGES = ("error", "skip")  # what `load` does with a file in an image folder that does not decode
+
+
+class DatasetError(ValueError):
+    """The data is missing or corrupt. The message says what was wrong and how to get the data."""
+
+
+@dataclasses.dataclass
+class DataSource:
+    """Where a command's images come from: the first three arguments of `load` (the flags of `train`,
+    `evaluate`, `export` and `tune`, declared here once)."""
+
+    dataset: str = field("fashion_mnist", "fashion_mnist (offline), a tensorflow-datasets name, or a folder "
+                                          "of class folders")
+    data_dir: str = field(None, "where the dataset's files are", type=str)
+    download: bool = field(False, "let tensorflow-datasets or Keras download a missing dataset (needs "
+                                  "internet)")
+
+
+def check_image_size(image_size):
+    """None, or ``(height, width)`` from one int (square) or a pair of positive ints."""
+    if image_size is None or is_int(image_size):
+        side = check_int("image_size", image_size, 1, none_ok=True)
+        return None if side is None else (side, side)
+    return check_int_tuple("image_size", image_size, {2})
+
+
+def check_folder_path(name, value):
+    """None, or a str / os.PathLike path with ``~`` expanded, as a str."""
+    if value is None:
+        return None
+    if not isinstance(value, (str, os.PathLike)) or not os.fspath(value):
+        raise TypeError(f"`{name}` must be a folder path (str or os.PathLike) or None. "
+                        f"Received: {name}={value!r}")
+    return os.path.expanduser(os.fspath(value))
+
+
+STATS_CHUNK = 1 << 22  # pixels per histogram chunk
+
+
+def channel_stats(x):
+    """Per-channel mean and std in [0, 1] scale, exact, from a 256-bin histogram per channel.
+
+    The histogram is summed over chunks of 4 Mi pixels: one `np.bincount` over a whole split first
+    copies it into int64 (8 bytes a pixel), which is about 30 times slower than the chunks."""
+    values = np.arange(256, dtype=np.float64)
+    means, stds = [], []
+    for c in range(x.shape[-1]):
+        pixels = x[..., c].reshape(-1)
+        hist = np.zeros(256, np.int64)
+        for start in range(0, pixels.size, STATS_CHUNK):
+            hist += np.bincount(pixels[start:start + STATS_CHUNK], minlength=256)
+        n = max(hist.sum(), 1)
+        mean = (hist @ values) / n
+        var = max((hist @ values**2) / n - mean**2, 0.0)
+        means.append(round(float(mean) / 255, 6))
+        stds.append(round(max(math.sqrt(var), 1.0) / 255, 6))  # constant images: std of 1 pixel level
+    return means, stds
+
+
+def resize_images(x, size):
+    """Bilinear resize of uint8 NHWC arrays with keras.ops, in chunks; antialiased when shrinking: the
+    images `load` gives for ``image_size=size``.
+
+    Each chunk is rounded into the uint8 result in place: no float32 copy of the whole set is made
+    (for Fashion-MNIST at 40x40, 384 MB that took longer to allocate than the resize itself)."""
+    out = np.empty((len(x), *size, x.shape[-1]), np.uint8)
+    antialias = size[0] < x.shape[1] or size[1] < x.shape[2]
+    for i in range(0, len(x), 4096):
+        chunk = keras.ops.convert_to_numpy(keras.ops.image.resize(
+            x[i:i + 4096].astype("float32"), size, antialias=antialias, data_format="channels_last"))
+        out[i:i + 4096] = np.clip(np.rint(chunk, out=chunk), 0, 255, out=chunk)
+    return out
+
+
+def split_validation(x, y, fraction=0.1, seed=0):
+    """Holds out a stratified, seeded `fraction` of ``(x, y)`` for validation.
+
+    Each class gives the same share (largest remainder, so the total is ``round(fraction * len(y))``);
+    both parts keep the original order.
+
+    Args:
+        x: array of samples, first axis the sample.
+        y: int labels, shape ``(len(x),)``.
+        fraction: share held out, in [0, 1). 0 gives empty validation arrays.
+        seed: which samples of each class are held out.
+
+    Returns:
+        ``(x_train, y_train), (x_val, y_val)``.
+    """
+    check_number("fraction", fraction, 0, 1, high_open=True)
+    check_int("seed", seed, 0)
+    y = np.asarray(y)
+    if y.ndim != 1 or len(y) != len(x):
+        raise ValueError(f"`y` must be 1-D with one label per sample of `x`. Received: y.shape={y.shape} "
+                         f"for {len(x)} samples")
+    classes, inverse, counts = np.unique(y, return_inverse=True, return_counts=True)
+    quota = fraction * counts
+    take = np.floor(quota).astype(int)
+    extra = int(round(fraction * len(y))) - take.sum()
+    take[np.argsort(-(quota - take), kind="stable")[:max(extra, 0)]] += 1
+    rng = np.random.default_rng(seed)
+    val = np.zeros(len(y), bool)
+    for c in range(len(classes)):
+        members = np.flatnonzero(inverse == c)
+        val[rng.permutation(members)[:take[c]]] = True
+    return (x[~val], y[~val]), (x[val], y[val])
+
+
+def split_indices(n, fraction, seed):
+    """``(kept, held out)``: sorted int64 indices of ``range(n)``, ``round(fraction * n)`` of them held
+    out, drawn from `seed`."""
+    held = np.random.default_rng((seed, 4)).permutation(n)[:int(round(fraction * n))]
+    mask = np.zeros(n, bool)
+    mask[held] = True
+    return np.flatnonzero(~mask).astype(np.int64), np.flatnonzero(mask).astype(np.int64)
