@@ -375,7 +375,7 @@ def _add_export(sub):
 
 
 def _explain(args):
-    from keras_resnet.explain.gradcam import heatmap as gradcam
+    from keras_resnet.gradcam import heatmap as gradcam
 
     output = args.output or os.path.dirname(os.path.abspath(args.model))
     for result in gradcam.explain(args.model, args.images, class_name=args.class_name, output=output,
@@ -386,7 +386,7 @@ def _explain(args):
 
 
 def _add_explain(sub):
-    """`explain` (keras_resnet.explain.gradcam)."""
+    """`explain` (keras_resnet.gradcam)."""
     p = sub.add_parser("explain", help="Grad-CAM heat maps of images: where a .keras model finds a class "
                                        "(TensorFlow backend)")
     p.add_argument("model", help="a .keras file (its run folder gives the normalisation and class names)")

@@ -9,7 +9,7 @@ gradient averaged over the positions; the ReLU of the weighted sum of the channe
 The images are read and normalised as `predict` does: `keras_resnet.export.load_images` (grayscale
 or RGB, resized to the model's input) and the training normalisation recorded in the run folder next
 to a ``.keras`` file (`keras_resnet.training.run_folder`). The arithmetic uses `keras.ops`; the gradient is the
-backend's own (`keras_resnet.explain.gradcam_tf`): the TensorFlow backend.
+backend's own (`keras_resnet.gradcam.tf_gradients`): the TensorFlow backend.
 """
 
 import os
@@ -55,7 +55,7 @@ def heatmaps(model, x, class_indices=None, layer=None):
     if keras.backend.backend() not in BACKENDS:
         raise RuntimeError(f"Grad-CAM takes its gradient on the {' or '.join(BACKENDS)} backend; this "
                            f"process runs {keras.backend.backend()!r}. Set KERAS_BACKEND=tensorflow.")
-    from keras_resnet.explain.gradcam import tf_gradients as gradcam_tf
+    from keras_resnet.gradcam import tf_gradients as gradcam_tf
 
     layer = layer or target_layer(model)
     x = np.asarray(x, np.float32)

@@ -1,6 +1,6 @@
 """The backend-specific part of Grad-CAM: the gradient of a class score, on the TensorFlow backend.
 
-`keras_resnet.explain.gradcam` does the rest with `keras.ops`; only taking a gradient through a Keras model
+`keras_resnet.gradcam` does the rest with `keras.ops`; only taking a gradient through a Keras model
 needs the backend's own machinery (``tf.GradientTape`` here).
 """
 
