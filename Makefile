@@ -38,10 +38,13 @@ demo: install
 # fixtures are made once.
 TEST_WORKERS ?= auto
 PYTEST_ARGS ?= -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder --durations=20
+# The layering contract (.importlinter) first: a package that imports one above it fails the run.
 test: install-dev
+	lint-imports --config .importlinter
 	$(PYTHON) -m pytest -q $(PYTEST_ARGS) tests; rc=$$?; \
 	  if [ $$rc -eq 5 ]; then echo "no tests were collected" >&2; exit 1; fi; exit $$rc
 
 test-fast: install-dev
+	lint-imports --config .importlinter
 	$(PYTHON) -m pytest -q -m "not slow" $(PYTEST_ARGS) tests; rc=$$?; \
 	  if [ $$rc -eq 5 ]; then echo "no tests were collected" >&2; exit 1; fi; exit $$rc

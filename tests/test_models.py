@@ -14,7 +14,7 @@ import pytest
 
 import keras_resnet
 from keras_resnet import BottleneckBlock, ResidualBlock, build
-from keras_resnet.models.layers import DropPath, _Block
+from keras_resnet.models.layers import DropPath, Block
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -40,7 +40,7 @@ def trainable_params(model):
 
 
 def blocks_of(model):
-    return [layer for layer in model.layers if isinstance(layer, _Block)]
+    return [layer for layer in model.layers if isinstance(layer, Block)]
 
 
 @pytest.fixture(scope="module")

@@ -109,7 +109,7 @@ def read_image(source, channels=None):
     return to_array(open_image(source), channels)
 
 
-def _pil(pixels):
+def to_pil(pixels):
     from PIL import Image
 
     return Image.fromarray(pixels[..., 0] if pixels.shape[-1] == 1 else pixels)
@@ -126,7 +126,7 @@ def resize(pixels, size):
         return pixels
     from PIL import Image
 
-    return _back(_pil(pixels).resize((size[1], size[0]), Image.Resampling.BILINEAR), pixels.shape[-1])
+    return _back(to_pil(pixels).resize((size[1], size[0]), Image.Resampling.BILINEAR), pixels.shape[-1])
 
 
 def center_crop(pixels, size, crop_fraction=CROP_FRACTION):
@@ -143,7 +143,7 @@ def center_crop(pixels, size, crop_fraction=CROP_FRACTION):
         nh, nw = short, int(short * w / h)
     else:
         nh, nw = int(short * h / w), short
-    image = _pil(pixels)
+    image = to_pil(pixels)
     if (nh, nw) != (h, w):
         image = image.resize((nw, nh), Image.Resampling.BICUBIC)
     nh, nw = max(nh, th), max(nw, tw)  # never smaller than the crop (Pillow pads a larger box)

@@ -184,7 +184,7 @@ def load_images(paths, input_shape, transforms=None):
     out = []
     for item in paths:
         if isinstance(item, np.ndarray):
-            pixels = images.to_array(images._pil(item if item.ndim == 3 else item[..., None]), c)
+            pixels = images.to_array(images.to_pil(item if item.ndim == 3 else item[..., None]), c)
         else:
             path = _check_path("paths", item)
             if not path.is_file():

@@ -249,7 +249,7 @@ def conv_macs(shape, *steps):
     return total
 
 
-class _Block(layers.Layer):
+class Block(layers.Layer):
     """What the basic and bottleneck blocks share: the options, the shortcut and the sum.
 
     Subclasses create their convolutions in ``_create``, list them in order in ``_branch()`` and write
@@ -395,7 +395,7 @@ class _Block(layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="keras_resnet")
-class ResidualBlock(_Block):
+class ResidualBlock(Block):
     """The basic residual block: two 3x3 convolutions, ``y = F(x) + shortcut(x)``.
 
     Reference: He et al., "Deep Residual Learning for Image Recognition", CVPR 2016 (Figure 2);
@@ -462,7 +462,7 @@ class ResidualBlock(_Block):
 
 
 @keras.saving.register_keras_serializable(package="keras_resnet")
-class BottleneckBlock(_Block):
+class BottleneckBlock(Block):
     """The bottleneck block: 1x1 reduce, 3x3 (with the stride, v1.5), 1x1 expand by 4.
 
     ``filters`` is the stage's width ("planes"); the block outputs ``4 * filters`` channels. The inner

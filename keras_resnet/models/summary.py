@@ -5,7 +5,7 @@ import math
 import keras
 from keras import layers
 
-from keras_resnet.models.layers import _Block
+from keras_resnet.models.layers import Block
 
 
 def count_macs(model):
@@ -17,7 +17,7 @@ def count_macs(model):
     """
     total = 0
     for layer in model.layers:
-        if isinstance(layer, _Block):
+        if isinstance(layer, Block):
             total += layer.macs(layer.input.shape)
         elif isinstance(layer, layers.Conv2D):
             out = layer.output.shape
