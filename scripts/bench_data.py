@@ -344,7 +344,7 @@ def run_stages(folder, count, batch, repeats=3):
     size, channels = stream["size"], stream["channels"]
     order = streams.epoch_order(len(x), batch, 0, 0)[:count]
     paths_t = tf.constant([os.fsencode(str(p)) for p in x])
-    load = streams._other_loader(x, stream, streams.BadFiles())
+    load = streams.photo_loader(x, stream, streams.BadFiles())
     epoch = tf.constant(0, tf.int64)
 
     def window(i):
@@ -373,8 +373,8 @@ def run_stages(folder, count, batch, repeats=3):
     stages = {
         "ours: read bytes": lambda: files(lambda i: tf.strings.length(tf.io.read_file(paths_t[i]))),
         "ours: + decode the window": lambda: files(lambda i: tf.shape(window(i))),
-        "ours: + resize to 224": lambda: files(lambda i: streams._resize_crop(window(i), size)),
-        "ours: + flip (the file map)": lambda: files(lambda i: streams._crop_and_resize(
+        "ours: + resize to 224": lambda: files(lambda i: streams.resize_crop(window(i), size)),
+        "ours: + flip (the file map)": lambda: files(lambda i: streams.crop_and_resize(
             load, paths_t[i], i, epoch, 0, size, channels)[0]),
         "ours: the stream (batch, normalise)": lambda: streams.train_stream(x, y, info, batch).take(count // batch),
         "keras: read, decode, resize to 256": keras_files,

@@ -113,14 +113,14 @@ def test_the_crop_window_in_the_graph_is_the_numpy_reference():
 def test_a_jpeg_crop_decoded_by_tensorflow_is_pillows_crop(photos):
     (x, y), _, info = _open(photos, cache="none")
     bad = streams.BadFiles()
-    load = streams._other_loader(x, info["stream"], bad)
+    load = streams.photo_loader(x, info["stream"], bad)
     flips = []
     for index in range(len(x)):
         u = streams.crop_draws(4, 7, index).numpy()
         full = images.read_image(str(x[index]), 3)
         top, left, h, w = images.crop_window(*full.shape[:2], u[1:].reshape(images.CROP_ATTEMPTS, 4))
         crop = full[top:top + h, left:left + w]
-        pixels, ok = streams._crop_and_resize(load, tf.constant(str(x[index])), tf.constant(index, tf.int64),
+        pixels, ok = streams.crop_and_resize(load, tf.constant(str(x[index])), tf.constant(index, tf.int64),
                                               tf.constant(7, tf.int64), 4, (32, 32), 3)
         expected = tf.image.resize(crop, (32, 32), antialias=bool(h > 32 or w > 32)).numpy()
         expected = expected[:, ::-1] if u[0] < 0.5 else expected

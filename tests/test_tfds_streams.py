@@ -7,6 +7,7 @@ import pytest
 
 from keras_resnet import data, training
 from keras_resnet.data import tfds_streams
+from keras_resnet.data.tfds import held_out
 
 tf = pytest.importorskip("tensorflow")
 tfds = pytest.importorskip("tensorflow_datasets")
@@ -37,11 +38,11 @@ def test_a_tfds_set_missing_from_data_dir_says_how_to_get_it(tmp_path):
 
 
 def test_held_out_indices_are_seeded_disjoint_and_cover_the_split():
-    kept, held = tfds_streams.split_indices(50, 0.2, seed=3)
+    kept, held = held_out(50, 0.2, seed=3)
     assert len(held) == 10 and len(kept) == 40
     assert np.array_equal(np.sort(np.concatenate([kept, held])), np.arange(50))
-    assert np.array_equal(held, tfds_streams.split_indices(50, 0.2, seed=3)[1])
-    assert not np.array_equal(held, tfds_streams.split_indices(50, 0.2, seed=4)[1])
+    assert np.array_equal(held, held_out(50, 0.2, seed=3)[1])
+    assert not np.array_equal(held, held_out(50, 0.2, seed=4)[1])
 
 
 @pytest.mark.slow

@@ -31,7 +31,8 @@ def load(dataset="fashion_mnist", data_dir=None, download=False, *, image_size=N
       it. MNIST is read from ``data_dir``, the Keras cache (``mnist.npz``) or downloaded.
     - a tensorflow-datasets image-classification name such as ``"cifar10"``: ``tfds.load`` with
       ``data_dir`` and ``download``, splits ``"train"`` and ``"test"`` (without a ``"test"`` split,
-      ``test_fraction`` of ``"train"`` is held out, stratified and seeded).
+      ``test_fraction`` of ``"train"`` is held out, seeded: `keras_resnet.data.tfds.held_out`, the
+      examples that every command holds out).
     - a directory path with one sub-folder of images per class (the folder names, sorted, are the
       classes). If it holds ``train/`` and ``test/`` sub-folders those are the two splits; otherwise
       ``test_fraction`` of the images is held out, stratified and seeded. Files ending in

@@ -265,7 +265,7 @@ def crop_window(height, width, u):
     return tf.cast(window, tf.int32)
 
 
-def _other_loader(paths, stream, bad):
+def photo_loader(paths, stream, bad):
     """(index, draws) -> the photo recipe's crop of a file that TensorFlow does not decode here (not a
     JPEG, a JPEG without its end marker, or a colour JPEG of a grayscale run), decoded by Pillow in
     Python: ``(pixels, ok)``; a file that does not decode is recorded in `bad`."""
@@ -284,13 +284,13 @@ def _other_loader(paths, stream, bad):
     return load
 
 
-def _crop_and_resize(load, path, index, epoch, seed, size, channels):
+def crop_and_resize(load, path, index, epoch, seed, size, channels):
     """The photo recipe's training transform of one file: float32 pixels at `size`, and ok.
 
     A JPEG is read, its window drawn (`crop_draws`, `crop_window`) and decoded in the graph, with no
     Python: ``decode_and_crop_jpeg`` decodes the window with a margin of one 16-pixel block (there the
     chroma upsampling sees the neighbours of a whole decode, so the pixels are Pillow's) and the
-    window is cut from it. Other files go to `load` (Pillow, `_other_loader`)."""
+    window is cut from it. Other files go to `load` (Pillow, `photo_loader`)."""
     import tensorflow as tf
 
     data = tf.io.read_file(path)
@@ -374,7 +374,7 @@ def train_stream(paths, labels, info, batch_size, *, seed=0, start_epoch=0, eras
     photo = stream["transform"] == "photo"
     paths_t = tf.constant([os.fsencode(str(p)) for p in paths]) if photo else None
     scale, offset = scale_offset(info)
-    load = _other_loader(paths, stream, bad) if photo else _eval_loader(paths, stream, bad)
+    load = photo_loader(paths, stream, bad) if photo else _eval_loader(paths, stream, bad)
 
     def normalised(i, x, ok):
         return i, x * scale + offset, ok
@@ -384,7 +384,7 @@ def train_stream(paths, labels, info, batch_size, *, seed=0, start_epoch=0, eras
                                   [epoch], tf.int64, stateful=False)
         files = tf.data.Dataset.from_tensor_slices(tf.ensure_shape(order, (steps * share,)))
         if photo:  # normalised image by image, while its pixels are in the cache (a batch is 38 MB at 224)
-            files = files.map(lambda i: normalised(i, *_crop_and_resize(load, paths_t[i], i, epoch, seed, size,
+            files = files.map(lambda i: normalised(i, *crop_and_resize(load, paths_t[i], i, epoch, seed, size,
                                                                           channels)),
                               num_parallel_calls=tf.data.AUTOTUNE)
         else:

@@ -5,7 +5,7 @@ import os
 
 import numpy as np
 
-from keras_resnet.data.common import DatasetError, split_validation
+from keras_resnet.data.common import DatasetError, split_indices
 
 
 # tensorflow-datasets sets of digits and characters, where a mirror image is another class or none.
@@ -61,6 +61,19 @@ def tfds_info(name, label_feature):
             "flip": base not in NO_FLIP, "source": f"tfds:{name}"}
 
 
+def has_test_split(tinfo):
+    """Whether a set has a ``"test"`` split (tfds's mock data lists no splits: it has every one)."""
+    return not tinfo.splits or "test" in tinfo.splits
+
+
+def held_out(n, test_fraction, seed):
+    """The one rule for a set without a ``"test"`` split, in every command (training, streamed or
+    held in memory, ``evaluate`` and ``export``): ``(kept, held out)`` example indices of ``"train"``,
+    a seeded share drawn from the example count alone (`keras_resnet.data.common.split_indices`), so
+    that a stream needs no pass over the labels before training."""
+    return split_indices(n, test_fraction, seed)
+
+
 def load_tfds_arrays(name, data_dir, download, image_size, test_fraction, seed):
     def split(which):
         return tfds_split(name, which, data_dir, download)
@@ -68,11 +81,12 @@ def load_tfds_arrays(name, data_dir, download, image_size, test_fraction, seed):
     train_ds, tinfo = split("train")
     _, _, label_feature = tfds_features(name, tinfo, image_size)
     x, y = _materialise(train_ds, image_size)
-    if not tinfo.splits or "test" in tinfo.splits:
+    if has_test_split(tinfo):
         test = _materialise(split("test")[0], image_size)
         train = (x, y)
     else:
-        train, test = split_validation(x, y, test_fraction, seed)
+        kept, held = held_out(len(y), test_fraction, seed)
+        train, test = (x[kept], y[kept]), (x[held], y[held])
     return train, test, tfds_info(name, label_feature)
 
 

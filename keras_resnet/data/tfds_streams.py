@@ -13,7 +13,8 @@ command uses (``export``'s int8 calibration sample and verification images).
   (``tfds.decode.SkipDecoding``) and tfds's in-memory auto-cache off, numbered in tfds's (fixed) file
   order. An example is an index into its tfds split.
 - Splits: the ``"test"`` split when the set has one; else a seeded `test_fraction` of ``"train"``'s
-  indices (`split_indices`). Not stratified: the labels are not read before training.
+  indices (`keras_resnet.data.tfds.held_out`, the rule of every command). Not stratified: the labels
+  are not read before training.
 - Training order: examples are shuffled in blocks of `shuffle_block` consecutive encoded examples
   (about `SHUFFLE_BYTES` of them) by a stateless draw from ``(seed, epoch, block)``, so epoch ``e``'s
   order is a function of the seed and ``e`` alone and a resumed run reads what the uninterrupted run
@@ -36,8 +37,8 @@ import numpy as np
 
 from keras_resnet.data import images
 from keras_resnet.utils.checks import check_choice, check_number
-from keras_resnet.data.common import DatasetError, channel_stats, check_image_size, split_indices
-from keras_resnet.data.tfds import tfds_features, tfds_info, tfds_split
+from keras_resnet.data.common import DatasetError, channel_stats, check_image_size
+from keras_resnet.data.tfds import has_test_split, held_out, tfds_features, tfds_info, tfds_split
 from keras_resnet.data.pipelines import augment_batch, scale_offset, tf_ops
 
 SHUFFLE_BYTES = 64 << 20  # encoded examples one shuffle block holds
@@ -65,14 +66,14 @@ def open_tfds(name, *, data_dir=None, download=False, image_size=None, test_frac
     channels = int(shape[2] or 3)
     transform = images.choose_transform(transform, size)
     transforms = images.describe(transform, size, crop_fraction)
-    has_test = not tinfo.splits or "test" in tinfo.splits
+    has_test = has_test_split(tinfo)
     counts = {s: _count(name, s, data_dir, tinfo) for s in (("train", "test") if has_test else ("train",))}
     if has_test:
         train_split, train_index = "train", np.arange(counts["train"], dtype=np.int64)
         test_split, test_index = "test", np.arange(counts["test"], dtype=np.int64)
     else:
         train_split = test_split = "train"
-        train_index, test_index = split_indices(counts["train"], test_fraction, seed)
+        train_index, test_index = held_out(counts["train"], test_fraction, seed)
     held, decoded = streams.hold_in_memory(len(train_index) + len(test_index), size, channels, transform, cache)
     print(f"data: tfds:{name}: {len(train_index)} training and {len(test_index)} test examples, "
           f"{channels} channel(s); " + (f"held in memory ({decoded / 2**20:.0f} MiB decoded)" if held else
@@ -100,8 +101,8 @@ def sample_tfds(name, *, data_dir=None, download=False, image_size=None, transfo
     """The examples of a tensorflow-datasets set that a command uses, decoded, and no others (the
     counterpart of `keras_resnet.data.streams.sample_folder`).
 
-    The splits are `keras_resnet.data.load`'s: the ``"test"`` split, or without one the stratified,
-    seeded `test_fraction` of ``"train"`` (`keras_resnet.data.split_validation`, on the labels alone).
+    The splits are every command's: the ``"test"`` split, or without one the seeded `test_fraction` of
+    ``"train"`` that training holds out (`keras_resnet.data.tfds.held_out`).
     Only a seeded sample of `train_count` training examples (`keras_resnet.data.pipelines.calibration_index`)
     and the first `test_count` test examples are decoded, by the evaluation transform at `image_size`
     (the small recipe's resize, or the photo recipe's centre crop); None decodes the whole split.
@@ -113,7 +114,6 @@ def sample_tfds(name, *, data_dir=None, download=False, image_size=None, transfo
     """
     import tensorflow as tf
 
-    from keras_resnet.data.common import split_validation
     from keras_resnet.data.pipelines import calibration_index
 
     image_size = check_image_size(image_size)
@@ -122,7 +122,7 @@ def sample_tfds(name, *, data_dir=None, download=False, image_size=None, transfo
     size = tuple(image_size or shape[:2])
     channels = int(shape[2] or 3)
     transform = images.choose_transform(transform, size)
-    has_test = not tinfo.splits or "test" in tinfo.splits
+    has_test = has_test_split(tinfo)
     splits = ("train", "test") if has_test else ("train",)
     stream = {"name": name, "data_dir": data_dir, "image_key": image_key, "channels": channels, "size": size,
               "transform": transform, "crop_fraction": crop_fraction,
@@ -130,10 +130,8 @@ def sample_tfds(name, *, data_dir=None, download=False, image_size=None, transfo
               "train_split": "train", "test_split": splits[-1]}
     if has_test:
         train_all, test_all = np.arange(stream["counts"]["train"]), np.arange(stream["counts"]["test"])
-    else:  # the labels are read (not the images) to hold out data.load's stratified share
-        labels = np.concatenate([y for y in _read(stream, "train").map(lambda i, data, label: label).batch(
-            4096).as_numpy_iterator()] or [np.zeros(0, np.int64)])
-        (train_all, _), (test_all, _) = split_validation(np.arange(len(labels)), labels, test_fraction, seed)
+    else:
+        train_all, test_all = held_out(stream["counts"]["train"], test_fraction, seed)
     train_index = train_all if train_count is None else train_all[calibration_index(len(train_all), train_count)]
     test_index = test_all[:test_count]
     transforms = images.describe(transform, size, crop_fraction)

@@ -9,3 +9,4 @@ from keras_resnet.training.run import (  # noqa: F401
     CACHE, PIPELINES, SCHEDULES, Recipe, RunData, compile_model, evaluate, fit_run, learning_rate_schedule,
     load_run_data, make_datasets, phases, predict_probs, recorded_dataset, run_name, steps_per_epoch,
     stream_predictions, test_accuracies, train)
+from keras_resnet.training.history import plot_history, read_history  # noqa: F401

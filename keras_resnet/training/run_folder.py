@@ -164,6 +164,7 @@ def _load_part(folder, dataset, data_dir, download, size, transforms, train_coun
 
         return streams.sample_folder(folder, **kwargs)
     from keras_resnet.data import tfds_streams
+    from keras_resnet.data.common import check_folder_path
 
-    return tfds_streams.sample_tfds(dataset, data_dir=data.check_folder_path("data_dir", data_dir),
+    return tfds_streams.sample_tfds(dataset, data_dir=check_folder_path("data_dir", data_dir),
                                     download=download, **kwargs)
