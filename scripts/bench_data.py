@@ -113,9 +113,9 @@ class Meter:
 
 
 def ours(folder, batch):
-    from keras_resnet.data import streams
+    from keras_resnet.data import folder_streams, streams
 
-    (x, y), _, info = streams.open_folder(folder, image_size=SIZE, transform="photo", cache="none")
+    (x, y), _, info = folder_streams.open_folder(folder, image_size=SIZE, transform="photo", cache="none")
     return iter(streams.train_stream(x, y, info, batch, seed=0))
 
 
@@ -337,22 +337,22 @@ def run_stages(folder, count, batch, repeats=3):
     import keras
     import tensorflow as tf
 
-    from keras_resnet.data import streams
+    from keras_resnet.data import folder_streams, streams, transforms
 
-    (x, y), _, info = streams.open_folder(folder, image_size=SIZE, transform="photo", cache="none")
+    (x, y), _, info = folder_streams.open_folder(folder, image_size=SIZE, transform="photo", cache="none")
     stream = info["stream"]
     size, channels = stream["size"], stream["channels"]
-    order = streams.epoch_order(len(x), batch, 0, 0)[:count]
+    order = folder_streams.epoch_order(len(x), batch, 0, 0)[:count]
     paths_t = tf.constant([os.fsencode(str(p)) for p in x])
-    load = streams.photo_loader(x, stream, streams.BadFiles())
+    load = transforms.pillow_fallback(channels, streams.BadFiles(), lambda i: str(x[i]))
     epoch = tf.constant(0, tf.int64)
 
     def window(i):
         data = tf.io.read_file(paths_t[i])
-        u = streams.crop_draws(0, epoch, i)
+        u = transforms.crop_draws(0, epoch, i)
         header = tf.image.extract_jpeg_shape(data)
-        top, left, ch, cw = tf.unstack(streams.crop_window(header[0], header[1], tf.reshape(u[1:], (-1, 4))))
-        m = streams.JPEG_MARGIN
+        top, left, ch, cw = tf.unstack(transforms.crop_window(header[0], header[1], tf.reshape(u[1:], (-1, 4))))
+        m = transforms.JPEG_MARGIN
         t, l = tf.maximum(top - m, 0), tf.maximum(left - m, 0)
         b, r = tf.minimum(top + ch + m, header[0]), tf.minimum(left + cw + m, header[1])
         decoded = tf.io.decode_and_crop_jpeg(data, tf.stack([t, l, b - t, r - l]), channels=channels,
@@ -373,9 +373,9 @@ def run_stages(folder, count, batch, repeats=3):
     stages = {
         "ours: read bytes": lambda: files(lambda i: tf.strings.length(tf.io.read_file(paths_t[i]))),
         "ours: + decode the window": lambda: files(lambda i: tf.shape(window(i))),
-        "ours: + resize to 224": lambda: files(lambda i: streams.resize_crop(window(i), size)),
-        "ours: + flip (the file map)": lambda: files(lambda i: streams.crop_and_resize(
-            load, paths_t[i], i, epoch, 0, size, channels)[0]),
+        "ours: + resize to 224": lambda: files(lambda i: transforms.resize_crop(window(i), size)),
+        "ours: + flip (the file map)": lambda: files(lambda i: transforms.photo_crop(
+            tf.io.read_file(paths_t[i]), i, epoch, 0, size, channels, load)[0]),
         "ours: the stream (batch, normalise)": lambda: streams.train_stream(x, y, info, batch).take(count // batch),
         "keras: read, decode, resize to 256": keras_files,
         "keras: + batch, crop, flip": lambda: keras_files().batch(batch).map(

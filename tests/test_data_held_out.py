@@ -7,7 +7,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from keras_resnet.data import streams
+from keras_resnet.data import folder_streams
 from keras_resnet.training import run as training
 from keras_resnet.training import run_folder
 
@@ -84,6 +84,6 @@ def test_a_folder_without_a_test_folder_is_held_out_alike_in_training_evaluate_a
     number = {str(folder / CLASSES[i % 3] / f"{i:03d}.png"): i + 1 for i in range(COUNT)}
     held_out = sorted(number[str(p)] for p in streamed.x_test)
     assert len(held_out) == 18 and _numbers(held.x_test) == held_out
-    _, (paths, _), _ = streams.open_folder(folder, image_size=8, transform="small", cache="none")  # evaluate's
+    _, (paths, _), _ = folder_streams.open_folder(folder, image_size=8, transform="small", cache="none")  # evaluate's
     assert sorted(number[str(p)] for p in paths) == held_out
     assert _evaluated_and_exported(str(folder), tmp_path) == (held_out, held_out)

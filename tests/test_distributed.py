@@ -15,7 +15,7 @@ import pytest
 
 from keras_resnet import training
 from keras_resnet.training import distributed
-from keras_resnet.data import streams
+from keras_resnet.data import folder_streams
 from keras_resnet.data import numpy_dataset
 
 pytestmark = pytest.mark.slow
@@ -33,14 +33,14 @@ def fit_and_keep_weights(model, *args, **kwargs):
     np.savez(weights_path, *model.get_weights())
     return result
 training.fit_run = fit_and_keep_weights
-from keras_resnet.data import streams  # record the files each process reads in each epoch of a stream
-epoch_order = streams.epoch_order
+from keras_resnet.data import folder_streams  # record the files each process reads in each epoch of a stream
+epoch_order = folder_streams.epoch_order
 def recorded(n, batch_size, seed, epoch, process=0, processes=1):
     rows = epoch_order(n, batch_size, seed, epoch, process, processes)
     with open(weights_path.replace(".npz", "_files.txt"), "a") as f:
         f.write(" ".join(map(str, [epoch, *rows])) + "\\n")
     return rows
-streams.epoch_order = recorded
+folder_streams.epoch_order = recorded
 sys.exit(cli.main(argv))
 """
 TINY = ["train", "--depth", "8", "--width", "0.25", "--train-size", "320", "--test-size", "2000", "--batch-size", "32",
@@ -238,7 +238,7 @@ def test_a_process_killed_mid_epoch_stops_the_other_naming_it_and_the_streamed_j
         zero, one = reads[0][epoch], reads[1][epoch]
         assert len(zero) == len(one) == steps * 16 and not set(zero) & set(one)
         assert len(set(zero) | set(one)) == steps * 32
-        assert zero == streams.epoch_order(run["train_images"], 32, 0, epoch, 0, 2).tolist()
+        assert zero == folder_streams.epoch_order(run["train_images"], 32, 0, epoch, 0, 2).tolist()
 
 
 def run_job(tmp_path, envs, args, timeout=LAUNCH_TIMEOUT):

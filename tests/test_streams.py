@@ -1,4 +1,4 @@
-"""Image folders streamed through tf.data (keras_resnet.data.streams): epoch order, shards of a
+"""Image folders streamed through tf.data (keras_resnet.data.streams, folder_streams): epoch order, shards of a
 multi-process job, resume, bad files, and the transforms against their Pillow references."""
 
 import numpy as np
@@ -6,7 +6,7 @@ import pytest
 from PIL import Image
 
 from keras_resnet import data, training
-from keras_resnet.data import images, streams
+from keras_resnet.data import folder_streams, images, streams, transforms
 
 tf = pytest.importorskip("tensorflow")
 
@@ -27,7 +27,7 @@ def photos(tmp_path_factory):
 
 def _open(folder, **kwargs):
     kwargs = {"image_size": 32, "transform": "photo", **kwargs}
-    return streams.open_folder(folder, **kwargs)
+    return folder_streams.open_folder(folder, **kwargs)
 
 
 def _batches(ds, count):
@@ -36,11 +36,11 @@ def _batches(ds, count):
 
 def test_epoch_order_is_a_function_of_seed_and_epoch_and_shards_cover_each_epoch_once():
     n, batch = 103, 8
-    one = streams.epoch_order(n, batch, seed=3, epoch=5)
-    assert np.array_equal(one, streams.epoch_order(n, batch, seed=3, epoch=5))
-    assert not np.array_equal(one, streams.epoch_order(n, batch, seed=3, epoch=6))
+    one = folder_streams.epoch_order(n, batch, seed=3, epoch=5)
+    assert np.array_equal(one, folder_streams.epoch_order(n, batch, seed=3, epoch=5))
+    assert not np.array_equal(one, folder_streams.epoch_order(n, batch, seed=3, epoch=6))
     assert len(one) == (n // batch) * batch and len(set(one)) == len(one)
-    parts = [streams.epoch_order(n, batch, 3, 5, process=p, processes=4) for p in range(4)]
+    parts = [folder_streams.epoch_order(n, batch, 3, 5, process=p, processes=4) for p in range(4)]
     assert all(len(p) == len(one) // 4 for p in parts)
     assert len(set(np.concatenate(parts))) == len(one), "disjoint"
     # the global batch is the same: its rows, process by process
@@ -53,7 +53,7 @@ def test_open_folder_lists_without_decoding_and_draws_the_splits_from_the_file_l
     decoded = []
     read = images.read_image
     monkeypatch.setattr(images, "read_image", lambda path, *a: decoded.append(path) or read(path, *a))
-    monkeypatch.setattr(streams, "STATS_SAMPLE", 5)
+    monkeypatch.setattr(folder_streams, "STATS_SAMPLE", 5)
     (x, y), (x_test, y_test), info = _open(photos, test_fraction=0.25)
     assert len(decoded) == 5, "only the statistics' sample is decoded"
     assert x.dtype.kind == "U" and len(x) == 18 and len(x_test) == 6
@@ -104,7 +104,7 @@ def test_the_crop_window_in_the_graph_is_the_numpy_reference():
     shapes = [(int(h), int(w)) for h, w in rng.integers(1, 400, (150, 2))] + [(300, 10), (10, 300), (1, 1)]
     draws = rng.random((len(shapes), images.CROP_ATTEMPTS, 4))
     draws[::7, :, 0] = 1.0  # every attempt too big: the fallback
-    window = tf.function(streams.crop_window)
+    window = tf.function(transforms.crop_window)
     for (h, w), u in zip(shapes, draws):
         got = window(tf.constant(h), tf.constant(w), tf.constant(u)).numpy()
         assert tuple(got) == images.crop_window(h, w, u), (h, w)
@@ -113,15 +113,15 @@ def test_the_crop_window_in_the_graph_is_the_numpy_reference():
 def test_a_jpeg_crop_decoded_by_tensorflow_is_pillows_crop(photos):
     (x, y), _, info = _open(photos, cache="none")
     bad = streams.BadFiles()
-    load = streams.photo_loader(x, info["stream"], bad)
+    fallback = transforms.pillow_fallback(3, bad, lambda index: str(x[index]))
     flips = []
     for index in range(len(x)):
-        u = streams.crop_draws(4, 7, index).numpy()
+        u = transforms.crop_draws(4, 7, index).numpy()
         full = images.read_image(str(x[index]), 3)
         top, left, h, w = images.crop_window(*full.shape[:2], u[1:].reshape(images.CROP_ATTEMPTS, 4))
         crop = full[top:top + h, left:left + w]
-        pixels, ok = streams.crop_and_resize(load, tf.constant(str(x[index])), tf.constant(index, tf.int64),
-                                              tf.constant(7, tf.int64), 4, (32, 32), 3)
+        pixels, ok = transforms.photo_crop(tf.io.read_file(str(x[index])), tf.constant(index, tf.int64),
+                                           tf.constant(7, tf.int64), 4, (32, 32), 3, fallback)
         expected = tf.image.resize(crop, (32, 32), antialias=bool(h > 32 or w > 32)).numpy()
         expected = expected[:, ::-1] if u[0] < 0.5 else expected
         assert bool(ok) and not bad.found

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from keras_resnet import data, training
-from keras_resnet.data import tfds_streams
+from keras_resnet.data import streams, tfds_streams
 from keras_resnet.data.tfds import held_out
 
 tf = pytest.importorskip("tensorflow")
@@ -66,9 +66,9 @@ def test_a_small_tfds_set_is_held_in_memory_by_default_and_photo_refuses_memory(
 
 @pytest.mark.slow
 def test_a_tfds_stream_resumed_at_an_epoch_reads_what_the_whole_run_read(cifar):
-    (x, _), _, info = cifar
-    whole = _batches(tfds_streams.train_stream(x, info, 8, seed=1), 6)  # 3 steps an epoch
-    resumed = _batches(tfds_streams.train_stream(x, info, 8, seed=1, start_epoch=1), 3)
+    (x, y), _, info = cifar
+    whole = _batches(streams.train_stream(x, y, info, 8, seed=1), 6)  # 3 steps an epoch
+    resumed = _batches(streams.train_stream(x, y, info, 8, seed=1, start_epoch=1), 3)
     for a, b in zip(whole[3:], resumed):
         assert np.array_equal(a[1], b[1]) and np.array_equal(a[0], b[0])
     assert not all(np.array_equal(a[1], b[1]) for a, b in zip(whole[:3], whole[3:])), "epochs differ"
@@ -78,22 +78,22 @@ def test_a_tfds_stream_resumed_at_an_epoch_reads_what_the_whole_run_read(cifar):
 
 @pytest.mark.slow
 def test_two_processes_batches_make_up_the_global_batches_of_one(cifar):
-    (x, _), _, info = cifar
-    one = _batches(tfds_streams.train_stream(x, info, 8, seed=2), 3)
-    parts = [_batches(tfds_streams.train_stream(x, info, 8, seed=2, process=p, processes=2), 3)
+    (x, y), _, info = cifar
+    one = _batches(streams.train_stream(x, y, info, 8, seed=2), 3)
+    parts = [_batches(streams.train_stream(x, y, info, 8, seed=2, process=p, processes=2), 3)
              for p in range(2)]
-    for s, (images, labels) in enumerate(one):
+    for s, (images, labels) in enumerate(one):  # process p: rows 4p .. 4p+3, as folders and arrays
         for p in range(2):
-            assert np.array_equal(parts[p][s][1], labels[p::2])
-            np.testing.assert_allclose(parts[p][s][0], images[p::2], atol=1e-5)
+            assert np.array_equal(parts[p][s][1], labels[4 * p:4 * p + 4])
+            np.testing.assert_allclose(parts[p][s][0], images[4 * p:4 * p + 4], atol=1e-5)
 
 
 @pytest.mark.slow
 def test_evaluation_rows_of_the_processes_are_the_batches_of_one(cifar):
-    _, (x_test, _), info = cifar
-    one = _batches(tfds_streams.eval_stream(x_test, "test", info, 10), 10)
+    _, (x_test, y_test), info = cifar
+    one = _batches(streams.eval_stream(x_test, y_test, info, 10), 10)
     assert [len(b[1]) for b in one] == [10, 10, 4] and all(np.all(b[2] == 1) for b in one)
-    parts = [_batches(tfds_streams.eval_stream(x_test, "test", info, 10, process=p, processes=2), 10)
+    parts = [_batches(streams.eval_stream(x_test, y_test, info, 10, process=p, processes=2), 10)
              for p in range(2)]
     for s, (images, labels, _) in enumerate(one):
         share = len(labels) // 2
@@ -103,9 +103,9 @@ def test_evaluation_rows_of_the_processes_are_the_batches_of_one(cifar):
 
 @pytest.mark.slow
 def test_the_photo_recipe_streams_crops_of_the_input_size(mock):
-    (x, _), _, info = tfds_streams.open_tfds("tf_flowers", image_size=64)
+    (x, y), _, info = tfds_streams.open_tfds("tf_flowers", image_size=64)
     assert info["transforms"]["recipe"] == "photo" and info["cache"] == "none"
-    images, labels = _batches(tfds_streams.train_stream(x, info, 4, seed=0), 1)[0]
+    images, labels = _batches(streams.train_stream(x, y, info, 4, seed=0), 1)[0]
     assert images.shape == (4, 64, 64, 3) and images.dtype == np.float32 and labels.shape == (4,)
     assert np.all(np.isfinite(images)) and images.std() > 0.1
 

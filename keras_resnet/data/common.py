@@ -128,3 +128,41 @@ def split_indices(n, fraction, seed):
     mask = np.zeros(n, bool)
     mask[held] = True
     return np.flatnonzero(~mask).astype(np.int64), np.flatnonzero(mask).astype(np.int64)
+
+
+CACHE = ("auto", "memory", "none")
+
+
+STATS_SAMPLE = 256  # training files whose pixels give the normalisation statistics
+
+
+CACHE_BUDGET = 1 << 30  # decoded bytes a small-image folder may hold in memory
+
+
+def hold_in_memory(n, size, channels, transform, cache):
+    """Whether `n` images of the small-image recipe are held decoded in memory rather than streamed
+    (`cache` "memory", or "auto" when they fit the budget), and their decoded bytes."""
+    decoded = n * int(np.prod(size)) * channels
+    fits = decoded <= min(CACHE_BUDGET, memory_bytes() // 8)
+    if cache == "memory" and transform == "photo":
+        raise ValueError("cache='memory' holds decoded images, for the small-image recipe; the photo "
+                         "recipe decodes a new crop of every image each epoch. Received: cache='memory' "
+                         "with transform='photo'")
+    return transform == "small" and (cache == "memory" or (cache == "auto" and fits)), decoded
+
+
+def memory_bytes():
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return 8 << 30
+
+
+def process_rows(k, n, batch_size, process=0, processes=1):
+    """Whether each position `k` (an int array) of `n` examples cut into batches of `batch_size` is
+    one of this process's rows: rows ``p*share .. (p+1)*share`` of every batch, share the batch's
+    length // processes (the short last batch too; rows past ``share * processes`` are nobody's)."""
+    start = k // batch_size * batch_size
+    share = np.minimum(batch_size, n - start) // processes
+    row = k - start
+    return (row >= process * share) & (row < (process + 1) * share)

@@ -1,13 +1,15 @@
-"""tensorflow-datasets sets streamed from tfds's own files: nothing is materialised, each batch is
-decoded when it is needed. TensorFlow only; `keras_resnet.data` holds small sets as arrays.
+"""A tensorflow-datasets set as a streamed source: nothing is materialised, each batch is decoded when
+it is needed (`keras_resnet.data.streams`). TensorFlow only; `keras_resnet.data` holds small sets as
+arrays.
 
 `open_tfds` reads the set's metadata (no pixels), draws the splits as example indices, takes the
-normalisation statistics from the first `keras_resnet.data.streams.STATS_SAMPLE` training examples, and
-chooses how the run is fed by the rule of image folders (`keras_resnet.data.streams.open_folder`): a set of
-the small-image recipe whose decoded images fit `keras_resnet.data.streams.CACHE_BUDGET` (and an eighth of
-the memory) is held in memory as arrays (`keras_resnet.data.load`); otherwise, and always for the
-photo recipe, it is streamed. One line says which. `sample_tfds` decodes only the few examples a
-command uses (``export``'s int8 calibration sample and verification images).
+normalisation statistics from the first `keras_resnet.data.common.STATS_SAMPLE` training examples, and
+chooses how the run is fed by the rule of image folders (`keras_resnet.data.common.hold_in_memory`): a
+set of the small-image recipe whose decoded images fit `keras_resnet.data.common.CACHE_BUDGET` (and an
+eighth of the memory) is held in memory as arrays (`keras_resnet.data.load`); otherwise, and always for
+the photo recipe, it is streamed. One line says which. `sample_tfds` decodes only the few examples a
+command uses (``export``'s int8 calibration sample and verification images). `TfdsReader` reads one
+split's examples for the streams.
 
 - Reading: ``tfds.load(..., as_supervised=True, shuffle_files=False)`` with the image left encoded
   (``tfds.decode.SkipDecoding``) and tfds's in-memory auto-cache off, numbered in tfds's (fixed) file
@@ -15,20 +17,12 @@ command uses (``export``'s int8 calibration sample and verification images).
 - Splits: the ``"test"`` split when the set has one; else a seeded `test_fraction` of ``"train"``'s
   indices (`keras_resnet.data.tfds.held_out`, the rule of every command). Not stratified: the labels
   are not read before training.
-- Training order: examples are shuffled in blocks of `shuffle_block` consecutive encoded examples
-  (about `SHUFFLE_BYTES` of them) by a stateless draw from ``(seed, epoch, block)``, so epoch ``e``'s
-  order is a function of the seed and ``e`` alone and a resumed run reads what the uninterrupted run
-  would have read. tfds shuffles the examples when it prepares a set, so the blocks are mixed already.
-- Processes of a data-parallel job read the same order and keep every ``P``-th example
-  (``Dataset.shard``) before decoding: process ``p``'s batch ``s`` holds rows ``p, p+P, p+2P, ...`` of
-  the global batch ``s``, so the processes' batches together are the one-process run's batches.
-  Evaluation keeps rows ``p*B/P .. (p+1)*B/P`` of each batch, as folders do.
-- Transforms: those of folders. The small-image recipe decodes and resizes (bilinear, antialiased
-  when shrinking), then pads, crops, flips and erases a batch (`keras_resnet.data.pipelines`); the photo
-  recipe decodes a random-resized-crop window (`keras_resnet.data.streams.crop_window`, drawn from
-  ``(seed, epoch, index)`` in the graph; only the window of a JPEG is decoded), resizes it bilinearly (antialiased
-  when shrinking) and flips half of them. Evaluation: the small recipe's resize, or the photo recipe's
-  `keras_resnet.data.images.center_crop`.
+- Training order: examples are shuffled in blocks of consecutive encoded examples (about
+  `SHUFFLE_BYTES` of them) by a stateless draw from ``(seed, epoch, block)``, so epoch ``e``'s order is
+  a function of the seed and ``e`` alone and a resumed run reads what the uninterrupted run would have
+  read. tfds shuffles the examples when it prepares a set, so the blocks are mixed already.
+- Evaluation pixels: the small recipe's resize (bilinear, antialiased when shrinking, in the graph),
+  or the photo recipe's `keras_resnet.data.images.center_crop`.
 """
 
 import sys
@@ -37,9 +31,9 @@ import numpy as np
 
 from keras_resnet.data import images
 from keras_resnet.utils.checks import check_choice, check_number
-from keras_resnet.data.common import DatasetError, channel_stats, check_image_size
+from keras_resnet.data.common import (
+    CACHE, STATS_SAMPLE, DatasetError, channel_stats, check_image_size, hold_in_memory, process_rows)
 from keras_resnet.data.tfds import has_test_split, held_out, tfds_features, tfds_info, tfds_split
-from keras_resnet.data.pipelines import augment_batch, scale_offset, tf_ops
 
 SHUFFLE_BYTES = 64 << 20  # encoded examples one shuffle block holds
 MIN_BLOCK = 256  # examples of a shuffle block, at least
@@ -55,10 +49,9 @@ def open_tfds(name, *, data_dir=None, download=False, image_size=None, test_frac
         labels are read with the images); held in memory, they are the decoded arrays.
     """
     from keras_resnet.data import arrays as data_lib
-    from keras_resnet.data import streams
 
     image_size = check_image_size(image_size)
-    check_choice("cache", cache, streams.CACHE)
+    check_choice("cache", cache, CACHE)
     check_number("crop_fraction", crop_fraction, 0, 1, low_open=True)
     _, tinfo = tfds_split(name, "train", data_dir, download)
     image_key, shape, label_feature = tfds_features(name, tinfo, image_size)
@@ -74,7 +67,7 @@ def open_tfds(name, *, data_dir=None, download=False, image_size=None, test_frac
     else:
         train_split = test_split = "train"
         train_index, test_index = held_out(counts["train"], test_fraction, seed)
-    held, decoded = streams.hold_in_memory(len(train_index) + len(test_index), size, channels, transform, cache)
+    held, decoded = hold_in_memory(len(train_index) + len(test_index), size, channels, transform, cache)
     print(f"data: tfds:{name}: {len(train_index)} training and {len(test_index)} test examples, "
           f"{channels} channel(s); " + (f"held in memory ({decoded / 2**20:.0f} MiB decoded)" if held else
                                         "streamed from tensorflow-datasets' files")
@@ -99,7 +92,7 @@ def sample_tfds(name, *, data_dir=None, download=False, image_size=None, transfo
                 crop_fraction=images.CROP_FRACTION, train_count=None, test_count=None, stats=True,
                 test_fraction=0.2, seed=0):
     """The examples of a tensorflow-datasets set that a command uses, decoded, and no others (the
-    counterpart of `keras_resnet.data.streams.sample_folder`).
+    counterpart of `keras_resnet.data.folder_streams.sample_folder`).
 
     The splits are every command's: the ``"test"`` split, or without one the seeded `test_fraction` of
     ``"train"`` that training holds out (`keras_resnet.data.tfds.held_out`).
@@ -109,7 +102,7 @@ def sample_tfds(name, *, data_dir=None, download=False, image_size=None, transfo
 
     Returns:
         ``(x_train, y_train), (x_test, y_test), info`` like `keras_resnet.data.load`'s; ``info``'s
-        ``mean`` and ``std`` come from the first `keras_resnet.data.streams.STATS_SAMPLE` training
+        ``mean`` and ``std`` come from the first `keras_resnet.data.common.STATS_SAMPLE` training
         examples, only if `stats`.
     """
     import tensorflow as tf
@@ -222,11 +215,9 @@ def _sample(info, train_index):
     transform), and the shuffle block that holds about `SHUFFLE_BYTES` of encoded examples."""
     import tensorflow as tf
 
-    from keras_resnet.data import streams
-
     stream = info["stream"]
     pixels = _eval_pixels(stream)
-    first = _subset(stream, stream["train_split"], train_index).take(streams.STATS_SAMPLE)
+    first = _subset(stream, stream["train_split"], train_index).take(STATS_SAMPLE)
     ds = first.map(lambda i, data, label: (pixels(data), tf.strings.length(data)),
                    num_parallel_calls=tf.data.AUTOTUNE).batch(64)
     xs, sizes = [], []
@@ -253,92 +244,38 @@ def _shuffled(ds, block, seed, epoch):
     return ds.batch(block).enumerate().flat_map(permute)
 
 
-def _photo_train(stream, seed):
-    """(encoded image, index, epoch) -> the photo recipe's training crop, float32 at the input size."""
-    import tensorflow as tf
+class TfdsReader:
+    """The examples at `indices` of one split of a tensorflow-datasets set as
+    `keras_resnet.data.streams` reads them: ``(example index, encoded image, label)`` records from
+    tfds's files in file order (`shuffled`: within blocks of about `SHUFFLE_BYTES`, drawn from the seed
+    and the epoch alone), and evaluation pixels decoded in the graph. `bad` names a failed decode as
+    ``tfds:NAME SPLIT example I``."""
 
-    from keras_resnet.data import streams
+    def __init__(self, stream, split, indices, bad):
+        self.stream, self.split, self.bad = stream, split, bad
+        self.indices, self.n = np.sort(np.asarray(indices, np.int64)), len(indices)
+        self.pixels = _eval_pixels(stream)
 
-    size, channels = stream["size"], stream["channels"]
+    def in_order(self):
+        return _subset(self.stream, self.split, self.indices)
 
-    def transform(data, index, epoch):
-        u = streams.crop_draws(seed, epoch, index)
-        draws = tf.reshape(u[1:], (-1, 4))
+    def epoch(self, seed, epoch, count, batch_size, process=0, processes=1):
+        """This process's records (`process_rows`) of the first `count` of the epoch's order: every
+        process reads the same encoded examples, and decodes its own rows."""
+        import tensorflow as tf
 
-        def jpeg():
-            header = tf.image.extract_jpeg_shape(data)
-            return tf.io.decode_and_crop_jpeg(data, streams.crop_window(header[0], header[1], draws),
-                                              channels=channels, dct_method="INTEGER_ACCURATE")
+        rows = tf.constant(process_rows(np.arange(count), count, batch_size, process, processes))
+        ds = _shuffled(self.in_order(), self.stream["block"], seed, epoch).take(count).enumerate()
+        return ds.filter(lambda k, record: tf.gather(rows, k)).map(lambda k, record: record)
 
-        def other():
-            x = _decode(data, channels)
-            top, left, h, w = tf.unstack(streams.crop_window(tf.shape(x)[0], tf.shape(x)[1], draws))
-            return x[top:top + h, left:left + w]
+    def encoded(self, data):
+        return data
 
-        crop = tf.ensure_shape(tf.cond(tf.io.is_jpeg(data), jpeg, other), (None, None, channels))
-        x = streams.resize_crop(crop, size)
-        x = tf.cond(u[0] < 0.5, lambda: tf.reverse(x, [1]), lambda: x)  # a strided slice costs 4x
-        return tf.ensure_shape(x, tuple(size) + (channels,))
+    def name_of(self, index):
+        return f"tfds:{self.stream['name']} {self.split} example {index}"
 
-    return transform
+    def eval_pixels(self, index, data):
+        import tensorflow as tf
 
+        return self.pixels(data), tf.constant(True)
 
-def train_stream(indices, info, batch_size, *, seed=0, start_epoch=0, erase=0.0, process=0, processes=1):
-    """Normalised float32 training batches of this process's rows, epoch after epoch from
-    `start_epoch` (``steps_per_epoch=len(indices) // batch_size``)."""
-    import tensorflow as tf
-
-    stream = info["stream"]
-    n, share = len(indices), batch_size // processes
-    steps = n // batch_size
-    photo = stream["transform"] == "photo"
-    scale, offset = scale_offset(info)
-    base = _subset(stream, stream["train_split"], np.sort(indices))
-    photo_crop = _photo_train(stream, seed) if photo else None
-    pixels = None if photo else _eval_pixels(stream)
-
-    def epoch_examples(epoch):
-        ds = _shuffled(base, stream["block"], seed, epoch).take(steps * batch_size).shard(processes, process)
-        if photo:
-            ds = ds.map(lambda i, data, label: (photo_crop(data, i, epoch), label),
-                        num_parallel_calls=tf.data.AUTOTUNE)
-        else:
-            ds = ds.map(lambda i, data, label: (pixels(data), label), num_parallel_calls=tf.data.AUTOTUNE)
-        batches = ds.batch(share, drop_remainder=True)
-        return tf.data.Dataset.zip(batches, tf.data.Dataset.range(steps)).map(lambda b, s: (b, s, epoch))
-
-    def finish(batch, step, epoch):
-        x, y = batch
-        if photo:
-            return x * scale + offset, y
-        u = tf.random.stateless_uniform((batch_size, 8), seed=tf.stack([tf.cast(seed, tf.int64),
-                                                                        epoch * steps + step]))
-        return augment_batch(x, u[process::processes], info, erase, tf_ops()), y  # this process's rows
-
-    ds = tf.data.Dataset.range(start_epoch, 2**31).flat_map(epoch_examples)
-    return ds.map(finish, num_parallel_calls=tf.data.AUTOTUNE).prefetch(2)
-
-
-def eval_stream(indices, split, info, batch_size, *, process=0, processes=1):
-    """Normalised float32 evaluation batches ``(x, y, weight 1)`` of this process's rows of every batch
-    of the examples at `indices` of `split`, in index order."""
-    import tensorflow as tf
-
-    stream = info["stream"]
-    n = len(indices)
-    pixels = _eval_pixels(stream)
-    scale, offset = scale_offset(info)
-
-    def mine(k, example):
-        start = k // batch_size * batch_size
-        share = tf.minimum(tf.cast(batch_size, tf.int64), n - start) // processes
-        row = k - start
-        return (row >= process * share) & (row < (process + 1) * share)
-
-    ds = _subset(stream, split, np.sort(indices)).enumerate().filter(mine).map(lambda k, e: e)
-    ds = ds.map(lambda i, data, label: (pixels(data), label), num_parallel_calls=tf.data.AUTOTUNE)
-    last = n % batch_size // processes  # the rows of the short last batch that are this process's
-    ds = ds.batch(batch_size // processes).apply(
-        tf.data.experimental.assert_cardinality(n // batch_size + (last > 0)))  # Keras knows its end
-    ds = ds.map(lambda x, y: (tf.cast(x, tf.float32) * scale + offset, y, tf.ones(tf.shape(y), tf.float32)))
-    return ds.prefetch(2)

@@ -124,9 +124,9 @@ def load_run_data(dataset="fashion_mnist", recipe=None, *, data_dir=None, downlo
     folder = data_lib.folder_of(dataset)
     streamable = pipeline != "numpy" and _has_tensorflow()
     if folder is not None and streamable:
-        from keras_resnet.data import streams
+        from keras_resnet.data import folder_streams
 
-        (x_train, y_train), (x_test, y_test), info = streams.open_folder(
+        (x_train, y_train), (x_test, y_test), info = folder_streams.open_folder(
             folder, image_size=image_size, seed=0, bad_images=bad_images, transform=transform,
             crop_fraction=crop_fraction, cache=cache)
     elif folder is None and dataset not in data_lib.IDX_SETS and streamable:
@@ -348,31 +348,23 @@ class _Feed:
         self.check = streams.BadFileCheck(self.bad, data.info["stream"]["bad_images"],
                                           data.info["stream"]["folder"])
         self.callbacks, self.steps = [self.check], len(data.x_train) // recipe.batch_size
-        self.tfds = data.info["stream"].get("source") == "tfds"
-        self.val = self._eval(data.x_val, data.y_val, "train_split", recipe.batch_size,
+        self.val = self._eval(data.x_val, data.y_val, "train", recipe.batch_size,
                               self.process, self.processes) if len(data.x_val) else None
 
     def _eval(self, x, y, split, batch, process=0, processes=1):
         """The evaluation stream of a folder's files or a tensorflow-datasets split's examples."""
-        from keras_resnet.data import streams, tfds_streams
+        from keras_resnet.data import streams
 
-        info = self.data.info
-        if self.tfds:
-            return tfds_streams.eval_stream(x, info["stream"][split], info, batch, process=process,
-                                            processes=processes)
-        return streams.eval_stream(x, y, info, batch, process=process, processes=processes, bad=self.bad)
+        return streams.eval_stream(x, y, self.data.info, batch, split=split, process=process,
+                                   processes=processes, bad=self.bad)
 
     def train(self, epoch):
         """The training input of a fit that starts at `epoch`."""
         if not self.streamed:
             return self._train
-        from keras_resnet.data import streams, tfds_streams
+        from keras_resnet.data import streams
 
         data, recipe = self.data, self.recipe
-        if self.tfds:
-            return tfds_streams.train_stream(data.x_train, data.info, recipe.batch_size, seed=recipe.seed,
-                                             start_epoch=epoch, erase=recipe.erase, process=self.process,
-                                             processes=self.processes)
         return streams.train_stream(data.x_train, data.y_train, data.info, recipe.batch_size,
                                     seed=recipe.seed, start_epoch=epoch, erase=recipe.erase,
                                     process=self.process, processes=self.processes, bad=self.bad)
@@ -387,7 +379,7 @@ class _Feed:
             return test_accuracies(model, x, data.y_test, data.info, probs=probs), probs
         batch = self.recipe.batch_size  # the training batch's activations fit; a larger one may not
         probs, flipped, self.test_labels, self.mistake_images = stream_predictions(
-            model, self._eval(data.x_test, data.y_test, "test_split", batch), data.info, batch,
+            model, self._eval(data.x_test, data.y_test, "test", batch), data.info, batch,
             mirror=bool(data.info.get("flip")))
         self.check.check()
         return _accuracies(probs, self.test_labels, flipped), probs
@@ -553,10 +545,10 @@ def _stream_folder_for(model, folder, defaults, dataset):
     """`keras_resnet.training.run_folder.load_data_for` for an image folder, listed and not decoded: the test
     split's files, to stream through the run's evaluation transform. Returns ``(dataset, (paths,
     labels), info)``."""
-    from keras_resnet.data import streams
+    from keras_resnet.data import folder_streams
 
     transforms = (defaults or {}).get("transforms") or {}
-    _, test, info = streams.open_folder(
+    _, test, info = folder_streams.open_folder(
         folder, image_size=tuple(model.input_shape[1:3]), transform=transforms.get("recipe") or "small",
         crop_fraction=transforms.get("crop_fraction") or CROP_FRACTION, cache="none")
     if defaults:

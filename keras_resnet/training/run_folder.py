@@ -72,7 +72,7 @@ def load_data_for(model, model_path, dataset=None, data_dir=None, download=False
     `train_count` training images that ``keras_resnet.data.calibration_images(x_train, info,
     count=train_count)`` would take (`keras_resnet.data.pipelines.calibration_index`), and the first
     `test_count` test images, each the image the whole split holds. For an image folder or a
-    tensorflow-datasets set only those images are decoded (`keras_resnet.data.streams.sample_folder`,
+    tensorflow-datasets set only those images are decoded (`keras_resnet.data.folder_streams.sample_folder`,
     `keras_resnet.data.tfds_streams.sample_tfds`), so memory does not grow with the dataset; the statistics,
     when the run folder has none, then come from a sample of the training split. None: the whole split.
 
@@ -160,9 +160,9 @@ def _load_part(folder, dataset, data_dir, download, size, transforms, train_coun
                   crop_fraction=transforms.get("crop_fraction") or data.CROP_FRACTION, train_count=train_count,
                   test_count=test_count, stats=stats)
     if folder is not None:
-        from keras_resnet.data import streams
+        from keras_resnet.data import folder_streams
 
-        return streams.sample_folder(folder, **kwargs)
+        return folder_streams.sample_folder(folder, **kwargs)
     from keras_resnet.data import tfds_streams
     from keras_resnet.data.common import check_folder_path
 

@@ -1,0 +1,123 @@
+"""The photo recipe's training crop in the TensorFlow graph, the one of every streamed source: a
+random-resized-crop window drawn statelessly from ``(seed, epoch, example)`` (`crop_draws`,
+`crop_window`: the graph's form of `keras_resnet.data.images.crop_window`), decoded from the encoded
+bytes (``tf.io.decode_and_crop_jpeg`` for a JPEG, with a one-block margin, so that the pixels are
+Pillow's; Pillow through a callback for other files), resized to the input size (`resize_crop`) and
+flipped half the time. TensorFlow only, imported inside the functions."""
+
+import numpy as np
+
+from keras_resnet.data import images
+
+JPEG_START = b"\xff\xd8\xff"
+JPEG_END = b"\xff\xd9"
+JPEG_MARGIN = 16  # pixels decoded around a JPEG crop window (one block of 4:2:0 chroma)
+NO_PIXELS = {c: np.zeros((1, 1, c), np.uint8) for c in (1, 3)}
+
+
+def crop_draws(seed, epoch, index):
+    """The photo recipe's uniform draws for one image in one epoch, float64 ``(1 + 4 *
+    CROP_ATTEMPTS,)``: the flip (``u[0] < 0.5``), then `keras_resnet.data.images.crop_window`'s draws.
+    Stateless, from ``(seed, epoch, index)`` alone. TensorFlow, in the graph."""
+    import tensorflow as tf
+
+    key = tf.cast(seed, tf.int64) * 1_000_003 + tf.cast(epoch, tf.int64)
+    return tf.random.stateless_uniform((4 * images.CROP_ATTEMPTS + 1,), seed=tf.stack([key, tf.cast(index, tf.int64)]),
+                                       dtype=tf.float64)
+
+
+def crop_window(height, width, u):
+    """`keras_resnet.data.images.crop_window` in TensorFlow: ``(top, left, h, w)`` int32 of an image of
+    ``height`` x ``width`` from the draws ``u`` ``(CROP_ATTEMPTS, 4)`` float64 (a test holds the two
+    equal). All attempts are computed at once and the first that fits is taken."""
+    import tensorflow as tf
+
+    height, width = tf.cast(height, tf.float64), tf.cast(width, tf.float64)
+    area = height * width
+    lo, hi = np.log(images.CROP_RATIO[0]), np.log(images.CROP_RATIO[1])
+    target = area * (images.CROP_AREA[0] + (images.CROP_AREA[1] - images.CROP_AREA[0]) * u[:, 0])
+    ratio = tf.exp(lo + (hi - lo) * u[:, 1])
+    w, h = tf.round(tf.sqrt(target * ratio)), tf.round(tf.sqrt(target / ratio))  # half to even, as round()
+    fits = (w > 0) & (w <= width) & (h > 0) & (h <= height)
+    top, left = tf.floor(u[:, 2] * (height - h + 1)), tf.floor(u[:, 3] * (width - w + 1))
+    first = tf.argmax(tf.cast(fits, tf.int32))
+    aspect = width / height
+    fw = tf.where(aspect > images.CROP_RATIO[1], tf.round(height * images.CROP_RATIO[1]), width)
+    fh = tf.where(aspect < images.CROP_RATIO[0], tf.round(width / images.CROP_RATIO[0]), height)
+    fallback = tf.stack([tf.floor((height - fh) / 2), tf.floor((width - fw) / 2), fh, fw])
+    window = tf.where(tf.reduce_any(fits), tf.stack([top[first], left[first], h[first], w[first]]), fallback)
+    return tf.cast(window, tf.int32)
+
+
+def photo_crop(data, index, epoch, seed, size, channels, fallback):
+    """The photo recipe's training transform of one example's encoded bytes: float32 pixels at
+    `size`, and whether it decoded.
+
+    A JPEG's window is drawn (`crop_draws`, `crop_window`) and decoded in the graph, with no Python:
+    ``decode_and_crop_jpeg`` decodes the window with a margin of one 16-pixel block (there the chroma
+    upsampling sees the neighbours of a whole decode, so the pixels are Pillow's) and the window is
+    cut from it. Other files (and a JPEG without its end marker, or a colour JPEG of a grayscale run)
+    go to ``fallback(index, data, u) -> (uint8 crop, ok)`` (`pillow_fallback`)."""
+    import tensorflow as tf
+
+    u = crop_draws(seed, epoch, index)
+    # a JPEG with its end marker (a truncated one goes to Pillow, which names it; so does one padded
+    # with NULs after the marker, which Pillow reads)
+    whole = (tf.strings.substr(data, 0, 3) == JPEG_START) & (tf.strings.substr(
+        data, tf.maximum(tf.strings.length(data) - 2, 0), 2) == JPEG_END)
+
+    def jpeg(header):
+        top, left, ch, cw = tf.unstack(crop_window(header[0], header[1], tf.reshape(u[1:], (-1, 4))))
+        t, l = tf.maximum(top - JPEG_MARGIN, 0), tf.maximum(left - JPEG_MARGIN, 0)
+        b, r = tf.minimum(top + ch + JPEG_MARGIN, header[0]), tf.minimum(left + cw + JPEG_MARGIN, header[1])
+        decoded = tf.io.decode_and_crop_jpeg(data, tf.stack([t, l, b - t, r - l]), channels=channels,
+                                             dct_method="INTEGER_ACCURATE")
+        return decoded[top - t:top - t + ch, left - l:left - l + cw], tf.constant(True)
+
+    def jpeg_or_other():
+        header = tf.image.extract_jpeg_shape(data)
+        if channels == 3:
+            return jpeg(header)
+        return tf.cond(header[2] == 1, lambda: jpeg(header), other)  # colour to gray: Pillow's formula
+
+    def other():
+        pixels, ok = tf.numpy_function(fallback, [index, data, u], (tf.uint8, tf.bool), stateful=False)
+        return tf.ensure_shape(pixels, (None, None, channels)), tf.ensure_shape(ok, ())
+
+    crop, ok = tf.cond(whole, jpeg_or_other, other)
+    crop = tf.ensure_shape(crop, (None, None, channels))
+    x = resize_crop(crop, size)
+    x = tf.cond(u[0] < 0.5, lambda: tf.reverse(x, [1]), lambda: x)  # a strided slice costs 4x
+    return tf.ensure_shape(x, tuple(size) + (channels,)), ok
+
+
+def pillow_fallback(channels, bad, name_of):
+    """``(index, encoded bytes, draws) -> (crop, ok)``: the photo crop of a file that the graph does
+    not decode, decoded by Pillow; a file that does not decode is recorded in `bad` under
+    ``name_of(index)`` (a path, or a tensorflow-datasets example) and gives ok False."""
+
+    def load(index, data, u):
+        try:
+            pixels = images.read_image(data.item() if isinstance(data, np.ndarray) else bytes(data), channels)
+        except (OSError, images.ImageError) as e:
+            bad.add(name_of(int(index)), decode_error(e))
+            return NO_PIXELS[channels], False
+        top, left, ch, cw = images.crop_window(*pixels.shape[:2], u[1:].reshape(images.CROP_ATTEMPTS, 4))
+        return np.ascontiguousarray(pixels[top:top + ch, left:left + cw]), True
+
+    return load
+
+
+def decode_error(e):
+    """What a failed decode says, for a bad-file line (the file is named there)."""
+    return str(e).split(": ", 1)[-1] if isinstance(e, images.ImageError) else f"cannot read it: {e}"
+
+
+def resize_crop(crop, size):
+    """A training crop -> float32 at `size`: bilinear, antialiased when shrinking as torchvision's is
+    (growing, the two filters are the same and the plain one costs half as much)."""
+    import tensorflow as tf
+
+    shrinks = tf.reduce_any(tf.shape(crop)[:2] > size)
+    return tf.cond(shrinks, lambda: tf.image.resize(crop, size, method="bilinear", antialias=True),
+                   lambda: tf.image.resize(crop, size, method="bilinear"))
