@@ -100,7 +100,7 @@ def _add_summary(sub):
 
 
 def _train(args):
-    from keras_resnet.training import run as training
+    from keras_resnet import training
 
     kwargs = {k: v for k, v in model_kwargs(args).items() if v is not None}
     kwargs.pop("input_shape"), kwargs.pop("num_classes")  # both come from the dataset
@@ -122,7 +122,7 @@ def _train(args):
 
 
 def _evaluate(args):
-    from keras_resnet.training import run as training
+    from keras_resnet import training
 
     result = training.evaluate(args.model, dataset=args.dataset, data_dir=args.data_dir,
                                download=args.download, tta=args.tta, output=args.output, test_size=args.test_size)
@@ -208,7 +208,7 @@ def _add_training(sub):
 
 def _tune(args):
     from keras_resnet import tuning
-    from keras_resnet.training import run as training
+    from keras_resnet import training
 
     tuned = ("learning_rate", "weight_decay", "epochs")  # searched (the space) or set by the budget
     result = tuning.run_search(
@@ -228,7 +228,7 @@ def _tune(args):
 def _add_tuning(sub):
     """`tune` (keras_resnet.tuning): its flags are the fields of the tuning dataclasses and the Recipe."""
     from keras_resnet import tuning
-    from keras_resnet.training import run as training
+    from keras_resnet import training
 
     p = sub.add_parser("tune", help="search depth and width with KerasTuner (the same command resumes it)",
                        description="Search depth and width with KerasTuner, then retrain the best model. "

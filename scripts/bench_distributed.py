@@ -34,7 +34,7 @@ def worker(args):
     """One process: trains `--steps` + `--warmup` steps and prints its images/s (process 0)."""
     os.sched_setaffinity(0, [int(c) for c in args.cores.split(",")])  # before JAX sizes its threads
     from keras_resnet import training
-    from keras_resnet.training import distributed
+    from keras_resnet.training import distributed, process_data
     from keras_resnet.models import build
     from keras_resnet.training.devices import distribution_scope
 
@@ -43,13 +43,13 @@ def worker(args):
     keras.utils.set_random_seed(recipe.seed)
     data = training.load_run_data("fashion_mnist", recipe, train_size=steps * args.batch_size)
     with distribution_scope("data-parallel") as devices:
-        data, layout = distributed.plan(data, recipe)
+        data, layout = process_data.plan(data, recipe)
         chief = distributed.is_chief()
         model = build(depth=args.depth, input_shape=data.info["input_shape"], num_classes=10)
         training.compile_model(model, recipe, steps)
         train_ds, _ = training.make_datasets(data.x_train, data.y_train, data.x_val, data.y_val, data.info,
                                              recipe, pipeline="numpy")
-        (train_ds,) = distributed.process_datasets(train_ds)
+        (train_ds,) = process_data.process_datasets(train_ds)
         timer = StepTimer(args.warmup)
         model.fit(train_ds, epochs=1, callbacks=[timer], shuffle=False, verbose=0)
     if chief:

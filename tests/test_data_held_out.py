@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from keras_resnet.data import folder_streams
-from keras_resnet.training import run as training
+from keras_resnet import training
 from keras_resnet.training import run_folder
 
 tfds = pytest.importorskip("tensorflow_datasets")

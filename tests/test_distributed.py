@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from keras_resnet import training
-from keras_resnet.training import distributed
+from keras_resnet.training import distributed, process_data
 from keras_resnet.data import folder_streams
 from keras_resnet.data import numpy_dataset
 
@@ -295,7 +295,7 @@ def test_tensorflow_backend_refuses_several_processes_and_mirrors_one(monkeypatc
     images = np.zeros((40, 28, 28, 1), np.uint8)
     data = training.RunData(images, np.zeros(40, int), images[:5], np.zeros(5, int), {})
     with distribution_scope("data-parallel") as replicas:  # no job: this machine's devices
-        kept, layout = distributed.plan(data, training.Recipe(batch_size=33))
+        kept, layout = process_data.plan(data, training.Recipe(batch_size=33))
     assert layout == {"processes": 1, "devices": replicas, "global_batch": 33, "per_process_batch": 33}
     assert len(kept.x_val) == 5  # TensorFlow's strategies split any batch: nothing trimmed
     for name, value in {distributed.ADDRESSES: "127.0.0.1:1234", distributed.NUM_PROCESSES: "2",
@@ -352,7 +352,7 @@ def test_the_processes_shares_of_a_batch_make_up_the_batch_of_one_process(rng, t
     y = rng.integers(0, 10, 100)
     info = {"mean": [0.3], "std": [0.3], "flip": True}
     whole = numpy_dataset(x, y, info, batch_size=24, training=training, seed=3, erase=0.5)
-    shares = [distributed.ProcessShare(whole, p, 4) for p in range(4)]
+    shares = [process_data.ProcessShare(whole, p, 4) for p in range(4)]
     for epoch in range(2):
         assert all(len(s) == len(whole) for s in shares)
         for i in range(len(whole)):  # the last validation batch has 4 images, one a process
@@ -385,7 +385,7 @@ def test_process_local_wraps_only_the_hooks_a_callback_defines():
             self.ends.append(epoch)
 
     inner = Epochs()
-    outer = distributed.ProcessLocal(inner)
+    outer = process_data.ProcessLocal(inner)
     outer.on_epoch_end(3)
     assert inner.ends == [3]
     assert "on_epoch_end" in vars(outer) and "on_train_batch_end" not in vars(outer)

@@ -15,7 +15,7 @@ import time
 import keras
 import pytest
 
-from keras_resnet.training import run as training
+from keras_resnet import training
 from keras_resnet.training import callbacks, history
 from keras_resnet.utils import io_utils
 from keras_resnet.training import Recipe
@@ -68,7 +68,7 @@ def test_resumed_run_keeps_the_best_model_of_before_the_interruption(tmp_path, m
     digest = _digest(state.best_path)
 
     # The resumed epochs are made worse on purpose: a learning rate far too high for this network.
-    monkeypatch.setattr(training, "learning_rate_schedule",
+    monkeypatch.setattr(training.recipe, "learning_rate_schedule",
                         lambda recipe, steps: keras.optimizers.schedules.CosineDecay(40.0, 10**6))
     result = _train(run_dir, epochs=4)
     val = history.read_history(state.history_path)["val_accuracy"]
@@ -128,7 +128,7 @@ THREE_EPOCHS = ("training.train(depth=8, width=0.25, recipe=training.Recipe(epoc
                 "train_size=600, test_size=500, run_dir=run_dir, verbose=2)")
 KILLED_WHILE_COMMITTING = textwrap.dedent("""
     import os, signal, sys
-    from keras_resnet.training import run as training
+    from keras_resnet import training
     from keras_resnet.utils import io_utils
 
     real_write_json = io_utils.write_json

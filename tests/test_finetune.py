@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 from safetensors import numpy as safetensors_numpy
 
+import keras_resnet
 from keras_resnet import build
-from keras_resnet.training import run as training
+from keras_resnet import training
 from keras_resnet.weights.pretrained import to_state_dict
 from keras_resnet.training import Recipe
 
@@ -116,7 +117,7 @@ def test_command_line_fine_tune_then_int8_export_then_predict(finetuned, tmp_pat
     image = tmp_path / "shirt.png"
     from PIL import Image
 
-    (_, _), (x_test, _), _ = training.data_lib.load("fashion_mnist")
+    (_, _), (x_test, _), _ = keras_resnet.data.load("fashion_mnist")
     Image.fromarray(x_test[0][..., 0]).save(image)
     capsys.readouterr()
     assert main(["predict", str(tflite), str(image), "--top", "1"]) == 0

@@ -5,7 +5,6 @@ import ast
 import pathlib
 import shutil
 import subprocess
-import sys
 
 import grimp
 import pytest

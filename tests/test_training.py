@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import keras_resnet
-from keras_resnet.training import run as training
+from keras_resnet import training
 from keras_resnet.utils import io_utils
 from keras_resnet.training import devices as execution
 from keras_resnet.training import Recipe
@@ -92,13 +92,13 @@ def test_flip_averaged_predictions_do_not_depend_on_which_way_the_image_faces(ti
 @pytest.mark.slow
 def test_flip_test_time_augmentation_is_refused_for_data_trained_without_flips(tiny_run, monkeypatch):
     run_dir, _ = tiny_run
-    real_load = training.data_lib.load
+    real_load = keras_resnet.data.load
 
     def load_without_flips(*args, **kwargs):
         train, test, info = real_load(*args, **kwargs)
         return train, test, {**info, "flip": False}
 
-    monkeypatch.setattr(training.data_lib, "load", load_without_flips)
+    monkeypatch.setattr(keras_resnet.data, "load", load_without_flips)
     with pytest.raises(ValueError, match="`tta`=True.*not trained with flips"):
         training.evaluate(str(run_dir / "model.keras"), tta=True)
 
@@ -181,7 +181,7 @@ def test_schedule_warms_up_then_decays_to_zero():
 
 
 def test_label_smoothing_matches_the_formula():
-    loss = training.SmoothedSparseCrossentropy(0.1, num_classes=4)
+    loss = keras_resnet.SmoothedSparseCrossentropy(0.1, num_classes=4)
     probs = np.array([[0.7, 0.1, 0.1, 0.1]], dtype="float32")
     target = np.array([0.9 + 0.025, 0.025, 0.025, 0.025])
     expected = -np.sum(target * np.log(probs[0]))
@@ -200,7 +200,7 @@ def test_nan_guard_stops_training_with_a_clear_message():
     model = keras_resnet.build(blocks=(1, 1, 1), width=0.25, input_shape=(32, 32, 3), num_classes=10)
     training.compile_model(model, Recipe(epochs=3), steps_per_epoch=4)
     x = np.full((64, 32, 32, 3), np.nan, dtype="float32")
-    guard = training.NaNGuard()
+    guard = training.callbacks.NaNGuard()
     epochs = keras.callbacks.History()
     with pytest.raises(FloatingPointError, match="batch 0 in epoch 1; training stopped"):
         model.fit(x, np.zeros(64), batch_size=16, epochs=3, callbacks=[guard, epochs], verbose=0)
@@ -227,7 +227,7 @@ def test_a_run_whose_weights_become_non_finite_stops_and_keeps_the_last_finite_s
     """The learning rate jumps to 1e30 after the first epoch: the weights overflow in the second."""
     data = training.load_run_data(recipe=Recipe(seed=1, val_fraction=0.1), train_size=320)
     model = keras_resnet.build(depth=8, width=0.25, input_shape=(28, 28, 1), num_classes=10)
-    monkeypatch.setattr(training, "learning_rate_schedule", lambda recipe, steps: (
+    monkeypatch.setattr(training.recipe, "learning_rate_schedule", lambda recipe, steps: (
         keras.optimizers.schedules.PiecewiseConstantDecay([steps], [0.05, 1e30])))
     run_dir = tmp_path / "run"
     with pytest.raises(FloatingPointError, match="in epoch 2; training stopped and this epoch was not saved"):
@@ -268,7 +268,7 @@ def test_mirrored_strategy_trains_on_two_logical_cpus(tmp_path):
 import tensorflow as tf
 cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-from keras_resnet.training import run as training
+from keras_resnet import training
 r = training.train(depth=8, width=0.25, recipe=training.Recipe(epochs=1, batch_size=64),
                    train_size=1024, test_size=256, run_dir={str(tmp_path)!r}, distribute="mirrored", verbose=0)
 print("REPLICAS", r["replicas"], "LOSS", r["test_loss"])
@@ -349,7 +349,7 @@ def test_train_leaves_the_global_dtype_policy_and_distribution_as_it_found_them(
                     layer=model.get_layer("stage1_block1").conv1.dtype_policy.name)
         return {"precision": kwargs["config"]["precision"]}
 
-    monkeypatch.setattr(training, "fit_run", fit_run)
+    monkeypatch.setattr(training.run, "fit_run", fit_run)
     before = keras.mixed_precision.dtype_policy().name
     result = training.train(recipe=Recipe(epochs=1, batch_size=64), train_size=256, run_dir=tmp_path,
                             verbose=0, **TINY)

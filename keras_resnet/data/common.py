@@ -166,3 +166,9 @@ def process_rows(k, n, batch_size, process=0, processes=1):
     share = np.minimum(batch_size, n - start) // processes
     row = k - start
     return (row >= process * share) & (row < (process + 1) * share)
+
+
+def has_tensorflow():
+    import importlib.util
+
+    return importlib.util.find_spec("tensorflow") is not None

@@ -10,7 +10,7 @@ import keras
 import numpy as np
 
 from keras_resnet.utils import checks, io_utils
-from keras_resnet.training import run as training
+from keras_resnet import training
 from keras_resnet import data as data_lib
 from keras_resnet.training.callbacks import readable_keras_file
 from keras_resnet.utils.flags import field

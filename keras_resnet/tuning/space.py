@@ -11,7 +11,7 @@ import threading
 import keras_tuner
 
 from keras_resnet.utils import checks
-from keras_resnet.training import run as training
+from keras_resnet import training
 from keras_resnet.utils.flags import field, int_list
 from keras_resnet.models.resnet import BLOCKS, SHORTCUTS, build, resolve_depth, supported_depths_message
 from keras_resnet.models.summary import summarize

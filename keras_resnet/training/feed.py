@@ -1,0 +1,163 @@
+"""How a run's data reach ``fit``: the run's splits (`load_run_data`), and the `Feed` that turns them
+into the training and validation inputs: arrays through tf.data or NumPy (each process's rows under a
+multi-process job), or a folder or tensorflow-datasets set streamed by `keras_resnet.data.streams`."""
+
+import dataclasses
+
+import keras
+import numpy as np
+
+from keras_resnet import data as data_lib
+from keras_resnet.data.images import CROP_FRACTION
+from keras_resnet.training import distributed, process_data
+from keras_resnet.data.common import has_tensorflow
+from keras_resnet.training.evaluation import accuracies, predict_probs, stream_predictions, test_accuracies
+from keras_resnet.training.recipe import Recipe
+from keras_resnet.utils import checks
+
+
+PIPELINES = ("auto", "tf", "numpy")
+
+
+CACHE = ("auto", "memory", "none")
+
+
+@dataclasses.dataclass
+class RunData:
+    """The data of a run: images (N, H, W, C) as loaded, or for a streamed folder the files' paths
+    (``info["stream"]`` says how to read them), integer labels, and `data.load`'s info."""
+
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_val: np.ndarray
+    y_val: np.ndarray
+    info: dict
+    x_test: np.ndarray = None
+    y_test: np.ndarray = None
+
+
+def load_run_data(dataset="fashion_mnist", recipe=None, *, data_dir=None, download=False, train_size=None,
+                  test_size=None, bad_images="error", image_size=None, transform="auto",
+                  crop_fraction=CROP_FRACTION, cache="auto", pipeline="auto"):
+    """Loads `dataset` and splits the recipe's validation fraction off its training images.
+
+    An image folder is listed, not decoded, and streamed (`keras_resnet.data.streams`) unless it is small
+    enough to hold in memory or the pipeline is NumPy's; then ``x_*`` hold file paths. A
+    tensorflow-datasets set is streamed from tfds's files the same way (`keras_resnet.data.tfds_streams`);
+    then ``x_*`` hold example indices and ``y_*`` -1 (its labels are read with the images). The
+    validation split is drawn from the file list (stratified, seeded) and ``train_size`` takes the
+    first N files, so nothing reads the whole dataset before training. ``test_size`` keeps the first N
+    test images. Arrays (the IDX sets) are cut to these sizes before `image_size` resizes them, and
+    their statistics are those of the training images kept.
+    """
+    recipe = recipe or Recipe()
+    checks.check_int("train_size", train_size, 1, none_ok=True)
+    checks.check_int("test_size", test_size, 1, none_ok=True)
+    checks.check_choice("cache", cache, CACHE)
+    folder = data_lib.folder_of(dataset)
+    streamable = pipeline != "numpy" and has_tensorflow()
+    if folder is not None and streamable:
+        from keras_resnet.data import folder_streams
+
+        (x_train, y_train), (x_test, y_test), info = folder_streams.open_folder(
+            folder, image_size=image_size, seed=0, bad_images=bad_images, transform=transform,
+            crop_fraction=crop_fraction, cache=cache)
+    elif folder is None and dataset not in data_lib.IDX_SETS and streamable:
+        from keras_resnet.data import tfds_streams
+
+        (x_train, y_train), (x_test, y_test), info = tfds_streams.open_tfds(
+            dataset, data_dir=data_dir, download=download, image_size=image_size, seed=0, transform=transform,
+            crop_fraction=crop_fraction, cache=cache)
+    else:
+        if folder is None and transform == "photo":
+            raise ValueError(f"transform='photo' is the recipe of image folders and tensorflow-datasets "
+                             f"streams; {dataset!r} is held as arrays and trains with the small-image "
+                             "recipe. Received: transform='photo'")
+        cut_first = folder is None and (train_size, test_size) != (None, None)  # resize only what is kept
+        (x_train, y_train), (x_test, y_test), info = data_lib.load(
+            dataset, data_dir=data_dir, download=download, bad_images=bad_images,
+            image_size=None if cut_first else image_size,
+            transform=transform if folder is not None else "small", crop_fraction=crop_fraction)
+        if cut_first:
+            (x_train, y_train), (x_test, y_test), info = data_lib.resized(
+                (x_train[:train_size], y_train[:train_size]), (x_test[:test_size], y_test[:test_size]), info,
+                image_size)
+        info["cache"] = "memory"
+    x_train, y_train = x_train[:train_size], y_train[:train_size]
+    x_test, y_test = x_test[:test_size], y_test[:test_size]
+    (x_train, y_train), (x_val, y_val) = data_lib.split_validation(
+        x_train, y_train, recipe.val_fraction, seed=recipe.seed)
+    return RunData(x_train, y_train, x_val, y_val, info, x_test, y_test)
+
+
+def resolve_pipeline(pipeline):
+    checks.check_choice("pipeline", pipeline, PIPELINES)
+    return ("tf" if keras.backend.backend() == "tensorflow" else "numpy") if pipeline == "auto" else pipeline
+
+
+def make_datasets(x_train, y_train, x_val, y_val, info, recipe, pipeline="auto"):
+    """The training and validation inputs, with tf.data on TensorFlow and NumPy elsewhere."""
+    make = data_lib.tf_dataset if resolve_pipeline(pipeline) == "tf" else data_lib.numpy_dataset
+    train = make(x_train, y_train, info, batch_size=recipe.batch_size, training=True,
+                 seed=recipe.seed, erase=recipe.erase)
+    val = make(x_val, y_val, info, batch_size=recipe.batch_size) if len(x_val) else None
+    return train, val
+
+
+class Feed:
+    """How a run's data reach ``fit``: arrays through `make_datasets` (each process's rows under a
+    multi-process job), or a streamed folder through `keras_resnet.data.streams`."""
+
+    def __init__(self, data, recipe, pipeline):
+        self.data, self.recipe = data, recipe
+        self.streamed = "stream" in data.info
+        self.callbacks, self.steps = [], None
+        if not self.streamed:
+            self.kind = "memory"
+            train, val = make_datasets(data.x_train, data.y_train, data.x_val, data.y_val, data.info, recipe,
+                                       pipeline)
+            self._train, self.val = process_data.process_datasets(train, val)  # each process's rows
+            return
+        from keras_resnet.data import streams
+
+        self.kind = "stream"
+        self.process, self.processes, _ = distributed.process_layout()
+        self.bad = streams.BadFiles()
+        self.check = streams.BadFileCheck(self.bad, data.info["stream"]["bad_images"],
+                                          data.info["stream"]["folder"])
+        self.callbacks, self.steps = [self.check], len(data.x_train) // recipe.batch_size
+        self.val = self._eval(data.x_val, data.y_val, "train", recipe.batch_size,
+                              self.process, self.processes) if len(data.x_val) else None
+
+    def _eval(self, x, y, split, batch, process=0, processes=1):
+        """The evaluation stream of a folder's files or a tensorflow-datasets split's examples."""
+        from keras_resnet.data import streams
+
+        return streams.eval_stream(x, y, self.data.info, batch, split=split, process=process,
+                                   processes=processes, bad=self.bad)
+
+    def train(self, epoch):
+        """The training input of a fit that starts at `epoch`."""
+        if not self.streamed:
+            return self._train
+        from keras_resnet.data import streams
+
+        data, recipe = self.data, self.recipe
+        return streams.train_stream(data.x_train, data.y_train, data.info, recipe.batch_size,
+                                    seed=recipe.seed, start_epoch=epoch, erase=recipe.erase,
+                                    process=self.process, processes=self.processes, bad=self.bad)
+
+    def test(self, model):
+        """``(the test metrics of `test_accuracies`, the test images' probabilities)``, in this process
+        alone."""
+        data = self.data
+        if not self.streamed:
+            x = data_lib.normalize(data.x_test, data.info)
+            probs = predict_probs(model, x)
+            return test_accuracies(model, x, data.y_test, data.info, probs=probs), probs
+        batch = self.recipe.batch_size  # the training batch's activations fit; a larger one may not
+        probs, flipped, self.test_labels, self.mistake_images = stream_predictions(
+            model, self._eval(data.x_test, data.y_test, "test", batch), data.info, batch,
+            mirror=bool(data.info.get("flip")))
+        self.check.check()
+        return accuracies(probs, self.test_labels, flipped), probs
