@@ -30,6 +30,7 @@ import numpy as np
 
 from keras_resnet.data import folder_streams, tfds_streams
 from keras_resnet.data.common import DatasetError, process_rows
+from keras_resnet.data.folder_streams import epoch_order, open_folder, sample_folder  # noqa: F401 (their 0.1 path)
 from keras_resnet.data.pipelines import augment_batch, scale_offset, tf_ops
 from keras_resnet.data.transforms import photo_crop, pillow_fallback
 
