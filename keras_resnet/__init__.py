@@ -24,7 +24,7 @@ import sys
 _COMMAND = os.path.basename(sys.argv[0] if sys.argv else "") in ("keras-resnet", "-m")
 
 
-def _interrupted_while_starting(signum, frame):
+def interrupted_while_starting(signum, frame):
     """Ctrl-C while the command imports Keras and TensorFlow: one line, not the import's traceback."""
     try:  # Python's stderr: while the imports run, file descriptor 2 goes to /dev/null (quiet_native_logs)
         sys.stderr.write("keras-resnet: interrupted while starting; nothing was written\n")
@@ -34,7 +34,7 @@ def _interrupted_while_starting(signum, frame):
 
 
 if _COMMAND:  # `keras_resnet.cli.main` hands Ctrl-C back to Python once the imports are done
-    signal.signal(signal.SIGINT, _interrupted_while_starting)
+    signal.signal(signal.SIGINT, interrupted_while_starting)
 
 from keras_resnet.utils.io_utils import quiet_native_logs  # noqa: E402
 
