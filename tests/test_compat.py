@@ -37,7 +37,7 @@ def test_the_flat_layouts_names_import_from_their_old_modules():
     from keras_resnet.pretrained import load_weights
 
     assert load_weights is keras_resnet.load_weights
-    assert keras_resnet.training.Recipe is keras_resnet.training.run.Recipe
+    assert keras_resnet.training.Recipe is keras_resnet.training.recipe.Recipe
     assert keras_resnet.data.load is keras_resnet.load_data
     assert keras_resnet.models.build is keras_resnet.models.resnet.build
     with pytest.raises(ModuleNotFoundError):

@@ -24,7 +24,8 @@ pytestmark = pytest.mark.slow
 DRIVER = """
 import sys
 import numpy as np
-from keras_resnet import cli, training
+from keras_resnet import cli
+from keras_resnet.training import run as training  # the module whose train() calls fit_run
 weights_path, argv = sys.argv[1], sys.argv[2:]
 fit_run = training.fit_run
 def fit_and_keep_weights(model, *args, **kwargs):

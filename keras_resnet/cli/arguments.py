@@ -67,6 +67,6 @@ def add_run_args(p):
     """How a run executes: precision, distribution, input pipeline (arguments of `train`)."""
     p.add_argument("--precision", choices=PRECISIONS, default="auto")
     p.add_argument("--distribute", choices=DISTRIBUTE, default="auto")
-    from keras_resnet.training.run import PIPELINES
+    from keras_resnet.training.feed import PIPELINES
 
     p.add_argument("--pipeline", choices=PIPELINES, default=PIPELINES[0])

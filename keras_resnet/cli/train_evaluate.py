@@ -46,7 +46,7 @@ def _evaluate(args):
 
 def add_parsers(sub):
     """The `train` and `evaluate` subcommands."""
-    from keras_resnet.training.run import Recipe
+    from keras_resnet.training.recipe import Recipe
 
     p = sub.add_parser("train", help="train a ResNet (resumes an interrupted run of the same command)")
     add_model_args(p)  # --depth defaults to 20 here, unless --blocks is given

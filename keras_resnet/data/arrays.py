@@ -6,7 +6,8 @@ sets instead (`keras_resnet.data.streams`, `keras_resnet.data.tfds_streams`); th
 sets and machines without TensorFlow."""
 
 from keras_resnet.data import folders
-from keras_resnet.data.common import BAD_IMAGES, channel_stats, check_folder_path, check_image_size, resize_images
+from keras_resnet.data.common import (
+    BAD_IMAGES, DatasetInfo, channel_stats, check_folder_path, check_image_size, resize_images)
 from keras_resnet.data.idx import IDX_SETS, load_idx_set
 from keras_resnet.data.images import CROP_FRACTION, TRANSFORM_CHOICES, describe
 from keras_resnet.data.sources import folder_of
@@ -102,7 +103,8 @@ def resized(train, test, info, image_size=None):
     image_size = check_image_size(image_size)
     if image_size is not None and image_size != train[0].shape[1:3]:
         train, test = ((resize_images(x, image_size), y) for x, y in (train, test))
-    return _described(train, test, {**info, "transforms": None})
+    info = DatasetInfo.of(info, transforms=None) if isinstance(info, DatasetInfo) else {**info, "transforms": None}
+    return _described(train, test, info)
 
 
 def _described(train, test, info):

@@ -1,6 +1,7 @@
 """What every source of the data package shares: its error, the bad-images policy, the dataset flags,
 image-size arguments, channel statistics and the one rule for held-out splits."""
 
+import collections.abc
 import dataclasses
 import math
 import os
@@ -172,3 +173,66 @@ def has_tensorflow():
     import importlib.util
 
     return importlib.util.find_spec("tensorflow") is not None
+
+
+_ABSENT = object()  # a DatasetInfo entry that is not set (a key a dict would not hold)
+
+
+@dataclasses.dataclass(eq=False)
+class DatasetInfo(collections.abc.MutableMapping):
+    """What a dataset is, as every source describes it (the one type, built by `idx`, `tfds`,
+    `folders`, `folder_streams` and `tfds_streams`): its name, classes, whether a mirrored image is
+    the same class (``flip``), where it was read from (``source``), and, once known, the input shape,
+    the per-channel statistics of its training images, the transforms, how a run holds it (``cache``)
+    and what its streams need (``stream``).
+
+    It reads as the dict of 0.1 did (``info["mean"]``, ``info.get("stream")``, ``"stream" in info``,
+    ``{**info}``): an entry not yet set is absent, not None."""
+
+    name: str
+    num_classes: int
+    class_names: list
+    flip: bool
+    source: str
+    input_shape: tuple = _ABSENT
+    mean: list = _ABSENT
+    std: list = _ABSENT
+    transforms: dict = _ABSENT
+    cache: str = _ABSENT
+    stream: dict = _ABSENT
+
+    def _key(self, key):
+        if key not in DATASET_INFO_KEYS:
+            raise KeyError(f"{key!r} is not an entry of a dataset's description: {', '.join(DATASET_INFO_KEYS)}")
+        return key
+
+    def __getitem__(self, key):
+        value = getattr(self, self._key(key))
+        if value is _ABSENT:
+            raise KeyError(key)
+        return value
+
+    def __setitem__(self, key, value):
+        setattr(self, self._key(key), value)
+
+    def __delitem__(self, key):
+        self[key]  # noqa: B018 (a KeyError for an absent entry, as a dict)
+        setattr(self, key, _ABSENT)
+
+    def __iter__(self):
+        return (key for key in DATASET_INFO_KEYS if getattr(self, key) is not _ABSENT)
+
+    def __len__(self):
+        return sum(1 for _ in self)
+
+    def __repr__(self):
+        return f"DatasetInfo({dict(self)!r})"
+
+    @classmethod
+    def of(cls, mapping, **entries):
+        """A new `DatasetInfo` with the entries of `mapping` (a `DatasetInfo` or a dict of its keys),
+        then `entries`."""
+        return cls(**{**mapping, **entries})
+
+
+DATASET_INFO_KEYS = tuple(f.name for f in dataclasses.fields(DatasetInfo))

@@ -46,9 +46,7 @@ def open_folder(folder, *, image_size=None, test_fraction=0.2, seed=0, bad_image
     size = tuple(image_size or first_size)
     transform = images.choose_transform(transform, size)
     transforms = images.describe(transform, size, crop_fraction)
-    info = {"name": folder.resolve().name, "num_classes": len(listing.class_names),
-            "class_names": listing.class_names, "flip": True, "source": str(folder),
-            "input_shape": size + (channels,), "transforms": transforms}
+    info = folders.folder_info(folder, listing, input_shape=size + (channels,), transforms=transforms)
     n = len(listing.train_paths) + len(listing.test_paths)
     held, decoded = hold_in_memory(n, size, channels, transform, cache)
     print(f"data: {folder}: {len(listing.train_paths)} training and {len(listing.test_paths)} test files, "
@@ -113,9 +111,7 @@ def sample_folder(folder, *, image_size, transform="small", crop_fraction=images
     bad = sorted(bad.items())
     folders.report_bad_images(folder, [p for p, _ in bad], len(train_index) + len(test_index), "error",
                               bad[0][1] if bad else "")
-    info = {"name": folder.resolve().name, "num_classes": len(listing.class_names),
-            "class_names": listing.class_names, "flip": True, "source": str(folder),
-            "input_shape": size + (channels,), "transforms": transforms}
+    info = folders.folder_info(folder, listing, input_shape=size + (channels,), transforms=transforms)
     if stats:
         stream = {"channels": channels, "size": size, "transform": transform, "crop_fraction": crop_fraction,
                   "folder": str(folder)}

@@ -15,7 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from keras_resnet.data import images
-from keras_resnet.data.common import DatasetError, split_validation
+from keras_resnet.data.common import DatasetError, DatasetInfo, split_validation
 from keras_resnet.data.images import IMAGE_EXTENSIONS
 
 
@@ -110,9 +110,14 @@ def load_folder(folder, image_size=None, test_fraction=0.2, seed=0, bad_images="
                            f"({', '.join(IMAGE_EXTENSIONS)}).")
     if not len(test[0]):
         raise DatasetError(f"{folder}: no readable test images; add images.")
-    return (x, y), test, {"name": folder.resolve().name, "num_classes": len(listing.class_names),
-                          "class_names": listing.class_names, "flip": True, "source": str(folder),
-                          "transforms": images.describe(transform, size, crop_fraction)}
+    return (x, y), test, folder_info(folder, listing, transforms=images.describe(transform, size, crop_fraction))
+
+
+def folder_info(folder, listing, **entries):
+    """The `DatasetInfo` of a listed folder: its name, classes and path, and `entries` (input_shape,
+    transforms, ...). Mirrored photos are the same class unless the user says otherwise."""
+    return DatasetInfo(name=folder.resolve().name, num_classes=len(listing.class_names),
+                       class_names=listing.class_names, flip=True, source=str(folder), **entries)
 
 
 def _class_folders(folder):

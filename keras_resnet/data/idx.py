@@ -15,7 +15,7 @@ from types import SimpleNamespace
 import keras
 import numpy as np
 
-from keras_resnet.data.common import DatasetError
+from keras_resnet.data.common import DatasetError, DatasetInfo
 
 
 FASHION_MNIST_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
@@ -175,5 +175,5 @@ def _nhwc(x):
 
 
 def _idx_info(spec, name, source):
-    return {"name": name, "num_classes": len(spec.class_names), "class_names": list(spec.class_names),
-            "flip": spec.flip, "source": source}
+    return DatasetInfo(name=name, num_classes=len(spec.class_names), class_names=list(spec.class_names),
+                       flip=spec.flip, source=source)

@@ -5,7 +5,7 @@ import os
 
 import numpy as np
 
-from keras_resnet.data.common import DatasetError, split_indices
+from keras_resnet.data.common import DatasetError, DatasetInfo, split_indices
 
 
 # tensorflow-datasets sets of digits and characters, where a mirror image is another class or none.
@@ -56,9 +56,9 @@ def tfds_features(name, tinfo, image_size):
 def tfds_info(name, label_feature):
     """The ``info`` entries of a tensorflow-datasets set that do not depend on its pixels."""
     base = name.split(":")[0].split("/")[0]
-    return {"name": base, "num_classes": int(label_feature.num_classes),
-            "class_names": [str(n) for n in label_feature.names],
-            "flip": base not in NO_FLIP, "source": f"tfds:{name}"}
+    return DatasetInfo(name=base, num_classes=int(label_feature.num_classes),
+                       class_names=[str(n) for n in label_feature.names], flip=base not in NO_FLIP,
+                       source=f"tfds:{name}")
 
 
 def has_test_split(tinfo):

@@ -77,8 +77,8 @@ def open_tfds(name, *, data_dir=None, download=False, image_size=None, test_frac
                                           test_fraction=test_fraction, seed=seed)
         info.update(transforms=transforms, cache="memory")
         return train, test, info
-    info = {**tfds_info(name, label_feature), "input_shape": size + (channels,), "transforms": transforms,
-            "cache": "none"}
+    info = tfds_info(name, label_feature)
+    info.update(input_shape=size + (channels,), transforms=transforms, cache="none")
     info["stream"] = {"source": "tfds", "name": name, "data_dir": data_dir, "image_key": image_key,
                       "train_split": train_split, "test_split": test_split, "counts": counts,
                       "channels": channels, "size": size, "transform": transform,
@@ -142,7 +142,8 @@ def sample_tfds(name, *, data_dir=None, download=False, image_size=None, transfo
             ys.append(y)
         return np.concatenate(xs).astype(np.uint8), np.concatenate(ys).astype(np.int64)
 
-    info = {**tfds_info(name, label_feature), "input_shape": size + (channels,), "transforms": transforms}
+    info = tfds_info(name, label_feature)
+    info.update(input_shape=size + (channels,), transforms=transforms)
     if stats:
         info["stream"] = stream
         info["mean"], info["std"], _ = _sample(info, train_all)

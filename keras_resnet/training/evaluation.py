@@ -26,7 +26,7 @@ def stream_predictions(model, batches, info, batch_size, *, mirror=False, averag
         kept = w.numpy() > 0
         x, y = x.numpy()[kept], y.numpy()[kept]
         p = predict_probs(model, x, batch_size=batch_size)
-        f = predict_probs(model, mirror(x), batch_size=batch_size) if mirror else None
+        f = predict_probs(model, _mirror(x), batch_size=batch_size) if mirror else None
         p = (p + f) / 2.0 if average else p
 
         def pixels(rows, x=x):  # the normalisation undone: the evaluation transform's pixels
@@ -70,12 +70,12 @@ def _stream_folder_for(model, folder, defaults, dataset):
     return dataset, test, info
 
 
-def mirror(x):
+def _mirror(x):
     """Images (N, H, W, C) flipped left to right."""
     return np.ascontiguousarray(x[:, :, ::-1])
 
 
-def accuracy(probs, y):
+def _accuracy(probs, y):
     return float(np.mean(np.argmax(probs, -1) == y))
 
 
@@ -85,7 +85,7 @@ def predict_probs(model, x, flip=False, batch_size=256):
     training used flips, where a mirrored image is as likely as the original)."""
     probs = np.asarray(model.predict(x, batch_size=batch_size, verbose=0), dtype="float64")
     if flip:
-        probs = (probs + predict_probs(model, mirror(x), batch_size=batch_size)) / 2.0
+        probs = (probs + predict_probs(model, _mirror(x), batch_size=batch_size)) / 2.0
     return probs
 
 
@@ -94,15 +94,15 @@ def test_accuracies(model, x, y, info, batch_size=256, probs=None):
     ``"test_accuracy_flip_tta"`` (mirrored images averaged in) where the training used flips.
     `probs`: the model's probabilities of `x`, when the caller has them already."""
     probs = predict_probs(model, x, batch_size=batch_size) if probs is None else probs
-    flipped = predict_probs(model, mirror(x), batch_size=batch_size) if info.get("flip") else None
+    flipped = predict_probs(model, _mirror(x), batch_size=batch_size) if info.get("flip") else None
     return accuracies(probs, y, flipped)
 
 
 def accuracies(probs, y, flipped=None):
     loss = -np.mean(np.log(np.clip(probs[np.arange(len(y)), np.asarray(y).astype(int)], 1e-12, None)))
-    result = {"test_accuracy": accuracy(probs, y), "test_loss": float(loss)}
+    result = {"test_accuracy": _accuracy(probs, y), "test_loss": float(loss)}
     if flipped is not None:
-        result["test_accuracy_flip_tta"] = accuracy(probs + flipped, y)
+        result["test_accuracy_flip_tta"] = _accuracy(probs + flipped, y)
     return result
 
 
@@ -164,7 +164,7 @@ def evaluate(model_path, dataset=None, data_dir=None, download=False, batch_size
         images = x_test
     report = diagnostics.write_pictures(output, probs, y_test, images, info["class_names"], title=model.name)
     files = report.pop("files")
-    result = {"model": os.fspath(model_path), "dataset": str(dataset), "test_accuracy": accuracy(probs, y_test),
+    result = {"model": os.fspath(model_path), "dataset": str(dataset), "test_accuracy": _accuracy(probs, y_test),
               "test_images": int(len(y_test)), "tta": "flip" if tta else None, "per_class": report}
     files["evaluation_json"] = os.path.join(output, "evaluation.json")
     result["files"] = files

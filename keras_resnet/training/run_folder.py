@@ -137,8 +137,8 @@ def load_data_for(model, model_path, dataset=None, data_dir=None, download=False
         info["input_shape"] = size + tuple(info["input_shape"][2:])
     info["transforms"] = transforms or None
     if defaults:
-        info = {**info, **(defaults["normalization"] or {}),
-                "class_names": defaults["class_names"] or info["class_names"]}
+        info = data.DatasetInfo.of(info, **{**(defaults["normalization"] or {}),
+                                            "class_names": defaults["class_names"] or info["class_names"]})
     return dataset, train, test, info, note
 
 
