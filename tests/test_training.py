@@ -92,13 +92,13 @@ def test_flip_averaged_predictions_do_not_depend_on_which_way_the_image_faces(ti
 @pytest.mark.slow
 def test_flip_test_time_augmentation_is_refused_for_data_trained_without_flips(tiny_run, monkeypatch):
     run_dir, _ = tiny_run
-    real_load = keras_resnet.data.load
+    real_load = keras_resnet.data.arrays.load
 
     def load_without_flips(*args, **kwargs):
         train, test, info = real_load(*args, **kwargs)
         return train, test, {**info, "flip": False}
 
-    monkeypatch.setattr(keras_resnet.data, "load", load_without_flips)
+    monkeypatch.setattr(keras_resnet.data.arrays, "load", load_without_flips)  # what evaluate reads
     with pytest.raises(ValueError, match="`tta`=True.*not trained with flips"):
         training.evaluate(str(run_dir / "model.keras"), tta=True)
 

@@ -6,9 +6,7 @@ import os
 import numpy as np
 
 from keras_resnet import data as data_lib
-from keras_resnet.data.images import CROP_FRACTION
 from keras_resnet.training import diagnostics
-from keras_resnet.data.common import has_tensorflow
 from keras_resnet.utils import checks, io_utils
 
 
@@ -44,25 +42,12 @@ def stream_predictions(model, batches, info, batch_size, *, mirror=False, averag
             worst.images)
 
 
-def _existing_folder(dataset):
-    """The folder `dataset` names, or None (a name, or a path that is not there: the array path
-    then says what is wrong)."""
-    try:
-        return data_lib.folder_of(dataset)
-    except (ValueError, TypeError):
-        return None
-
-
 def _stream_folder_for(model, folder, defaults, dataset):
     """`keras_resnet.training.run_folder.load_data_for` for an image folder, listed and not decoded: the test
     split's files, to stream through the run's evaluation transform. Returns ``(dataset, (paths,
     labels), info)``."""
-    from keras_resnet.data import folder_streams
-
     transforms = (defaults or {}).get("transforms") or {}
-    _, test, info = folder_streams.open_folder(
-        folder, image_size=tuple(model.input_shape[1:3]), transform=transforms.get("recipe") or "small",
-        crop_fraction=transforms.get("crop_fraction") or CROP_FRACTION, cache="none")
+    test, info = data_lib.open_folder_test(folder, tuple(model.input_shape[1:3]), transforms)
     if defaults:
         info.update(defaults["normalization"] or {})
         info["class_names"] = defaults["class_names"] or info["class_names"]
@@ -131,8 +116,8 @@ def evaluate(model_path, dataset=None, data_dir=None, download=False, batch_size
     checks.check_int("test_size", test_size, 1, none_ok=True)
     model = io_utils.load_model(model_path, "model_path")
     resolved, defaults, note = run_folder.dataset_for(model_path, dataset)
-    folder = _existing_folder(resolved)
-    if folder is not None and has_tensorflow():  # streamed: memory flat in the folder's size
+    folder = data_lib.streamed_test_folder(resolved)
+    if folder is not None:  # streamed: memory flat in the folder's size
         dataset, (x_test, y_test), info = _stream_folder_for(model, folder, defaults, resolved)
         x_test, y_test = x_test[:test_size], y_test[:test_size]
     else:

@@ -8,18 +8,15 @@ import keras
 import numpy as np
 
 from keras_resnet import data as data_lib
+from keras_resnet.data.common import CACHE  # noqa: F401 (a name of keras_resnet.training)
 from keras_resnet.data.images import CROP_FRACTION
 from keras_resnet.training import distributed, process_data
-from keras_resnet.data.common import has_tensorflow
 from keras_resnet.training.evaluation import accuracies, predict_probs, stream_predictions, test_accuracies
 from keras_resnet.training.recipe import Recipe
 from keras_resnet.utils import checks
 
 
 PIPELINES = ("auto", "tf", "numpy")
-
-
-CACHE = ("auto", "memory", "none")
 
 
 @dataclasses.dataclass
@@ -39,52 +36,15 @@ class RunData:
 def load_run_data(dataset="fashion_mnist", recipe=None, *, data_dir=None, download=False, train_size=None,
                   test_size=None, bad_images="error", image_size=None, transform="auto",
                   crop_fraction=CROP_FRACTION, cache="auto", pipeline="auto"):
-    """Loads `dataset` and splits the recipe's validation fraction off its training images.
-
-    An image folder is listed, not decoded, and streamed (`keras_resnet.data.streams`) unless it is small
-    enough to hold in memory or the pipeline is NumPy's; then ``x_*`` hold file paths. A
-    tensorflow-datasets set is streamed from tfds's files the same way (`keras_resnet.data.tfds_streams`);
-    then ``x_*`` hold example indices and ``y_*`` -1 (its labels are read with the images). The
-    validation split is drawn from the file list (stratified, seeded) and ``train_size`` takes the
-    first N files, so nothing reads the whole dataset before training. ``test_size`` keeps the first N
-    test images. Arrays (the IDX sets) are cut to these sizes before `image_size` resizes them, and
-    their statistics are those of the training images kept.
-    """
+    """Opens `dataset` (`keras_resnet.data.open_dataset`: arrays, or a folder or tensorflow-datasets set
+    streamed; ``train_size`` and ``test_size`` cut it) and splits the recipe's validation fraction off
+    its training examples (stratified, seeded; drawn from the file list of a stream, so nothing reads
+    the whole dataset before training)."""
     recipe = recipe or Recipe()
-    checks.check_int("train_size", train_size, 1, none_ok=True)
-    checks.check_int("test_size", test_size, 1, none_ok=True)
-    checks.check_choice("cache", cache, CACHE)
-    folder = data_lib.folder_of(dataset)
-    streamable = pipeline != "numpy" and has_tensorflow()
-    if folder is not None and streamable:
-        from keras_resnet.data import folder_streams
-
-        (x_train, y_train), (x_test, y_test), info = folder_streams.open_folder(
-            folder, image_size=image_size, seed=0, bad_images=bad_images, transform=transform,
-            crop_fraction=crop_fraction, cache=cache)
-    elif folder is None and dataset not in data_lib.IDX_SETS and streamable:
-        from keras_resnet.data import tfds_streams
-
-        (x_train, y_train), (x_test, y_test), info = tfds_streams.open_tfds(
-            dataset, data_dir=data_dir, download=download, image_size=image_size, seed=0, transform=transform,
-            crop_fraction=crop_fraction, cache=cache)
-    else:
-        if folder is None and transform == "photo":
-            raise ValueError(f"transform='photo' is the recipe of image folders and tensorflow-datasets "
-                             f"streams; {dataset!r} is held as arrays and trains with the small-image "
-                             "recipe. Received: transform='photo'")
-        cut_first = folder is None and (train_size, test_size) != (None, None)  # resize only what is kept
-        (x_train, y_train), (x_test, y_test), info = data_lib.load(
-            dataset, data_dir=data_dir, download=download, bad_images=bad_images,
-            image_size=None if cut_first else image_size,
-            transform=transform if folder is not None else "small", crop_fraction=crop_fraction)
-        if cut_first:
-            (x_train, y_train), (x_test, y_test), info = data_lib.resized(
-                (x_train[:train_size], y_train[:train_size]), (x_test[:test_size], y_test[:test_size]), info,
-                image_size)
-        info["cache"] = "memory"
-    x_train, y_train = x_train[:train_size], y_train[:train_size]
-    x_test, y_test = x_test[:test_size], y_test[:test_size]
+    (x_train, y_train), (x_test, y_test), info = data_lib.open_dataset(
+        dataset, data_dir=data_dir, download=download, train_size=train_size, test_size=test_size,
+        bad_images=bad_images, image_size=image_size, transform=transform, crop_fraction=crop_fraction,
+        cache=cache, stream=pipeline != "numpy")
     (x_train, y_train), (x_val, y_val) = data_lib.split_validation(
         x_train, y_train, recipe.val_fraction, seed=recipe.seed)
     return RunData(x_train, y_train, x_val, y_val, info, x_test, y_test)

@@ -105,19 +105,10 @@ def load_data_for(model, model_path, dataset=None, data_dir=None, download=False
             f"images; this model takes {channels} channels.")
     transforms = (defaults or {}).get("transforms") or {}
     size = tuple(model.input_shape[1:3])
-    bounded = train_count is not None or test_count is not None
     try:
-        folder = data.folder_of(dataset)
-        part = bounded and (folder is not None or dataset not in data.IDX_SETS)  # else arrays, sliced below
-        if part:
-            train, test, info = _load_part(folder, dataset, data_dir, download, size, transforms, train_count,
-                                           test_count, stats=not (defaults and defaults["normalization"]))
-        elif transforms.get("recipe") == "photo":
-            train, test, info = data.load(dataset, data_dir=data_dir, download=download, image_size=size,
-                                          transform="photo", crop_fraction=transforms.get("crop_fraction")
-                                          or data.CROP_FRACTION)
-        else:
-            train, test, info = data.load(dataset, data_dir=data_dir, download=download)
+        train, test, info = data.open_for_model(
+            dataset, size, transforms, data_dir=data_dir, download=download, train_count=train_count,
+            test_count=test_count, normalization_known=bool(defaults and defaults["normalization"]))
     except (OSError, ValueError) as e:
         if defaults is None:
             raise
@@ -125,46 +116,8 @@ def load_data_for(model, model_path, dataset=None, data_dir=None, download=False
                    f"cannot be loaded from there: {' '.join(str(e).split())}. Pass --dataset to use data "
                    "elsewhere")
         raise (FileNotFoundError if isinstance(e, FileNotFoundError) else ValueError)(message) from e
-    resize = tuple(info["input_shape"][:2]) != size  # trained on resized images
-    if resize and not (bounded and defaults and defaults["normalization"]):  # the statistics need them all
-        train, test, info = data.load(dataset, data_dir=data_dir, download=download, image_size=size)
-        resize = False
-    if bounded and not part:  # held in memory already: the same images, sliced
-        train = tuple(a[_calibration_index(len(train[1]), train_count)] for a in train)
-        test = tuple(a[:test_count] for a in test)
-    if resize:  # the run folder's statistics: only the images kept are resized, as `data.load` would
-        train, test = ((data.resize_images(x, size), y) for x, y in (train, test))
-        info["input_shape"] = size + tuple(info["input_shape"][2:])
     info["transforms"] = transforms or None
     if defaults:
         info = data.DatasetInfo.of(info, **{**(defaults["normalization"] or {}),
                                             "class_names": defaults["class_names"] or info["class_names"]})
     return dataset, train, test, info, note
-
-
-def _calibration_index(n, count):
-    """Every index of ``range(n)`` for None, else `keras_resnet.data.pipelines.calibration_index`'s sample."""
-    import numpy as np
-
-    from keras_resnet.data.pipelines import calibration_index
-
-    return np.arange(n) if count is None else calibration_index(n, count)
-
-
-def _load_part(folder, dataset, data_dir, download, size, transforms, train_count, test_count, stats):
-    """`load_data_for`'s images of an image folder (`folder`, else None) or a tensorflow-datasets set,
-    only those it returns decoded: ``(x_train, y_train), (x_test, y_test), info``."""
-    from keras_resnet import data
-
-    kwargs = dict(image_size=size, transform=transforms.get("recipe") or "small",
-                  crop_fraction=transforms.get("crop_fraction") or data.CROP_FRACTION, train_count=train_count,
-                  test_count=test_count, stats=stats)
-    if folder is not None:
-        from keras_resnet.data import folder_streams
-
-        return folder_streams.sample_folder(folder, **kwargs)
-    from keras_resnet.data import tfds_streams
-    from keras_resnet.data.common import check_folder_path
-
-    return tfds_streams.sample_tfds(dataset, data_dir=check_folder_path("data_dir", data_dir),
-                                    download=download, **kwargs)
