@@ -4,8 +4,10 @@ Only `keras` and `keras.ops`: the models run on the TensorFlow, JAX and PyTorch 
 imports the checkpoint code (`keras_resnet.weights`); `keras_resnet.build` puts the two together.
 """
 
+from keras_resnet.models.blocks import (  # noqa: F401
+    Block, BottleneckBlock, PreActBlock, PreActBottleneckBlock, PreActResidualBlock, ResidualBlock)
 from keras_resnet.models.layers import (  # noqa: F401
-    BottleneckBlock, DropPath, ProjectionShortcut, ResidualBlock, SqueezeExcite, StridedPad)
+    DropPath, ProjectionShortcut, SqueezeExcite, StridedPad)
 from keras_resnet.models.losses import SmoothedSparseCrossentropy  # noqa: F401
 from keras_resnet.models.resnet import (  # noqa: F401
     ARCHITECTURE_FIELDS, ARCHITECTURES, ATTENTIONS, BLOCKS, IMAGENET_DEPTHS, SHORTCUTS, STEMS, VARIANTS, ResNet,

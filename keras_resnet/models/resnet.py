@@ -7,7 +7,8 @@ import keras
 from keras import layers
 
 from keras_resnet.utils import checks, io_utils
-from keras_resnet.models.layers import BottleneckBlock, ResidualBlock, StridedPad, batch_norm, conv
+from keras_resnet.models.blocks import BottleneckBlock, ResidualBlock
+from keras_resnet.models.layers import StridedPad, batch_norm, conv
 
 # depth -> (block, blocks per stage), ImageNet family: 7x7 stem, four stages of 64-128-256-512 channels.
 IMAGENET_DEPTHS = {
@@ -335,6 +336,8 @@ def _graph(depth, blocks, block, width, stem, stem_width, shortcut, attention, g
     _check_family_options(block, blocks, small, stem, stem_width, shortcut, attention, groups,
                           width_per_group, variant)
     preact, residual = variant == "preact", variant != "plain"
+    # preact=True, not the pre-activation classes: a saved model files its blocks' weights under their class
+    # name, and these are the names that 0.1 wrote and reads (keras_resnet.models.blocks.PREACT_FORMS).
     block_cls = BLOCKS[block]
 
     inputs = keras.Input(shape=input_shape, name="input")
