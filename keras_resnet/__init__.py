@@ -41,6 +41,7 @@ from keras_resnet.utils.io_utils import quiet_native_logs  # noqa: E402
 # The `keras-resnet` command (also `python -m keras_resnet.cli`) keeps TensorFlow's C++ start-up log
 # lines out of its output unless it runs with --debug; a library import leaves them as they are.
 with quiet_native_logs(_COMMAND and "--debug" not in sys.argv):  # noqa: E402
+    from keras_resnet.models.architectures import ARCHITECTURES, IMAGENET_DEPTHS, list_models
     from keras_resnet.models.blocks import (
         BottleneckBlock,
         PreActBottleneckBlock,
@@ -49,7 +50,7 @@ with quiet_native_logs(_COMMAND and "--debug" not in sys.argv):  # noqa: E402
     )
     from keras_resnet.models.layers import DropPath, ProjectionShortcut, SqueezeExcite
     from keras_resnet.models.losses import SmoothedSparseCrossentropy
-    from keras_resnet.models.resnet import ARCHITECTURES, IMAGENET_DEPTHS, ResNet, config_of, list_models
+    from keras_resnet.models.resnet import ResNet, config_of
     from keras_resnet.factory import build
     from keras_resnet.models.summary import count_macs, summarize
 

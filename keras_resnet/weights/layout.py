@@ -19,7 +19,7 @@ import re
 
 import numpy as np
 
-from keras_resnet.models import resnet as models
+from keras_resnet import models
 
 TORCHVISION = "torchvision"
 RESNETV2 = "timm ResNetV2"

@@ -24,8 +24,8 @@ import warnings
 
 import numpy as np
 
+from keras_resnet import models
 from keras_resnet.weights import layout as ckpt
-from keras_resnet.models import resnet as models
 from keras_resnet.weights.layout import (  # re-exported: the public names of the pretrained API
     IMAGENET_NORMALIZATION,
     SUPPORTED,
