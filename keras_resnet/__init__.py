@@ -41,15 +41,16 @@ from keras_resnet.utils.io_utils import quiet_native_logs  # noqa: E402
 # The `keras-resnet` command (also `python -m keras_resnet.cli`) keeps TensorFlow's C++ start-up log
 # lines out of its output unless it runs with --debug; a library import leaves them as they are.
 with quiet_native_logs(_COMMAND and "--debug" not in sys.argv):  # noqa: E402
-    from keras_resnet.models.layers import (
+    from keras_resnet.models.architectures import ARCHITECTURES, IMAGENET_DEPTHS, list_models
+    from keras_resnet.models.blocks import (
         BottleneckBlock,
-        DropPath,
-        ProjectionShortcut,
+        PreActBottleneckBlock,
+        PreActResidualBlock,
         ResidualBlock,
-        SqueezeExcite,
     )
+    from keras_resnet.models.layers import DropPath, ProjectionShortcut, SqueezeExcite
     from keras_resnet.models.losses import SmoothedSparseCrossentropy
-    from keras_resnet.models.resnet import ARCHITECTURES, IMAGENET_DEPTHS, ResNet, config_of, list_models
+    from keras_resnet.models.resnet import ResNet, config_of
     from keras_resnet.factory import build
     from keras_resnet.models.summary import count_macs, summarize
 
@@ -70,7 +71,7 @@ _ENTRY_POINTS = {
 # same module objects) for one release; see docs/changelog.md.
 MOVED = {
     "checks": "utils.checks", "flags": "utils.flags", "io_utils": "utils.io_utils",
-    "layers": "models.layers", "summary": "models.summary", "losses": "models.losses",
+    "layers": "models.blocks", "summary": "models.summary", "losses": "models.losses",
     "pretrained": "weights.pretrained", "checkpoint_layout": "weights.layout",
     "folders": "data.folders", "images": "data.images", "streams": "data.streams",
     "tfds_streams": "data.tfds_streams", "pipelines": "data.pipelines",
@@ -113,6 +114,8 @@ __all__ = [
     "BottleneckBlock",
     "DropPath",
     "IMAGENET_DEPTHS",
+    "PreActBottleneckBlock",
+    "PreActResidualBlock",
     "ResNet",
     "ProjectionShortcut",
     "ResidualBlock",

@@ -23,7 +23,7 @@ import timm_reference  # noqa: E402
 from test_pretrained import _cached_repo, randomized  # noqa: E402
 
 import keras_resnet  # noqa: E402
-from keras_resnet.weights import layout as checkpoint_layout, pretrained  # noqa: E402
+from keras_resnet.weights import assignment, layout as checkpoint_layout, pretrained  # noqa: E402
 from keras_resnet.models.layers import ProjectionShortcut, SqueezeExcite, se_channels  # noqa: E402
 from keras_resnet.models import ARCHITECTURES, list_models  # noqa: E402
 
@@ -94,7 +94,7 @@ def _check_named(name):
     assert keys == {k: v for k, v in shapes.items() if not k.endswith("num_batches_tracked")}
     arch = pretrained.read_architecture(shapes)
     assert arch["name"] == name
-    assert not checkpoint_layout.model_problems(model, keras_resnet.config_of(model), arch)
+    assert not assignment.model_problems(model, keras_resnet.config_of(model), arch)
 
 
 def test_resnet18d_has_the_reference_count_and_tensor_names():

@@ -1,15 +1,22 @@
-"""The residual layers: shapes, shortcuts, configs, zero-init and stochastic depth."""
+"""The residual layers: shapes, shortcuts, configs, zero-init, stochastic depth, and the pre-activation
+classes against 0.1's ``preact=True`` blocks."""
 
 import inspect
+import json
+import pathlib
 
 import keras
 import numpy as np
 import pytest
 
-from keras_resnet import BottleneckBlock, DropPath, ProjectionShortcut, ResidualBlock
+from keras_resnet import (
+    BottleneckBlock, DropPath, PreActBottleneckBlock, PreActResidualBlock, ProjectionShortcut, ResidualBlock)
 from keras_resnet.models.layers import StridedPad
 
 BLOCKS = [ResidualBlock, BottleneckBlock]
+# each post-activation block and its pre-activation class
+PREACT_PAIRS = [(ResidualBlock, PreActResidualBlock), (BottleneckBlock, PreActBottleneckBlock)]
+FIXTURES = pathlib.Path(__file__).parent / "fixtures"
 BASE_CONFIG_KEYS = {"name", "trainable", "dtype"}
 
 
@@ -47,7 +54,7 @@ def test_strides_sit_on_the_first_3x3_convolution():
     convs = (bottleneck.conv1, bottleneck.conv2, bottleneck.conv3)
     assert [c.strides for c in convs] == [(1, 1), (2, 2), (1, 1)]
     assert isinstance(bottleneck.pad2, StridedPad)
-    assert [type(layer) for layer in bottleneck._branch()].count(StridedPad) == 1  # no other pad
+    assert [type(layer) for layer in bottleneck.branch_layers()].count(StridedPad) == 1  # no other pad
     basic = ResidualBlock(4, strides=2)
     basic.build((None, 8, 8, 8))
     assert [c.strides for c in (basic.conv1, basic.conv2)] == [(2, 2), (1, 1)]
@@ -164,6 +171,9 @@ LAYER_CASES = [
     ("bottleneck_pre", lambda: BottleneckBlock(4, preact=True), 16),
     ("projection", lambda: ProjectionShortcut(12, strides=2), 8),
     ("projection_pre", lambda: ProjectionShortcut(12, preact=True, kernel_regularizer="l2"), 8),
+    ("preact_basic", lambda: PreActResidualBlock(8, strides=2, attention="se", avg_down=True), 4),
+    ("preact_bottleneck", lambda: PreActBottleneckBlock(4, drop_path_rate=0.2, kernel_regularizer="l2"), 8),
+    ("preact_plain", lambda: PreActResidualBlock(8, residual=False), 8),
     ("drop_path", lambda: DropPath(0.3, seed=5), 8),
     ("strided_pad", lambda: StridedPad(7), 8),
 ]
@@ -188,7 +198,8 @@ def test_get_config_round_trip_gives_same_config_and_outputs(make, channels, rng
 
 
 def test_layers_are_registered_for_safe_loading():
-    for cls in (ResidualBlock, BottleneckBlock, ProjectionShortcut, DropPath, StridedPad):
+    for cls in (ResidualBlock, BottleneckBlock, PreActResidualBlock, PreActBottleneckBlock, ProjectionShortcut,
+                DropPath, StridedPad):
         name = f"keras_resnet>{cls.__name__}"
         assert keras.saving.get_registered_object(name) is cls
 
@@ -338,3 +349,80 @@ def test_block_drop_path_drops_only_the_residual_branch(rng):
     assert 10 < branch_dropped.sum() < 54
     at_inference = np.asarray(block(x, training=False))
     assert not np.any(np.all(np.isclose(at_inference, np.maximum(x, 0.0), atol=1e-6), axis=(1, 2, 3)))
+
+
+# ---------------------------------------------------------------------------------------------- pre-activation
+
+
+def randomized(layer, seed=0):
+    """Random weights everywhere (variances positive), so that no layer of the block is an identity."""
+    gen = np.random.default_rng(seed)
+    for w in layer.weights:
+        value = gen.normal(0.0, 0.5, w.shape).astype(w.dtype)
+        w.assign(np.abs(value) + 0.5 if w.path.endswith("moving_variance") else value)
+    return layer
+
+
+def relative_paths(layer):
+    return [w.path.split("/", 1)[1] for w in layer.weights]
+
+
+@pytest.mark.parametrize("old, new", PREACT_PAIRS, ids=lambda c: c.__name__)
+@pytest.mark.parametrize("options", [{"strides": 2, "attention": "se", "avg_down": True}, {},
+                                     {"residual": False}, {"use_projection": True, "strides": 2}],
+                         ids=["strided_se_avgdown", "identity", "plain", "projected"])
+def test_preact_class_computes_what_preact_true_computes_with_the_same_weights(old, new, options, rng):
+    x = data(rng, 2, 8, 8, 8)
+    before, after = old(4, preact=True, **options), new(4, **options)
+    before.build(x.shape), after.build(x.shape)
+    assert type(before) is old and before.preact and after.preact  # preact=True keeps its class
+    assert before.preactivation + before.branch == after.preactivation + after.branch  # one figure
+    assert relative_paths(after) == relative_paths(before)
+    after.set_weights(randomized(before).get_weights())
+    for training in (False, True):  # training: BatchNorm on the batch's statistics
+        np.testing.assert_array_equal(np.asarray(after(x, training=training)),
+                                      np.asarray(before(x, training=training)))
+    assert after.macs(x.shape) == before.macs(x.shape)
+
+
+@pytest.mark.parametrize("name", ["basic_se_avgdown", "basic_identity", "basic_plain", "bottleneck_grouped"])
+def test_preact_blocks_saved_by_0_1_load_safely_and_compute_the_same(name):
+    saved = json.loads((FIXTURES / "preact_blocks.json").read_text())
+    case, x = saved["blocks"][name], np.asarray(saved["inputs"], "float32")
+    block = keras.saving.deserialize_keras_object(case["config"], safe_mode=True)  # 0.1's config
+    assert type(block).__name__ == case["config"]["class_name"] and block.preact
+    twin = {ResidualBlock: PreActResidualBlock, BottleneckBlock: PreActBottleneckBlock}[type(block)](
+        **{k: v for k, v in block.get_config().items() if k not in ("preact", "zero_init_residual")})
+    assert block.built  # from the file's build_config
+    twin.build(x.shape)
+    for layer in (block, twin):
+        paths = {w.path.split("/", 1)[1]: w for w in layer.weights}
+        for path, value in case["weights"].items():
+            paths[path.split("/", 1)[1]].assign(np.asarray(value, "float32"))
+        np.testing.assert_allclose(np.asarray(layer(x, training=False)), case["outputs"], rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(np.asarray(layer(x, training=True)), case["outputs_training"],
+                                   rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("old, new", PREACT_PAIRS, ids=lambda c: c.__name__)
+def test_preact_class_in_a_keras_file_loads_safely_with_equal_outputs(old, new, tmp_path, rng):
+    inputs = keras.Input((8, 8, 8))
+    y = new(4, strides=2, attention="se", name="pre")(inputs)
+    y = old(4, preact=True, name="old_spelling")(y)  # both forms side by side, each under its class name
+    model = keras.Model(inputs, y)
+    randomized(model)
+    model.save(tmp_path / "m.keras")
+    loaded = keras.saving.load_model(tmp_path / "m.keras", safe_mode=True)  # no custom_objects
+    assert [type(layer) for layer in loaded.layers[1:]] == [new, old]
+    x = data(rng, 2, 8, 8, 8)
+    np.testing.assert_array_equal(loaded.predict(x, verbose=0), model.predict(x, verbose=0))
+
+
+def test_pre_activation_blocks_have_no_zero_gamma_and_no_preact_argument():
+    block = PreActBottleneckBlock(4)
+    block.build((None, 8, 8, 16))
+    assert all(np.all(np.asarray(getattr(block, f"bn{i}").gamma) == 1.0) for i in (1, 2, 3))
+    assert "preact" not in constructor_args(PreActResidualBlock) | set(block.get_config())
+    with pytest.raises(TypeError, match="preact"):
+        PreActResidualBlock(4, preact=True)
+

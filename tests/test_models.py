@@ -14,7 +14,8 @@ import pytest
 
 import keras_resnet
 from keras_resnet import BottleneckBlock, ResidualBlock, build
-from keras_resnet.models.layers import DropPath, Block
+from keras_resnet.models.blocks import Block
+from keras_resnet.models.layers import DropPath
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -162,6 +163,19 @@ def test_preact_variant_ends_with_post_bn(rng):
     assert all(b.preact for b in blocks_of(model))
     assert "post_bn" not in [layer.name for layer in small(depth=20).layers]
     assert tuple(model(images(rng)).shape) == (2, 10)
+
+
+def test_preact_model_files_its_blocks_weights_under_0_1_class_names(tmp_path):
+    # Keras files a model's layer weights under their class name: a preact network keeps 0.1's
+    # ResidualBlock/BottleneckBlock (preact=True), so that files of 0.1 and of this release read each other
+    import h5py
+
+    for block, name in (("basic", "residual_block"), ("bottleneck", "bottleneck_block")):
+        model = small(blocks=(1, 1, 1), block=block, variant="preact")
+        model.save_weights(tmp_path / f"{block}.weights.h5")
+        with h5py.File(tmp_path / f"{block}.weights.h5") as f:
+            blocks = {k for k in f["layers"] if k.startswith((name, "pre_act"))}
+        assert blocks == {name, f"{name}_1", f"{name}_2"}
 
 
 def test_layer_names_follow_the_contract():

@@ -14,7 +14,7 @@ def _depth(text):
 
 def add_model_args(p, input_shape=(224, 224, 3), num_classes=1000, depth=None):
     """The `build()` arguments, shared by every subcommand that builds a model."""
-    from keras_resnet.models.resnet import ATTENTIONS, BLOCKS, SHORTCUTS, STEMS, VARIANTS
+    from keras_resnet.models.architectures import ATTENTIONS, BLOCKS, SHORTCUTS, STEMS, VARIANTS
 
     g = p.add_argument_group("model (arguments of keras_resnet.build)")
     g.add_argument("--depth", "--arch", dest="depth", type=_depth, default=depth,

@@ -24,7 +24,7 @@ def _summary(args):
 
 
 def _models(args):
-    from keras_resnet.models.resnet import ARCHITECTURE_FIELDS, ARCHITECTURES
+    from keras_resnet.models.architectures import ARCHITECTURE_FIELDS, ARCHITECTURES
 
     for name, row in sorted(ARCHITECTURES.items()):
         options = dict(zip(ARCHITECTURE_FIELDS, row))

@@ -1,156 +1,31 @@
-"""The depth table, the named architectures and `build()`: a stem, stages of blocks, and a head."""
+"""`build()`: a stem, stages of blocks and a head, as `ResNet`, the model whose config is its arguments.
+
+The depths and names it takes, and the rules that turn them into stages, are in
+`keras_resnet.models.architectures`.
+"""
 
 import contextlib
-import difflib
 
 import keras
 from keras import layers
 
+from keras_resnet.models.architectures import (
+    ATTENTIONS,
+    BLOCKS,
+    IMAGENET_DEPTHS,
+    SHORTCUTS,
+    STAGE_WIDTHS,
+    STEMS,
+    VARIANTS,
+    architecture_name,
+    block_depth,
+    resolve_architecture,
+    resolve_depth,
+)
+from keras_resnet.models.layers import StridedPad, batch_norm, conv
 from keras_resnet.utils import checks, io_utils
-from keras_resnet.models.layers import BottleneckBlock, ResidualBlock, StridedPad, batch_norm, conv
 
-# depth -> (block, blocks per stage), ImageNet family: 7x7 stem, four stages of 64-128-256-512 channels.
-IMAGENET_DEPTHS = {
-    18: ("basic", (2, 2, 2, 2)),
-    34: ("basic", (3, 4, 6, 3)),
-    50: ("bottleneck", (3, 4, 6, 3)),
-    101: ("bottleneck", (3, 4, 23, 3)),
-    152: ("bottleneck", (3, 8, 36, 3)),
-}
-# The named architectures, as timm registers them: depth (in the table above), stem ("deep": three 3x3
-# convolutions, ResNet-C), shortcut ("avg_down": average-pool then a 1x1 stride-1 projection,
-# ResNet-D; He et al. 2019), attention ("se": squeeze-and-excitation, Hu et al. 2018), and the
-# bottleneck's groups and width per group (ResNeXt, Xie et al. 2017; wide ResNets, Zagoruyko and
-# Komodakis 2016, as torchvision's wide_resnet50_2). The c and d forms have a stem of 32-32-64. The
-# variant is "v1.5" (post-activation, torchvision's layout) or "preact": timm's ResNetV2 (He et al. 2016,
-# pre-activation, the stride on the 3x3, a final BatchNorm-ReLU), whose stem is the 7x7 convolution alone.
-ARCHITECTURES = {
-    # name:              (depth, stem,      shortcut,     attention, groups, width_per_group, variant)
-    "resnet18":          (18,    "default", "projection", None,      1,      64,             "v1.5"),
-    "resnet34":          (34,    "default", "projection", None,      1,      64,             "v1.5"),
-    "resnet50":          (50,    "default", "projection", None,      1,      64,             "v1.5"),
-    "resnet101":         (101,   "default", "projection", None,      1,      64,             "v1.5"),
-    "resnet152":         (152,   "default", "projection", None,      1,      64,             "v1.5"),
-    "resnet18c":         (18,    "deep",    "projection", None,      1,      64,             "v1.5"),
-    "resnet34c":         (34,    "deep",    "projection", None,      1,      64,             "v1.5"),
-    "resnet50c":         (50,    "deep",    "projection", None,      1,      64,             "v1.5"),
-    "resnet101c":        (101,   "deep",    "projection", None,      1,      64,             "v1.5"),
-    "resnet152c":        (152,   "deep",    "projection", None,      1,      64,             "v1.5"),
-    "resnet18d":         (18,    "deep",    "avg_down",   None,      1,      64,             "v1.5"),
-    "resnet34d":         (34,    "deep",    "avg_down",   None,      1,      64,             "v1.5"),
-    "resnet50d":         (50,    "deep",    "avg_down",   None,      1,      64,             "v1.5"),
-    "resnet101d":        (101,   "deep",    "avg_down",   None,      1,      64,             "v1.5"),
-    "resnet152d":        (152,   "deep",    "avg_down",   None,      1,      64,             "v1.5"),
-    "seresnet18":        (18,    "default", "projection", "se",      1,      64,             "v1.5"),
-    "seresnet34":        (34,    "default", "projection", "se",      1,      64,             "v1.5"),
-    "seresnet50":        (50,    "default", "projection", "se",      1,      64,             "v1.5"),
-    "seresnet101":       (101,   "default", "projection", "se",      1,      64,             "v1.5"),
-    "seresnet152":       (152,   "default", "projection", "se",      1,      64,             "v1.5"),
-    "resnext50_32x4d":   (50,    "default", "projection", None,      32,     4,              "v1.5"),
-    "resnext101_32x8d":  (101,   "default", "projection", None,      32,     8,              "v1.5"),
-    "resnext101_64x4d":  (101,   "default", "projection", None,      64,     4,              "v1.5"),
-    "seresnext50_32x4d": (50,    "default", "projection", "se",      32,     4,              "v1.5"),
-    "wide_resnet50_2":   (50,    "default", "projection", None,      1,      128,            "v1.5"),
-    "wide_resnet101_2":  (101,   "default", "projection", None,      1,      128,            "v1.5"),
-    "resnetv2_18":       (18,    "default", "projection", None,      1,      64,             "preact"),
-    "resnetv2_34":       (34,    "default", "projection", None,      1,      64,             "preact"),
-    "resnetv2_50":       (50,    "default", "projection", None,      1,      64,             "preact"),
-    "resnetv2_101":      (101,   "default", "projection", None,      1,      64,             "preact"),
-}
-ARCHITECTURE_FIELDS = ("depth", "stem", "shortcut", "attention", "groups", "width_per_group", "variant")
-STEMS = ("default", "deep")
-SHORTCUTS = ("projection", "avg_down")
-ATTENTIONS = (None, "se")
-# The CIFAR family is a rule, not a table: depth 6n+2 is three stages of n basic blocks of 16-32-64
-# channels (He et al. 2015, section 4.2); depth 9n+2 (164, 1001) is three stages of n bottlenecks
-# (He et al. 2016). ImageNet depths take precedence (50 and 152 are also 6n+2).
-BLOCKS = {"basic": ResidualBlock, "bottleneck": BottleneckBlock}
-STAGE_WIDTHS = {4: (64, 128, 256, 512), 3: (16, 32, 64)}
-VARIANTS = ("v1.5", "preact", "plain")
 SMALL_INPUT = 64  # inputs whose smaller side is below this get the 3x3 stride-1 stem, no max-pool
-DEFAULT_DEPTH = 34
-
-
-def supported_depths_message():
-    return (
-        f"Supported depths: the ImageNet family {sorted(IMAGENET_DEPTHS)}, the CIFAR family 6n+2 "
-        "(20, 32, 44, 56, 110, 1202, ...) with basic blocks, or 9n+2 (164, 1001, ...) with bottlenecks; "
-        "or pass `blocks=` per stage, e.g. blocks=(2, 3, 4, 2) for four stages or (3, 3, 3) for three."
-    )
-
-
-def list_models():
-    """The names `build` takes in place of a depth, sorted.
-
-    >>> [name for name in list_models() if name.startswith("resnet50")]
-    ['resnet50', 'resnet50c', 'resnet50d']
-    """
-    return sorted(ARCHITECTURES)
-
-
-def resolve_architecture(depth=None, **options):
-    """``(name or None, depth, options)``: a name in place of `depth` replaced by its table row.
-
-    `options` are build()'s stem, shortcut, attention, groups, width_per_group and variant (None: not
-    given); one given with a name must agree with the name's row.
-    """
-    if not isinstance(depth, str):
-        return None, depth, options
-    if depth not in ARCHITECTURES:
-        close = difflib.get_close_matches(depth, ARCHITECTURES, n=3)
-        raise ValueError(f"`depth` must be an integer or a name from keras_resnet.list_models(). Received: "
-                         f"depth={depth!r}" + (f"; did you mean {', '.join(close)}?" if close else ". ")
-                         + f" Names: {', '.join(list_models())}.")
-    row = dict(zip(ARCHITECTURE_FIELDS, ARCHITECTURES[depth]))
-    for key, value in options.items():
-        if value is not None and value != row[key]:
-            raise ValueError(f"`{key}`={value!r} disagrees with {depth!r}, which has {key}={row[key]!r}. "
-                             f"Pass the name alone, or a depth with the options you want.")
-    return depth, row.pop("depth"), row
-
-
-def architecture_name(depth, options):
-    """The table's name of an ImageNet depth with these options, or None."""
-    row = (depth, *(options[k] for k in ARCHITECTURE_FIELDS[1:]))
-    return next((name for name, r in ARCHITECTURES.items() if r == row), None)
-
-
-def resolve_depth(depth=None, blocks=None, block=None):
-    """Returns ``(block, blocks)`` for a depth, or checks and completes a custom stage list."""
-    if block is not None:
-        checks.check_choice("block", block, sorted(BLOCKS))
-    if blocks is not None:
-        blocks = checks.check_int_tuple("blocks", blocks, STAGE_WIDTHS)  # 3 (CIFAR) or 4 (ImageNet) stages
-        block = block or "basic"
-        if depth is not None and depth != block_depth(block, blocks):
-            raise ValueError(
-                f"`depth`={depth!r} disagrees with blocks={blocks} of {block} blocks, which make "
-                f"depth {block_depth(block, blocks)}. Pass one or the other."
-            )
-        return block, blocks
-    depth = DEFAULT_DEPTH if depth is None else depth
-    if not checks.is_int(depth) or depth < 1:
-        raise ValueError(f"`depth` must be a positive integer. Received: depth={depth!r}. "
-                         + supported_depths_message())
-    if depth in IMAGENET_DEPTHS:
-        found = IMAGENET_DEPTHS[depth]
-    elif (depth - 2) % 6 == 0 and depth > 2 and block in (None, "basic"):
-        found = ("basic", ((depth - 2) // 6,) * 3)
-    elif (depth - 2) % 9 == 0 and depth > 2 and block in (None, "bottleneck"):
-        found = ("bottleneck", ((depth - 2) // 9,) * 3)
-    else:
-        raise ValueError(f"Unsupported depth: depth={depth!r}. " + supported_depths_message())
-    if block is not None and block != found[0]:
-        raise ValueError(
-            f"depth={depth} is built from {found[0]} blocks, not block={block!r}. Pass `blocks=` "
-            "with `block=` for a custom network."
-        )
-    return found
-
-
-def block_depth(block, blocks):
-    """Weighted layers: the convolutions of every block, plus the stem and the classifier."""
-    return len(BLOCKS[block].kernel_sizes) * sum(blocks) + 2
 
 
 def _check_input_shape(input_shape):
@@ -325,17 +200,14 @@ def _graph(depth, blocks, block, width, stem, stem_width, shortcut, attention, g
            variant, num_classes, input_shape, include_top, pooling, drop_path_rate, classifier_activation):
     """``(inputs, outputs, name)`` of the network `build` describes."""
     block, blocks = resolve_depth(depth, blocks, block)
-    widths = STAGE_WIDTHS[len(blocks)]
     input_shape = _check_input_shape(input_shape)
-    h, w = input_shape[:2]
-    small = len(blocks) == 3 or min(s or SMALL_INPUT for s in (h, w)) < SMALL_INPUT
+    small = len(blocks) == 3 or min(s or SMALL_INPUT for s in input_shape[:2]) < SMALL_INPUT
     total_stride = (1 if small else 4) * 2 ** (len(blocks) - 1)
     _check_build_args(width, variant, num_classes, input_shape, include_top, pooling, total_stride,
                       drop_path_rate, classifier_activation)
     _check_family_options(block, blocks, small, stem, stem_width, shortcut, attention, groups,
                           width_per_group, variant)
-    preact, residual = variant == "preact", variant != "plain"
-    block_cls = BLOCKS[block]
+    preact = variant == "preact"
 
     inputs = keras.Input(shape=input_shape, name="input")
     x = _stem(inputs, small, stem, stem_width)
@@ -346,26 +218,40 @@ def _graph(depth, blocks, block, width, stem, stem_width, shortcut, attention, g
         x = layers.MaxPooling2D(1, strides=2, name="stem_pool_stride")(x)
     elif not small:  # after the ReLU, zero padding is -inf padding
         x = layers.MaxPooling2D(3, strides=2, name="stem_pool")(StridedPad(3, name="stem_pool_pad")(x))
+    # preact=True, not the pre-activation classes: a saved model files its blocks' weights under their class
+    # name, and these are the names that 0.1 wrote and reads (keras_resnet.models.blocks.PREACT_FORMS).
+    options = dict(preact=preact, residual=variant != "plain", attention=attention,
+                   avg_down=shortcut == "avg_down")
+    if block == "bottleneck":
+        options.update(groups=groups, width_per_group=width_per_group)
+    x = _stages(x, BLOCKS[block], blocks, width, drop_path_rate, options)
+    if preact:
+        x = layers.Activation("relu", name="post_relu")(batch_norm("post_bn")(x))
+    x = _head(x, num_classes, include_top, pooling, classifier_activation)
+    family = dict(stem=stem, shortcut=shortcut, attention=attention, groups=groups,
+                  width_per_group=width_per_group, variant=variant)
+    return inputs, x, _default_name(block, blocks, width, stem_width, family)
 
-    options = {} if block == "basic" else dict(groups=groups, width_per_group=width_per_group)
+
+def _stages(x, block_cls, blocks, width, drop_path_rate, options):
+    """The stages: the first block of each after the first halves the size; drop path rises from 0."""
+    widths = STAGE_WIDTHS[len(blocks)]
     total, index = sum(blocks), 0
     for s, (count, base) in enumerate(zip(blocks, widths), start=1):
         for b in range(1, count + 1):
             x = block_cls(
                 max(1, round(base * width)),
                 strides=2 if (b == 1 and s > 1) else 1,
-                preact=preact,
-                residual=residual,
                 drop_path_rate=drop_path_rate * index / max(total - 1, 1),
-                attention=attention,
-                avg_down=shortcut == "avg_down",
                 name=f"stage{s}_block{b}",
                 **options,
             )(x)
             index += 1
-    if preact:
-        x = layers.Activation("relu", name="post_relu")(batch_norm("post_bn")(x))
+    return x
 
+
+def _head(x, num_classes, include_top, pooling, classifier_activation):
+    """Global pooling and the classifier (``include_top``), or the pooling asked for, or nothing."""
     if include_top:
         x = layers.GlobalAveragePooling2D(name="pool")(x)
         x = layers.Dense(num_classes, name="logits")(x)
@@ -376,21 +262,25 @@ def _graph(depth, blocks, block, width, stem, stem_width, shortcut, attention, g
         x = layers.GlobalAveragePooling2D(name="pool")(x)
     elif pooling == "max":
         x = layers.GlobalMaxPooling2D(name="pool")(x)
+    return x
 
+
+def _default_name(block, blocks, width, stem_width, family):
+    """The table's name of the network (``resnet50d``), else ``resnet{depth}`` with its options as tags."""
     d = block_depth(block, blocks)
-    family = dict(stem=stem, shortcut=shortcut, attention=attention, groups=groups,
-                  width_per_group=width_per_group, variant=variant)
     named = (architecture_name(d, family) if (len(blocks) == 4 and IMAGENET_DEPTHS.get(d) == (block, blocks)
              and stem_width == round(64 * width)) else None)
     if named:
-        return inputs, x, named + ("" if width == 1 else f"_w{width:g}")
-    prefix = {"v1.5": "resnet", "preact": "preresnet", "plain": "plain"}[variant]
+        return named + ("" if width == 1 else f"_w{width:g}")
+    prefix = {"v1.5": "resnet", "preact": "preresnet", "plain": "plain"}[family["variant"]]
     # options outside a named row show in the name (and so in the default run folder)
-    tags = [tag for tag, on in (("deep_stem", stem == "deep"), ("avg_down", shortcut == "avg_down"),
-                                (attention, attention is not None),
-                                (f"{groups}x{width_per_group}d", (groups, width_per_group) != (1, 64))) if on]
+    tags = [tag for tag, on in (("deep_stem", family["stem"] == "deep"),
+                                ("avg_down", family["shortcut"] == "avg_down"),
+                                (family["attention"], family["attention"] is not None),
+                                (f"{family['groups']}x{family['width_per_group']}d",
+                                 (family["groups"], family["width_per_group"]) != (1, 64))) if on]
     suffix = "".join(f"_{t}" for t in tags) + ("" if width == 1 else f"_w{width:g}")
-    return inputs, x, f"{prefix}{d}{suffix}"
+    return f"{prefix}{d}{suffix}"
 
 
 @keras.saving.register_keras_serializable(package="keras_resnet")

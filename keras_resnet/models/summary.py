@@ -5,7 +5,7 @@ import math
 import keras
 from keras import layers
 
-from keras_resnet.models.layers import Block
+from keras_resnet.models.blocks import Block
 
 
 def count_macs(model):

@@ -6,7 +6,7 @@ import math
 import os
 
 from keras_resnet.utils import io_utils
-from keras_resnet.models.resnet import block_depth, resolve_depth
+from keras_resnet.models.architectures import block_depth, resolve_depth
 from keras_resnet.tuning.space import blocks_text, build_kwargs, describe
 from keras_resnet.tuning.tuner import OBJECTIVE, last_line
 

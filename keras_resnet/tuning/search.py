@@ -13,7 +13,7 @@ from keras_resnet.utils import checks, io_utils
 from keras_resnet import training
 from keras_resnet import data as data_lib
 from keras_resnet.utils.flags import field
-from keras_resnet.models.resnet import VARIANTS
+from keras_resnet.models.architectures import VARIANTS
 from keras_resnet.training.devices import PRECISIONS, precision_scope
 from keras_resnet.tuning import board
 from keras_resnet.tuning.budget import Budget

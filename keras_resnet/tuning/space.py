@@ -13,7 +13,8 @@ import keras_tuner
 from keras_resnet.utils import checks
 from keras_resnet import training
 from keras_resnet.utils.flags import field, int_list
-from keras_resnet.models.resnet import BLOCKS, SHORTCUTS, build, resolve_depth, supported_depths_message
+from keras_resnet.models.architectures import BLOCKS, SHORTCUTS, resolve_depth, supported_depths_message
+from keras_resnet.models.resnet import build
 from keras_resnet.models.summary import summarize
 from keras_resnet.tuning import _kt_compat
 

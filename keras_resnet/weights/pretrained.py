@@ -11,8 +11,8 @@
   the huggingface_hub cache (or a local folder holding ``model.safetensors``);
 * the package's own ``.keras`` and ``.weights.h5`` files.
 
-The tensor names, the architecture read from them and the checks live in
-`keras_resnet.weights.layout`; nothing is assigned unless every check passes, so on any error the
+The tensor names and the architecture read from them live in `keras_resnet.weights.layout`, the checks
+in `keras_resnet.weights.assignment`; nothing is assigned unless every check passes, so on any error the
 model keeps the weights it had. `normalization_of(source)` gives the mean and std the checkpoint
 expects, in the scale of ``keras_resnet.data.normalize``.
 """
@@ -24,8 +24,9 @@ import warnings
 
 import numpy as np
 
+from keras_resnet import models
+from keras_resnet.weights import assignment
 from keras_resnet.weights import layout as ckpt
-from keras_resnet.models import resnet as models
 from keras_resnet.weights.layout import (  # re-exported: the public names of the pretrained API
     IMAGENET_NORMALIZATION,
     SUPPORTED,
@@ -75,13 +76,13 @@ def _load_keras_file(model, path, source):
         file_classes = config["num_classes"] if config["include_top"] else None
     arrays = {v.path: np.asarray(v.numpy()) for v in other.weights
               if v.path.split("/")[-1] in ckpt.PARAMS}
-    load_head, note = ckpt.head_decision(config, file_classes, name)
-    plan, problems = ckpt.plan_assignment(model, arrays, lambda p: p, tuple, load_head,
-                                          ignored=() if load_head else ("logits/kernel", "logits/bias"))
+    load_head, note = assignment.head_decision(config, file_classes, name)
+    plan, problems = assignment.plan_assignment(model, arrays, lambda p: p, tuple, load_head,
+                                                ignored=() if load_head else ("logits/kernel", "logits/bias"))
     if problems:
-        ckpt.raise_problems(source, f"{len(problems)} weight(s) of {name} do not fit the model {model.name}",
-                            problems)
-    return {"name": name}, ckpt.assign(plan, arrays, lambda a: a), load_head, note
+        assignment.raise_problems(source, f"{len(problems)} weight(s) of {name} do not fit the model "
+                                          f"{model.name}", problems)
+    return {"name": name}, assignment.assign(plan, arrays, lambda a: a), load_head, note
 
 
 # ------------------------------------------------------------------ sources
@@ -365,7 +366,7 @@ def load_weights(model, source):
     if keras_file:
         arch, count, head_loaded, note = _load_keras_file(model, path, label)
     else:
-        arch, count, head_loaded, note = ckpt.load_state_dict(model, _read(path), label)
+        arch, count, head_loaded, note = assignment.load_state_dict(model, _read(path), label)
     if note:
         print(f"keras_resnet.weights: {note}.", flush=True)
     norm = _normalization(kind, config, lambda: arch["layout"])
