@@ -17,7 +17,7 @@ from keras_resnet import BottleneckBlock, ResidualBlock, build
 from keras_resnet.models.blocks import Block
 from keras_resnet.models.layers import DropPath
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 # torchvision's parameter counts (resnet18 ... resnet152, 224x224x3, 1000 classes)
 TORCHVISION_PARAMS = {18: 11_689_512, 34: 21_797_672, 50: 25_557_032, 101: 44_549_160, 152: 60_192_808}

@@ -16,7 +16,7 @@ from keras_resnet.models.layers import StridedPad
 BLOCKS = [ResidualBlock, BottleneckBlock]
 # each post-activation block and its pre-activation class
 PREACT_PAIRS = [(ResidualBlock, PreActResidualBlock), (BottleneckBlock, PreActBottleneckBlock)]
-FIXTURES = pathlib.Path(__file__).parent / "fixtures"
+FIXTURES = pathlib.Path(__file__).resolve().parents[1] / "fixtures"
 BASE_CONFIG_KEYS = {"name", "trainable", "dtype"}
 
 

@@ -12,7 +12,7 @@ import pytest
 from keras_resnet import data
 from keras_resnet.data import pipelines
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
