@@ -4,7 +4,8 @@
 from keras_resnet.utils import flags
 from keras_resnet.training.devices import DISTRIBUTE, PRECISIONS
 
-TEST_SIZE_HELP = "use the first N test images only (quick experiments; evaluate reproduces a run's figure)"
+TEST_SIZE_HELP = ("use a seeded sample of N test images, every class in proportion (quick experiments; evaluate "
+                  "reproduces a run's figure)")
 
 
 def _depth(text):

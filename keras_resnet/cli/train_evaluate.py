@@ -54,7 +54,7 @@ def add_parsers(sub):
     flags.add_flags(p, Recipe, title="recipe (keras_resnet.training.Recipe)")
     p.add_argument("--run-dir", default=None, help="default saved_models/<model>_<dataset>")
     add_run_args(p)
-    p.add_argument("--train-size", type=int, default=None, help="use only the first N training images")
+    p.add_argument("--train-size", type=int, default=None, help="use a seeded sample of N training images, every class in proportion")
     p.add_argument("--test-size", type=int, default=None, help=TEST_SIZE_HELP)
     p.add_argument("--weights", default=None,
                    help="start from a checkpoint: a torchvision/timm .pth or .safetensors file, a Hub name "

@@ -15,11 +15,11 @@ inside the functions that need it, never at module import.
 from keras_resnet.data.arrays import load, resized  # noqa: F401
 from keras_resnet.data.common import (  # noqa: F401
     BAD_IMAGES, DataSource, DatasetError, DatasetInfo, channel_stats, resize_images, split_indices,
-    split_validation)
+    split_validation, subset_index)
 from keras_resnet.data.idx import FASHION_MNIST_CLASSES, IDX_FILES, IDX_SETS, read_idx  # noqa: F401
 from keras_resnet.data.images import CROP_FRACTION, IMAGE_EXTENSIONS, TRANSFORM_CHOICES, describe  # noqa: F401
 from keras_resnet.data.opening import (  # noqa: F401
-    open_dataset, open_folder_test, open_for_model, streamed_test_folder)
+    open_dataset, open_folder_test, open_for_model, streamed_test_folder, subset)
 from keras_resnet.data.pipelines import (  # noqa: F401
     NumpyDataset, calibration_images, check_batch_size, normalize, numpy_dataset, tf_dataset)
 from keras_resnet.data.sources import folder_of  # noqa: F401

@@ -35,8 +35,10 @@ def load(dataset="fashion_mnist", data_dir=None, download=False, *, image_size=N
       ``test_fraction`` of ``"train"`` is held out, seeded: `keras_resnet.data.tfds.held_out`, the
       examples that every command holds out).
     - a directory path with one sub-folder of images per class (the folder names, sorted, are the
-      classes). If it holds ``train/`` and ``test/`` sub-folders those are the two splits; otherwise
-      ``test_fraction`` of the images is held out, stratified and seeded. Files ending in
+      classes). If it holds ``train/`` and ``test/`` sub-folders those are the two splits (a ``val/``,
+      ``valid/`` or ``validation/`` beside them is the validation split, ``info["validation"]``; without
+      ``test/`` it is the test split); otherwise ``test_fraction`` of the images is held out,
+      stratified and seeded. Files ending in
       .png/.jpg/.jpeg/.bmp/.gif/.webp/.tif/.tiff are decoded with the package's one decoder
       (`keras_resnet.data.images.read_image`, also used by ``predict``) and brought to ``image_size``
       (default: the first image's size; a line on stderr says how many images had another size) by

@@ -109,17 +109,41 @@ def split_validation(x, y, fraction=0.1, seed=0):
     if y.ndim != 1 or len(y) != len(x):
         raise ValueError(f"`y` must be 1-D with one label per sample of `x`. Received: y.shape={y.shape} "
                          f"for {len(x)} samples")
+    val = _stratified(y, fraction, int(round(fraction * len(y))), np.random.default_rng(seed))
+    return (x[~val], y[~val]), (x[val], y[val])
+
+
+def _stratified(y, fraction, count, rng):
+    """A mask of `count` of the labels `y`: `fraction` of every class (largest remainder up to
+    `count`), drawn by `rng` within each class."""
     classes, inverse, counts = np.unique(y, return_inverse=True, return_counts=True)
     quota = fraction * counts
     take = np.floor(quota).astype(int)
-    extra = int(round(fraction * len(y))) - take.sum()
+    extra = count - take.sum()
     take[np.argsort(-(quota - take), kind="stable")[:max(extra, 0)]] += 1
-    rng = np.random.default_rng(seed)
-    val = np.zeros(len(y), bool)
+    chosen = np.zeros(len(y), bool)
     for c in range(len(classes)):
         members = np.flatnonzero(inverse == c)
-        val[rng.permutation(members)[:take[c]]] = True
-    return (x[~val], y[~val]), (x[val], y[val])
+        chosen[rng.permutation(members)[:take[c]]] = True
+    return chosen
+
+
+SUBSET_SEED = 0  # the same N gives the same examples in every run and command
+
+
+def subset_index(labels, count, stratified=True):
+    """The positions (sorted, int64) of the `count` examples that a ``train_size`` or ``test_size`` of
+    `count` keeps: every class in proportion when `stratified` (largest remainder, seeded within each
+    class), else a seeded uniform sample (a tensorflow-datasets stream, whose labels are read with
+    the images). None or a count of at least ``len(labels)`` keeps them all. The same count gives the
+    same examples every time: training, ``evaluate`` and ``export`` call this."""
+    n = len(labels)
+    if count is None or count >= n:
+        return np.arange(n, dtype=np.int64)
+    rng = np.random.default_rng((SUBSET_SEED, 5))
+    if not stratified:
+        return np.sort(rng.permutation(n)[:count]).astype(np.int64)
+    return np.flatnonzero(_stratified(np.asarray(labels), count / n, count, rng)).astype(np.int64)
 
 
 def split_indices(n, fraction, seed):
@@ -183,8 +207,9 @@ class DatasetInfo(collections.abc.MutableMapping):
     """What a dataset is, as every source describes it (the one type, built by `idx`, `tfds`,
     `folders`, `folder_streams` and `tfds_streams`): its name, classes, whether a mirrored image is
     the same class (``flip``), where it was read from (``source``), and, once known, the input shape,
-    the per-channel statistics of its training images, the transforms, how a run holds it (``cache``)
-    and what its streams need (``stream``).
+    the per-channel statistics of its training images, the transforms, how a run holds it (``cache``),
+    what its streams need (``stream``) and a validation split of its own (``validation``: a folder's
+    ``val/`` beside ``train/`` and ``test/``).
 
     It reads as the dict of 0.1 did (``info["mean"]``, ``info.get("stream")``, ``"stream" in info``,
     ``{**info}``): an entry not yet set is absent, not None."""
@@ -200,6 +225,7 @@ class DatasetInfo(collections.abc.MutableMapping):
     transforms: dict = _ABSENT
     cache: str = _ABSENT
     stream: dict = _ABSENT
+    validation: tuple = _ABSENT  # a source's own validation split (x_val, y_val): a folder's val/
 
     def _key(self, key):
         if key not in DATASET_INFO_KEYS:

@@ -22,7 +22,7 @@ import numpy as np
 from keras_resnet.data import folders, images
 from keras_resnet.data.common import (
     BAD_IMAGES, CACHE, STATS_SAMPLE, DatasetError, channel_stats, check_image_size, hold_in_memory,
-    process_rows)
+    process_rows, subset_index)
 from keras_resnet.data.transforms import decode_error
 from keras_resnet.utils.checks import check_choice, check_number
 
@@ -57,7 +57,11 @@ def open_folder(folder, *, image_size=None, test_fraction=0.2, seed=0, bad_image
                                                   transform, crop_fraction)
         test, test_bad, test_resized = folders.read_images(listing.test_paths, listing.test_labels, size,
                                                            channels, transform, crop_fraction)
-        bad = sorted({**bad, **test_bad}.items())
+        val, val_bad = (None, {}) if listing.val_paths is None else folders.read_images(
+            listing.val_paths, listing.val_labels, size, channels, transform, crop_fraction)[:2]
+        if val is not None:
+            info["validation"] = val
+        bad = sorted({**bad, **test_bad, **val_bad}.items())
         if image_size is None:
             folders.note_resized(folder, resized + test_resized, len(train[1]) + len(test[1]), size)
         folders.report_bad_images(folder, [p for p, _ in bad], n, bad_images, bad[0][1] if bad else "")
@@ -67,6 +71,8 @@ def open_folder(folder, *, image_size=None, test_fraction=0.2, seed=0, bad_image
     stream = {"channels": channels, "size": size, "transform": transform, "crop_fraction": crop_fraction,
               "bad_images": bad_images, "folder": str(folder)}
     info.update(stream=stream, cache="none")
+    if listing.val_paths is not None:
+        info["validation"] = (listing.val_paths, listing.val_labels)
     info["mean"], info["std"] = sample_stats(listing.train_paths, stream, seed)
     return (listing.train_paths, listing.train_labels), (listing.test_paths, listing.test_labels), info
 
@@ -78,7 +84,7 @@ def sample_folder(folder, *, image_size, transform="small", crop_fraction=images
 
     The folder is listed and split as `keras_resnet.data.load` splits it (`keras_resnet.data.folders.list_folder`),
     then only a seeded sample of `train_count` training files (`keras_resnet.data.pipelines.calibration_index`,
-    the sample `calibration_images` takes) and the first `test_count` test files are decoded, by the
+    the sample `calibration_images` takes) and the `test_count` test files of `subset_index` are decoded, by the
     evaluation transform at `image_size`; None decodes the whole split. Each image is the one
     ``data.load`` gives for its file. A file of the sample that does not decode is a `DatasetError`
     naming it; the files outside it are not opened (a grayscale folder's headers are read, as
@@ -97,7 +103,7 @@ def sample_folder(folder, *, image_size, transform="small", crop_fraction=images
     transform = images.choose_transform(transform, size)
     n_train, n_test = len(listing.train_paths), len(listing.test_paths)
     train_index = np.arange(n_train) if train_count is None else calibration_index(n_train, train_count)
-    test_index = np.arange(n_test)[:test_count]
+    test_index = subset_index(listing.test_labels, test_count)
     transforms = images.describe(transform, size, crop_fraction)
     print(f"data: {folder}: {n_train} training and {n_test} test files, {line}; decoding {len(train_index)} "
           f"training and {len(test_index)} test images; {transforms['summary']}", file=sys.stderr)

@@ -1,6 +1,7 @@
 """Image-classification data from a folder with one sub-folder of images per class.
 
-`list_folder` lists the files of both layouts (``DIR/<class>/...`` and ``DIR/train|test/<class>/...``)
+`list_folder` lists the files of the layouts (``DIR/<class>/...``, and ``DIR/train/<class>/...`` with
+``DIR/test/``, ``DIR/val/`` or both: `VALIDATION_FOLDERS`)
 without decoding them: the streamed input of `keras_resnet.data.streams` starts from it. `load_folder`
 (what `keras_resnet.data.load` calls for a directory) decodes every file into preallocated uint8
 arrays, for small folders and machines without TensorFlow. Both read files with the package's one
@@ -31,33 +32,69 @@ class Listing:
     test_paths: np.ndarray
     test_labels: np.ndarray
 
-    all_paths: np.ndarray  # both splits, in the folder's order
+    all_paths: np.ndarray  # every split, in the folder's order
+    val_paths: np.ndarray = None  # a validation folder's files, when the folder has one beside test/
+    val_labels: np.ndarray = None
+
+
+VALIDATION_FOLDERS = ("val", "valid", "validation")  # what ImageNet, Kaggle and most photo sets ship
 
 
 def list_folder(folder, test_fraction=0.2, seed=0):
-    """Lists `folder` (a ``Path``): its classes, and its training and test files (the ``test/``
-    sub-folder, or a stratified, seeded `test_fraction` of the files). Nothing is decoded."""
-    has_splits = (folder / "train").is_dir() and (folder / "test").is_dir()
+    """Lists `folder` (a ``Path``): its classes, and its training, test and validation files. Nothing is
+    decoded.
+
+    - ``train/`` and ``test/``: the two splits; with a validation folder (``val/``, ``valid/`` or
+      ``validation/``) beside them, that one is the validation split (a run draws none from train/).
+    - ``train/`` and a validation folder, no ``test/``: the validation folder is the test split (as
+      ImageNet's ``val/`` is); one line says so.
+    - otherwise the class folders are ``DIR``'s own, and a stratified, seeded `test_fraction` of the
+      files is the test split.
+    """
+    val_dir = _validation_folder(folder)
+    test_dir = folder / "test" if (folder / "test").is_dir() else None
+    has_splits = (folder / "train").is_dir() and (test_dir or val_dir) is not None
     train_dir = folder / "train" if has_splits else folder
     class_names = _class_folders(train_dir)
     paths, labels = _list_images(train_dir, class_names)
     if len(class_names) < 2:
         raise DatasetError(f"{train_dir}: only one class sub-folder ({class_names[0]!r}); classification "
                            "needs two or more, one sub-folder of images per class.")
-    if has_splits:
-        test_dir = folder / "test"
-        if _class_folders(test_dir) != class_names:
-            raise DatasetError(f"{test_dir}: its class sub-folders {_class_folders(test_dir)} differ "
-                               f"from those of {train_dir}: {class_names}.")
-        train, test = (paths, labels), _list_images(test_dir, class_names)
-        everything = np.concatenate([paths, test[0]])
-    else:
+    if not has_splits:
         train, test = split_validation(paths, labels, test_fraction, seed)
-        everything = paths
-    if not len(test[0]):
+        listing = Listing(str(folder), str(train_dir), class_names, *train, *test, paths)
+    else:
+        if test_dir is None:
+            print(f"data: {folder}: no test/ folder: {val_dir.name}/ is the test split", file=sys.stderr)
+            test_dir, val_dir = val_dir, None
+        test = _split_folder(test_dir, train_dir, class_names)
+        val = _split_folder(val_dir, train_dir, class_names) if val_dir is not None else (None, None)
+        if val_dir is not None:
+            print(f"data: {folder}: {val_dir.name}/ is the validation split, test/ the test split",
+                  file=sys.stderr)
+        everything = np.concatenate([paths, test[0]] + ([val[0]] if val_dir is not None else []))
+        listing = Listing(str(folder), str(train_dir), class_names, paths, labels, *test, everything, *val)
+    if not len(listing.test_paths):
         raise DatasetError(f"{folder}: no test images (test_fraction={test_fraction} of {len(labels)} "
                            "images, or none in test/); pass a larger test_fraction or add images.")
-    return Listing(str(folder), str(train_dir), class_names, *train, *test, everything)
+    return listing
+
+
+def _validation_folder(folder):
+    """The folder's validation folder (one of `VALIDATION_FOLDERS`), or None; two of them is an error."""
+    found = [folder / name for name in VALIDATION_FOLDERS if (folder / name).is_dir()]
+    if len(found) > 1:
+        raise DatasetError(f"{folder}: holds {' and '.join(p.name + '/' for p in found)}; keep one validation "
+                           f"folder ({', '.join(VALIDATION_FOLDERS)}), next to train/ and test/.")
+    return found[0] if found else None
+
+
+def _split_folder(split_dir, train_dir, class_names):
+    """The files and labels of a test or validation folder, whose classes must be train/'s."""
+    if _class_folders(split_dir) != class_names:
+        raise DatasetError(f"{split_dir}: its class sub-folders {_class_folders(split_dir)} differ "
+                           f"from those of {train_dir}: {class_names}.")
+    return _list_images(split_dir, class_names)
 
 
 def probe(paths):
@@ -99,7 +136,9 @@ def load_folder(folder, image_size=None, test_fraction=0.2, seed=0, bad_images="
                                        crop_fraction)
     test, test_bad, test_resized = read_images(listing.test_paths, listing.test_labels, size, channels,
                                                transform, crop_fraction)
-    bad = sorted({**bad, **test_bad}.items())
+    val, val_bad = (None, {}) if listing.val_paths is None else read_images(
+        listing.val_paths, listing.val_labels, size, channels, transform, crop_fraction)[:2]
+    bad = sorted({**bad, **test_bad, **val_bad}.items())
     if image_size is None and transform == "small":
         note_resized(folder, resized + test_resized, len(y) + len(test[1]), size)
     report_bad_images(folder, [path for path, _ in bad], len(listing.all_paths), bad_images,
@@ -110,7 +149,10 @@ def load_folder(folder, image_size=None, test_fraction=0.2, seed=0, bad_images="
                            f"({', '.join(IMAGE_EXTENSIONS)}).")
     if not len(test[0]):
         raise DatasetError(f"{folder}: no readable test images; add images.")
-    return (x, y), test, folder_info(folder, listing, transforms=images.describe(transform, size, crop_fraction))
+    info = folder_info(folder, listing, transforms=images.describe(transform, size, crop_fraction))
+    if val is not None:
+        info["validation"] = val
+    return (x, y), test, info
 
 
 def folder_info(folder, listing, **entries):

@@ -65,7 +65,9 @@ def describe(transform, size, crop_fraction=CROP_FRACTION):
 
 
 def open_image(source):
-    """A loaded ``PIL.Image`` from a path or the file's bytes; an `ImageError` naming it otherwise."""
+    """A loaded ``PIL.Image`` from a path or the file's bytes; an `ImageError` naming it otherwise: any
+    decoder error is a bad image (Pillow's ``DecompressionBombError`` for a 20000x20000 file included),
+    never a traceback."""
     from PIL import Image, UnidentifiedImageError
 
     name = "<bytes>" if isinstance(source, (bytes, bytearray)) else str(os.fspath(source))
@@ -76,6 +78,9 @@ def open_image(source):
         raise ImageError(f"{name}: not a readable image: not a format Pillow identifies") from None
     except (OSError, SyntaxError, ValueError) as e:
         reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise ImageError(f"{name}: not a readable image: {reason}") from None
+    except Exception as e:  # noqa: BLE001 (a decoder's own errors: each is a bad image, named)
+        reason = f"{type(e).__name__}: {str(e).splitlines()[0]}" if str(e) else type(e).__name__
         raise ImageError(f"{name}: not a readable image: {reason}") from None
     return image
 

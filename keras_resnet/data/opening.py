@@ -7,7 +7,7 @@ images of a saved model's data that they use (`open_for_model`)."""
 from keras_resnet.data import arrays, folder_streams, tfds_streams
 import numpy as np
 
-from keras_resnet.data.common import CACHE, check_folder_path, has_tensorflow, resize_images
+from keras_resnet.data.common import CACHE, check_folder_path, has_tensorflow, resize_images, subset_index
 from keras_resnet.data.pipelines import calibration_index
 from keras_resnet.data.idx import IDX_SETS
 from keras_resnet.data.images import CROP_FRACTION
@@ -23,9 +23,10 @@ def open_dataset(dataset="fashion_mnist", *, data_dir=None, download=False, trai
     An image folder is listed, not decoded, and streamed unless it is small enough to hold in memory
     or `stream` is False (the NumPy pipeline, or no TensorFlow); then ``x_*`` hold file paths. A
     tensorflow-datasets set is streamed from tfds's files the same way; then ``x_*`` hold example
-    indices and ``y_*`` -1 (its labels are read with the images). ``train_size`` takes the first N
-    training examples and ``test_size`` the first N test examples, so nothing reads the whole dataset
-    before training. Arrays (the IDX sets) are cut to these sizes before `image_size` resizes them,
+    indices and ``y_*`` -1 (its labels are read with the images). ``train_size`` and ``test_size``
+    keep a seeded sample of N examples of their split, every class in proportion where the labels are
+    known before reading the images (`keras_resnet.data.common.subset_index`: the same N gives the same
+    examples in every run and command), so nothing reads the whole dataset before training. Arrays (the IDX sets) are cut to these sizes before `image_size` resizes them,
     and their statistics are those of the training images kept. ``info["cache"]`` says which.
     """
     checks.check_int("train_size", train_size, 1, none_ok=True)
@@ -45,7 +46,16 @@ def open_dataset(dataset="fashion_mnist", *, data_dir=None, download=False, trai
         (x_train, y_train), (x_test, y_test), info = _arrays(
             dataset, folder, data_dir, download, train_size, test_size, bad_images, image_size, transform,
             crop_fraction)
-    return (x_train[:train_size], y_train[:train_size]), (x_test[:test_size], y_test[:test_size]), info
+    return subset(x_train, y_train, train_size, dataset), subset(x_test, y_test, test_size, dataset), info
+
+
+def subset(x, y, count, dataset):
+    """``(x, y)`` cut to the `count` examples that a ``train_size`` or ``test_size`` keeps
+    (`keras_resnet.data.common.subset_index`): stratified, except for a tensorflow-datasets set,
+    whose streams do not know the labels before the images (the same rule held in memory)."""
+    stratified = not (folder_of(dataset) is None and dataset not in IDX_SETS)
+    index = subset_index(y, count, stratified)
+    return (x, y) if len(index) == len(y) else (x[index], y[index])
 
 
 def _arrays(dataset, folder, data_dir, download, train_size, test_size, bad_images, image_size, transform,
@@ -62,8 +72,8 @@ def _arrays(dataset, folder, data_dir, download, train_size, test_size, bad_imag
         transform=transform if folder is not None else "small", crop_fraction=crop_fraction)
     if cut_first:
         (x_train, y_train), (x_test, y_test), info = arrays.resized(
-            (x_train[:train_size], y_train[:train_size]), (x_test[:test_size], y_test[:test_size]), info,
-            image_size)
+            subset(x_train, y_train, train_size, dataset), subset(x_test, y_test, test_size, dataset),
+            info, image_size)
     info["cache"] = "memory"
     return (x_train, y_train), (x_test, y_test), info
 
@@ -96,9 +106,9 @@ def open_for_model(dataset, size, transforms=None, *, data_dir=None, download=Fa
     recipe's centre crop, or a resize).
 
     With `train_count` or `test_count`, only part of a split: the seeded sample of `train_count`
-    training images (`keras_resnet.data.pipelines.calibration_index`) and the first `test_count` test
-    images. An image folder or a tensorflow-datasets set then decodes only those
-    (`folder_streams.sample_folder`, `tfds_streams.sample_tfds`; the statistics, unless
+    training images (`keras_resnet.data.pipelines.calibration_index`) and the `test_count` test images
+    that a ``test_size`` of that count keeps in training (`keras_resnet.data.common.subset_index`). An
+    image folder or a tensorflow-datasets set then decodes only those (`folder_streams.sample_folder`, `tfds_streams.sample_tfds`; the statistics, unless
     `normalization_known`, from a sample of the training split); an IDX set is loaded whole and cut.
     """
     transforms = transforms or {}
@@ -126,7 +136,7 @@ def open_for_model(dataset, size, transforms=None, *, data_dir=None, download=Fa
     if bounded:  # held in memory already: the same images, cut
         index = np.arange(len(train[1])) if train_count is None else calibration_index(len(train[1]), train_count)
         train = tuple(a[index] for a in train)
-        test = tuple(a[:test_count] for a in test)
+        test = subset(*test, test_count, dataset)
     if resize:  # the run folder's statistics: only the images kept are resized, as `arrays.load` would
         train, test = ((resize_images(x, size), y) for x, y in (train, test))
         info["input_shape"] = size + tuple(info["input_shape"][2:])

@@ -156,8 +156,12 @@ class BadFileCheck(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         self.check()
+        self.report(f"in epoch {epoch + 1}")
+
+    def report(self, where):
+        """One line naming the files skipped since the last one (``bad_images="skip"``)."""
         if self.skipped:
             shown = ", ".join(self.skipped[:3]) + (", ..." if len(self.skipped) > 3 else "")
             print(f"warning: {self.folder}: skipped {len(self.skipped)} image files that do not decode "
-                  f"in epoch {epoch + 1}: {shown}", file=sys.stderr)
+                  f"{where}: {shown}", file=sys.stderr)
             self.skipped = []

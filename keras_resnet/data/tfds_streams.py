@@ -32,7 +32,8 @@ import numpy as np
 from keras_resnet.data import images
 from keras_resnet.utils.checks import check_choice, check_number
 from keras_resnet.data.common import (
-    CACHE, STATS_SAMPLE, DatasetError, channel_stats, check_image_size, hold_in_memory, process_rows)
+    CACHE, STATS_SAMPLE, DatasetError, channel_stats, check_image_size, hold_in_memory, process_rows,
+    subset_index)
 from keras_resnet.data.tfds import has_test_split, held_out, tfds_features, tfds_info, tfds_split
 
 SHUFFLE_BYTES = 64 << 20  # encoded examples one shuffle block holds
@@ -97,7 +98,7 @@ def sample_tfds(name, *, data_dir=None, download=False, image_size=None, transfo
     The splits are every command's: the ``"test"`` split, or without one the seeded `test_fraction` of
     ``"train"`` that training holds out (`keras_resnet.data.tfds.held_out`).
     Only a seeded sample of `train_count` training examples (`keras_resnet.data.pipelines.calibration_index`)
-    and the first `test_count` test examples are decoded, by the evaluation transform at `image_size`
+    and the `test_count` test examples of `subset_index` are decoded, by the evaluation transform at `image_size`
     (the small recipe's resize, or the photo recipe's centre crop); None decodes the whole split.
 
     Returns:
@@ -126,7 +127,7 @@ def sample_tfds(name, *, data_dir=None, download=False, image_size=None, transfo
     else:
         train_all, test_all = held_out(stream["counts"]["train"], test_fraction, seed)
     train_index = train_all if train_count is None else train_all[calibration_index(len(train_all), train_count)]
-    test_index = test_all[:test_count]
+    test_index = test_all[subset_index(test_all, test_count, stratified=False)]
     transforms = images.describe(transform, size, crop_fraction)
     print(f"data: tfds:{name}: {len(train_all)} training and {len(test_all)} test examples, {channels} "
           f"channel(s); decoding {len(train_index)} training and {len(test_index)} test images; "

@@ -98,7 +98,7 @@ def evaluate(model_path, dataset=None, data_dir=None, download=False, batch_size
     ``tta=True`` averages each image's prediction with its mirror image's (refused for data whose
     training does not flip, such as digits). Without `dataset`, the dataset and normalisation of the
     run folder next to the file (its ``config.json``) are used, or Fashion-MNIST when there is none (a
-    line says which). ``test_size`` evaluates the first N test images only, as `train`'s does (a run
+    line says which). ``test_size`` evaluates a seeded sample of N test images, the one `train`'s keeps (a run
     trained with ``test_size=N`` reports the accuracy that ``evaluate(..., test_size=N)`` reproduces);
     only those are decoded or resized.
 
@@ -119,7 +119,8 @@ def evaluate(model_path, dataset=None, data_dir=None, download=False, batch_size
     folder = data_lib.streamed_test_folder(resolved)
     if folder is not None:  # streamed: memory flat in the folder's size
         dataset, (x_test, y_test), info = _stream_folder_for(model, folder, defaults, resolved)
-        x_test, y_test = x_test[:test_size], y_test[:test_size]
+        index = data_lib.subset_index(y_test, test_size)  # the test images a run's test_size kept
+        x_test, y_test = x_test[index], y_test[index]
     else:
         dataset, _, (x_test, y_test), info, note = run_folder.load_data_for(
             model, model_path, dataset, data_dir, download, train_count=0, test_count=test_size)

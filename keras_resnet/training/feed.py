@@ -39,14 +39,18 @@ def load_run_data(dataset="fashion_mnist", recipe=None, *, data_dir=None, downlo
     """Opens `dataset` (`keras_resnet.data.open_dataset`: arrays, or a folder or tensorflow-datasets set
     streamed; ``train_size`` and ``test_size`` cut it) and splits the recipe's validation fraction off
     its training examples (stratified, seeded; drawn from the file list of a stream, so nothing reads
-    the whole dataset before training)."""
+    the whole dataset before training), unless the dataset has a validation split of its own (an image
+    folder's ``val/`` beside ``train/`` and ``test/``)."""
     recipe = recipe or Recipe()
     (x_train, y_train), (x_test, y_test), info = data_lib.open_dataset(
         dataset, data_dir=data_dir, download=download, train_size=train_size, test_size=test_size,
         bad_images=bad_images, image_size=image_size, transform=transform, crop_fraction=crop_fraction,
         cache=cache, stream=pipeline != "numpy")
-    (x_train, y_train), (x_val, y_val) = data_lib.split_validation(
-        x_train, y_train, recipe.val_fraction, seed=recipe.seed)
+    if "validation" in info:  # the dataset's own validation split: a folder's val/ beside test/
+        (x_val, y_val) = info.pop("validation")
+    else:
+        (x_train, y_train), (x_val, y_val) = data_lib.split_validation(
+            x_train, y_train, recipe.val_fraction, seed=recipe.seed)
     return RunData(x_train, y_train, x_val, y_val, info, x_test, y_test)
 
 
@@ -119,5 +123,6 @@ class Feed:
         probs, flipped, self.test_labels, self.mistake_images = stream_predictions(
             model, self._eval(data.x_test, data.y_test, "test", batch), data.info, batch,
             mirror=bool(data.info.get("flip")))
-        self.check.check()
+        self.check.check()  # "error": one line naming the file; the run's epochs are in its state/
+        self.check.report("in the test split (left out of the test figures)")
         return accuracies(probs, self.test_labels, flipped), probs

@@ -150,6 +150,12 @@ def recorded_dataset(dataset):
     return os.path.abspath(path) if os.path.isdir(path) else str(dataset)
 
 
+def recorded_data_dir(data_dir):
+    """What a run folder records of `data_dir` (the IDX or tensorflow-datasets folder): its absolute
+    path, so that `evaluate` and `export` read the data where the run did, or None."""
+    return None if data_dir is None else os.path.abspath(os.path.expanduser(os.fspath(data_dir)))
+
+
 def run_name(model_name, dataset):
     return f"{model_name}_{os.path.basename(os.path.normpath(str(dataset)))}"
 
@@ -171,8 +177,10 @@ def train(*, dataset="fashion_mnist", data_dir=None, download=False, recipe=None
         distribute: "auto" (mirrored over several GPUs), "none", "mirrored" (force it), or
             "data-parallel" (every device of a multi-process JAX job: `keras_resnet.training.distributed`).
         pipeline: "auto", "tf" or "numpy".
-        train_size: use only the first N training images (quick experiments and tests).
-        test_size: test on the first N test images only (quick experiments and tests).
+        train_size: use only N training images: a seeded sample, every class in proportion (except
+            for a tensorflow-datasets set, whose labels are not read before training), the same N
+            the same images every time (quick experiments and tests).
+        test_size: test on N test images only, sampled by the same rule.
         bad_images: "error" (a file of an image folder that does not decode stops the run, named) or
             "skip" (such files are left out, with one warning line).
         verbose: "auto" (a progress bar on a terminal, a line per epoch otherwise), 0, 1 or 2.
@@ -211,7 +219,8 @@ def train(*, dataset="fashion_mnist", data_dir=None, download=False, recipe=None
         data, layout = process_data.plan(data, recipe)  # the global batch across processes and devices
         model = build(**build_kwargs)
         run_dir = run_dir or os.path.join("saved_models", run_name(model.name, dataset))
-        config = {"dataset": recorded_dataset(dataset), "build": io_utils.jsonable(build_kwargs), "precision": policy,
+        config = {"dataset": recorded_dataset(dataset), "data_dir": recorded_data_dir(data_dir),
+                  "build": io_utils.jsonable(build_kwargs), "precision": policy,
                   "replicas": replicas, **layout}
         if weights is not None:
             config["weights"] = _start_from(model, weights, data.info)

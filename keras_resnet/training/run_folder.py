@@ -20,7 +20,8 @@ def run_defaults(model_path):
         model_path: the path of a ``.keras`` file.
 
     Returns:
-        None, or a dict with ``dataset`` (the name or folder it was trained on), ``normalization``
+        None, or a dict with ``dataset`` (the name or folder it was trained on), ``data_dir`` (where
+        its files were, for an IDX or tensorflow-datasets set, or None), ``normalization``
         (``{"mean": [...], "std": [...]}``, [0, 1] pixel scale, or None), ``class_names`` (a list or
         None), ``transforms`` (the recipe of `keras_resnet.data.images`, or None) and ``source`` (the
         file read). The first of ``config.json`` and ``run.json`` in the
@@ -38,7 +39,7 @@ def run_defaults(model_path):
             if not (isinstance(norm, dict) and "mean" in norm and "std" in norm):
                 norm = None
             transforms = config.get("transforms")
-            return {"dataset": str(config["dataset"]),
+            return {"dataset": str(config["dataset"]), "data_dir": config.get("data_dir"),
                     "normalization": None if norm is None else {"mean": norm["mean"], "std": norm["std"]},
                     "class_names": config.get("class_names"), "source": source,
                     "transforms": transforms if isinstance(transforms, dict) else None}
@@ -48,17 +49,30 @@ def run_defaults(model_path):
 def dataset_for(model_path, dataset=None):
     """``(dataset, defaults, note)``: `dataset` if given, else the run folder's, else fashion_mnist.
 
-    `defaults` is `run_defaults(model_path)` when the dataset comes from the run folder (else None);
-    `note` is one line for people saying which data is used and why, or None when `dataset` was given.
+    `defaults` is `run_defaults(model_path)` whenever there is a run folder: the run folder is the
+    truth, so its normalisation, transforms and class names are used with a `dataset` given too (its
+    ``data_dir`` only for the dataset it recorded); else None. `note` is one line for people saying
+    which data is used and why, or None when `dataset` was given and there is no run folder.
     """
-    if dataset is not None:
-        return dataset, None, None
     defaults = run_defaults(model_path)
+    if dataset is not None:
+        if defaults is None:
+            return dataset, None, None
+        same = _recorded(dataset) == defaults["dataset"]
+        note = (f"using the normalisation, transforms and class names of {defaults['source']}"
+                + ("" if same else f" (the run trained on {defaults['dataset']!r}, not {str(dataset)!r})"))
+        return dataset, {**defaults, "data_dir": defaults["data_dir"] if same else None}, note
     if defaults is not None:
         return defaults["dataset"], defaults, (f"using dataset {defaults['dataset']!r}, its normalisation "
                                                f"and class names from {defaults['source']}")
     return DEFAULT_DATASET, None, (f"no config.json or run.json next to {os.fspath(model_path)}: using "
                                    f"{DEFAULT_DATASET} (pass --dataset to choose)")
+
+
+def _recorded(dataset):
+    """`dataset` as a run folder records it: a folder's absolute path, else the name."""
+    path = os.path.expanduser(os.fspath(dataset))
+    return os.path.abspath(path) if os.path.isdir(path) else str(dataset)
 
 
 def load_data_for(model, model_path, dataset=None, data_dir=None, download=False, purpose="evaluation", *,
@@ -95,7 +109,10 @@ def load_data_for(model, model_path, dataset=None, data_dir=None, download=False
 
     check_int("train_count", train_count, minimum=0, none_ok=True)
     check_int("test_count", test_count, minimum=0, none_ok=True)
+    given = dataset is not None
     dataset, defaults, note = dataset_for(model_path, dataset)
+    if data_dir is None and defaults:  # where the run read its IDX or tensorflow-datasets files
+        data_dir = defaults["data_dir"]
     channels = model.input_shape[-1]
     if defaults is None and note is not None and channels != 1:
         raise ValueError(
@@ -110,7 +127,7 @@ def load_data_for(model, model_path, dataset=None, data_dir=None, download=False
             dataset, size, transforms, data_dir=data_dir, download=download, train_count=train_count,
             test_count=test_count, normalization_known=bool(defaults and defaults["normalization"]))
     except (OSError, ValueError) as e:
-        if defaults is None:
+        if defaults is None or given:
             raise
         message = (f"the dataset {defaults['dataset']!r} comes from the run folder ({defaults['source']}) and "
                    f"cannot be loaded from there: {' '.join(str(e).split())}. Pass --dataset to use data "

@@ -36,7 +36,8 @@ class Retrain:
             gets its full schedule. The speed of up to `RETRAIN_CANDIDATES` distinct architectures is
             measured, in rank order; if none fits, the one that gets the most epochs is retrained.
             None: the best-ranked trial, whatever its speed.
-        retrain_size: retrain on the first N training images (None: all of them).
+        retrain_size: retrain on a seeded sample of N training images, every class in proportion (None:
+            all of them).
     """
 
     retrain_epochs: int = field(None, "epochs to retrain the best model on train+val (default --max-epochs; "
@@ -45,7 +46,7 @@ class Retrain:
                                          "this many seconds", type=float)
     retrain_min_epochs: int = field(None, "with --retrain-seconds: retrain the best-ranked trial that fits "
                                           "this many epochs", type=int)
-    retrain_size: int = field(None, "retrain on the first N training images", type=int)
+    retrain_size: int = field(None, "retrain on a seeded sample of N training images", type=int)
 
     def __post_init__(self):
         checks.check_int("retrain_size", self.retrain_size, 1, none_ok=True)

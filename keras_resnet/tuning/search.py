@@ -30,8 +30,9 @@ from keras_resnet.tuning.tuner import CHIEF_TIMEOUT, OBJECTIVE, WORKER_TIMEOUT, 
 class SearchData(data_lib.DataSource):
     """The images of a search: what `keras_resnet.data.load` takes, and how many training images."""
 
-    train_size: int = field(None, "search on the first N training images (validation included)", type=int)
-    test_size: int = field(None, "test the retrained best model on the first N test images only", type=int)
+    train_size: int = field(None, "search on a seeded sample of N training images, every class in proportion "
+                                  "(validation included)", type=int)
+    test_size: int = field(None, "test the retrained best model on a seeded sample of N test images", type=int)
 
     def __post_init__(self):
         checks.check_int("train_size", self.train_size, 1, none_ok=True)
@@ -126,10 +127,10 @@ def _run_search(space, budget, recipe, data, retrain, setup, hyperparameters, ve
     (x_train, y_train), (x_test, y_test), info = data_lib.load(data.dataset, data_dir=data.data_dir,
                                                                download=data.download)
     (x_tr, y_tr), (x_val, y_val) = data_lib.split_validation(
-        x_train[:data.train_size], y_train[:data.train_size], recipe.val_fraction, seed=recipe.seed)
+        *data_lib.subset(x_train, y_train, data.train_size, data.dataset), recipe.val_fraction, seed=recipe.seed)
     search = training.RunData(x_tr, y_tr, x_val, y_val, info)
-    final = training.RunData(x_train[:retrain.retrain_size], y_train[:retrain.retrain_size], x_train[:0],
-                             y_train[:0], info, x_test[:data.test_size], y_test[:data.test_size])
+    final = training.RunData(*data_lib.subset(x_train, y_train, retrain.retrain_size, data.dataset), x_train[:0],
+                             y_train[:0], info, *data_lib.subset(x_test, y_test, data.test_size, data.dataset))
     with precision_scope(setup.precision) as policy:
         hypermodel = ResNetHyperModel(space, input_shape=info["input_shape"], num_classes=info["num_classes"],
                                       steps_per_epoch=training.steps_per_epoch(recipe, len(x_tr)),
