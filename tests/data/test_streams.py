@@ -256,11 +256,12 @@ def test_export_data_of_a_folder_decodes_only_its_sample_and_equals_the_whole_lo
                                                                           test_count=3)
     index = calibration_index(len(x), 5)
     assert xs.shape == (5, 32, 32, 3) and np.array_equal(xs, x[index]) and np.array_equal(ys, y[index])
-    assert np.array_equal(xs_test, x_test[:3]) and np.array_equal(ys_test, y_test[:3])
+    kept = data.subset_index(y_test, 3)  # the test images a test_size of 3 keeps, every class in proportion
+    assert np.array_equal(xs_test, x_test[kept]) and np.array_equal(ys_test, y_test[kept])
     np.testing.assert_array_equal(data.calibration_images(xs, part_info, 5), data.calibration_images(x, info, 5))
     assert part_info == info, "statistics of a small folder's sample are those of its whole training split"
     listing = folders_list(folder)
-    used = set(listing.train_paths[index]) | set(listing.test_paths[:3])
+    used = set(listing.train_paths[index]) | set(listing.test_paths[data.subset_index(listing.test_labels, 3)])
     stats = set(listing.train_paths)  # no normalisation in the run folder: a sample (here all) gives it
     assert used <= set(decoded) <= used | stats
     decoded.clear()
@@ -286,7 +287,8 @@ def only_the_sample_readable(photos, tmp_path):
     folder = tmp_path / "photos"
     shutil.copytree(photos, folder)
     listing = folders_list(folder)
-    keep = set(listing.train_paths[calibration_index(len(listing.train_paths), 4)]) | set(listing.test_paths[:3])
+    keep = set(listing.train_paths[calibration_index(len(listing.train_paths), 4)]) | set(
+        listing.test_paths[data.subset_index(listing.test_labels, 3)])
     for path in listing.all_paths:
         if path not in keep:
             open(path, "wb").write(b"not an image")

@@ -121,13 +121,14 @@ def test_train_and_test_sizes_cut_the_arrays_before_they_are_resized(fashion_mni
     run = training.load_run_data(recipe=Recipe(val_fraction=0.1, seed=3), train_size=300, test_size=50,
                                  image_size=40)
     (x, y), (x_test, y_test), _ = fashion_mnist_at_40
+    train, test = data.subset_index(y, 300), data.subset_index(y_test, 50)  # seeded, stratified samples
     kept = np.concatenate([run.x_train, run.x_val])
     assert len(run.x_train) + len(run.x_val) == 300 and len(run.x_test) == 50
-    assert sorted(map(bytes, kept)) == sorted(map(bytes, x[:300]))
-    np.testing.assert_array_equal(run.x_test, x_test[:50])
-    np.testing.assert_array_equal(run.y_test, y_test[:50])
+    assert sorted(map(bytes, kept)) == sorted(map(bytes, x[train]))
+    np.testing.assert_array_equal(run.x_test, x_test[test])
+    np.testing.assert_array_equal(run.y_test, y_test[test])
     assert run.info["input_shape"] == (40, 40, 1) and run.info["transforms"]["size"] == [40, 40]
-    assert run.info["mean"] == data.resized((x[:300], y[:300]), (x_test[:1], y_test[:1]), {})[2]["mean"]
+    assert run.info["mean"] == data.resized((x[train], y[train]), (x_test[:1], y_test[:1]), {})[2]["mean"]
     with pytest.raises(ValueError, match="`test_size` must be a positive integer, or None. Received: test_size=0"):
         training.load_run_data(test_size=0)
 
@@ -136,6 +137,7 @@ def test_train_and_test_sizes_cut_the_arrays_before_they_are_resized(fashion_mni
 def test_a_resized_run_folder_gives_export_and_evaluate_the_images_of_the_whole_load(tmp_path, fashion_mnist_at_40):
     """`run_folder.load_data_for` with counts resizes only the images it keeps when the run folder
     holds the statistics; they equal the same images of the whole resized set."""
+    from keras_resnet import data
     from keras_resnet.training import run_folder
     from keras_resnet.data.pipelines import calibration_index
 
@@ -148,8 +150,9 @@ def test_a_resized_run_folder_gives_export_and_evaluate_the_images_of_the_whole_
     index = calibration_index(len(y_all), 20)
     np.testing.assert_array_equal(x, x_all[index])
     np.testing.assert_array_equal(y, y_all[index])
-    np.testing.assert_array_equal(x_test, x_test_all[:30])
-    np.testing.assert_array_equal(y_test, y_test_all[:30])
+    kept = data.subset_index(y_test_all, 30)  # the test images a test_size of 30 keeps
+    np.testing.assert_array_equal(x_test, x_test_all[kept])
+    np.testing.assert_array_equal(y_test, y_test_all[kept])
     assert info["input_shape"] == (40, 40, 1) and info["mean"] == [0.25] and info["class_names"][0] == "a"
     _, (x, _), (x_test, _), _, _ = run_folder.load_data_for(model, tmp_path / "model.keras", train_count=0)
     assert x.shape == (0, 40, 40, 1) and x_test.shape == (10000, 40, 40, 1)
