@@ -183,6 +183,21 @@ def memory_bytes():
         return 8 << 30
 
 
+def keep_positions(ds, keep):
+    """The elements of the tf.data `ds` at the positions where the boolean array `keep` is True."""
+    import tensorflow as tf
+
+    keep = tf.constant(keep)
+
+    def kept(position, element):
+        return tf.gather(keep, position)
+
+    def unnumbered(position, element):
+        return element
+
+    return ds.enumerate().filter(kept).map(unnumbered)
+
+
 def process_rows(k, n, batch_size, process=0, processes=1):
     """Whether each position `k` (an int array) of `n` examples cut into batches of `batch_size` is
     one of this process's rows: rows ``p*share .. (p+1)*share`` of every batch, share the batch's

@@ -29,7 +29,7 @@ import keras
 import numpy as np
 
 from keras_resnet.data import folder_streams, tfds_streams
-from keras_resnet.data.common import DatasetError, process_rows
+from keras_resnet.data.common import DatasetError, keep_positions, process_rows
 from keras_resnet.data.folder_streams import epoch_order, open_folder, sample_folder  # noqa: F401 (their 0.1 path)
 from keras_resnet.data.pipelines import augment_batch, scale_offset, tf_ops
 from keras_resnet.data.transforms import photo_crop, pillow_fallback
@@ -117,8 +117,7 @@ def eval_stream(x, y, info, batch_size, *, split="test", process=0, processes=1,
     reader = reader_for(x, y, info, split, bad)
     n = len(x)
     scale, offset = scale_offset(info)
-    rows = tf.constant(process_rows(np.arange(n), n, batch_size, process, processes))
-    ds = reader.in_order().enumerate().filter(lambda k, record: tf.gather(rows, k)).map(lambda k, record: record)
+    ds = keep_positions(reader.in_order(), process_rows(np.arange(n), n, batch_size, process, processes))
     ds = ds.map(lambda i, payload, label: (*reader.eval_pixels(i, payload), label),
                 num_parallel_calls=tf.data.AUTOTUNE)
     last = n % batch_size // processes  # the rows of the short last batch that are this process's

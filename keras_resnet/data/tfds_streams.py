@@ -32,8 +32,8 @@ import numpy as np
 from keras_resnet.data import images
 from keras_resnet.utils.checks import check_choice, check_number
 from keras_resnet.data.common import (
-    CACHE, STATS_SAMPLE, DatasetError, channel_stats, check_image_size, hold_in_memory, process_rows,
-    subset_index)
+    CACHE, STATS_SAMPLE, DatasetError, channel_stats, check_image_size, hold_in_memory, keep_positions,
+    process_rows, subset_index)
 from keras_resnet.data.tfds import has_test_split, held_out, tfds_features, tfds_info, tfds_split
 
 SHUFFLE_BYTES = 64 << 20  # encoded examples one shuffle block holds
@@ -264,11 +264,8 @@ class TfdsReader:
     def epoch(self, seed, epoch, count, batch_size, process=0, processes=1):
         """This process's records (`process_rows`) of the first `count` of the epoch's order: every
         process reads the same encoded examples, and decodes its own rows."""
-        import tensorflow as tf
-
-        rows = tf.constant(process_rows(np.arange(count), count, batch_size, process, processes))
-        ds = _shuffled(self.in_order(), self.stream["block"], seed, epoch).take(count).enumerate()
-        return ds.filter(lambda k, record: tf.gather(rows, k)).map(lambda k, record: record)
+        rows = process_rows(np.arange(count), count, batch_size, process, processes)
+        return keep_positions(_shuffled(self.in_order(), self.stream["block"], seed, epoch).take(count), rows)
 
     def encoded(self, data):
         return data
