@@ -108,9 +108,10 @@ def probe(paths):
         try:
             with Image.open(path) as image:
                 mode, size = image.mode, image.size
+                upright = image.getexif().get(0x0112) not in images.ROTATED  # EXIF orientation
         except Exception:  # noqa: BLE001 (named when it is decoded)
             continue
-        first = first or (size[1], size[0])
+        first = first or ((size[1], size[0]) if upright else (size[0], size[1]))
         if images.is_colour(mode):
             kind = f"{path} is colour" + (f" ({gray} grayscale images before it)" if gray else "")
             return 3, first, f"colour (3 channels): {kind}; a folder is colour if any image is"

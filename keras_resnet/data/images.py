@@ -33,6 +33,8 @@ CROP_FRACTION = 0.875  # evaluation: resize to size / 0.875, keep the centre (22
 CROP_AREA = (0.08, 1.0)  # training: random-resized-crop's share of the image area
 CROP_RATIO = (3 / 4, 4 / 3)  # and aspect ratio (width / height), drawn log-uniformly
 CROP_ATTEMPTS = 10  # draws before the fallback to a centre crop (torchvision's rule)
+ORIENTATION = "exif"  # every path turns a file upright by its EXIF orientation before any transform
+ROTATED = (5, 6, 7, 8)  # EXIF orientations that swap the stored height and width
 
 
 class ImageError(ValueError):
@@ -61,19 +63,21 @@ def describe(transform, size, crop_fraction=CROP_FRACTION):
         summary = (f"small-image recipe: resize to {h}x{w}, pad-crop + flip (+ erasing) in training, "
                    "resize only in evaluation")
     return {"recipe": transform, "size": [h, w], "crop_fraction": crop_fraction if transform == "photo" else None,
-            "summary": summary}
+            "orientation": ORIENTATION, "summary": summary}
 
 
 def open_image(source):
-    """A loaded ``PIL.Image`` from a path or the file's bytes; an `ImageError` naming it otherwise: any
-    decoder error is a bad image (Pillow's ``DecompressionBombError`` for a 20000x20000 file included),
-    never a traceback."""
-    from PIL import Image, UnidentifiedImageError
+    """A loaded ``PIL.Image`` from a path or the file's bytes, turned upright by its EXIF orientation
+    (a phone's portrait photo is stored sideways; ``ImageOps.exif_transpose``); an `ImageError` naming
+    it otherwise: any decoder error is a bad image (Pillow's ``DecompressionBombError`` for a
+    20000x20000 file included), never a traceback."""
+    from PIL import Image, ImageOps, UnidentifiedImageError
 
     name = "<bytes>" if isinstance(source, (bytes, bytearray)) else str(os.fspath(source))
     try:
         image = Image.open(io.BytesIO(source) if isinstance(source, (bytes, bytearray)) else source)
         image.load()
+        image = ImageOps.exif_transpose(image)
     except UnidentifiedImageError:
         raise ImageError(f"{name}: not a readable image: not a format Pillow identifies") from None
     except (OSError, SyntaxError, ValueError) as e:

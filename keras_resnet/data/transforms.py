@@ -56,8 +56,9 @@ def photo_crop(data, index, epoch, seed, size, channels, fallback):
     A JPEG's window is drawn (`crop_draws`, `crop_window`) and decoded in the graph, with no Python:
     ``decode_and_crop_jpeg`` decodes the window with a margin of one 16-pixel block (there the chroma
     upsampling sees the neighbours of a whole decode, so the pixels are Pillow's) and the window is
-    cut from it. Other files (and a JPEG without its end marker, or a colour JPEG of a grayscale run)
-    go to ``fallback(index, data, u) -> (uint8 crop, ok)`` (`pillow_fallback`)."""
+    cut from it. Other files (and a JPEG without its end marker, a colour JPEG of a grayscale run, or
+    a JPEG whose EXIF orientation is not upright, `exif_oriented`) go to ``fallback(index, data, u)
+    -> (uint8 crop, ok)`` (`pillow_fallback`, which turns the image upright first)."""
     import tensorflow as tf
 
     u = crop_draws(seed, epoch, index)
@@ -80,15 +81,42 @@ def photo_crop(data, index, epoch, seed, size, channels, fallback):
             return jpeg(header)
         return tf.cond(header[2] == 1, lambda: jpeg(header), other)  # colour to gray: Pillow's formula
 
+    def upright_jpeg_or_other():
+        return tf.cond(exif_oriented(data), other, jpeg_or_other)
+
     def other():
         pixels, ok = tf.numpy_function(fallback, [index, data, u], (tf.uint8, tf.bool), stateful=False)
         return tf.ensure_shape(pixels, (None, None, channels)), tf.ensure_shape(ok, ())
 
-    crop, ok = tf.cond(whole, jpeg_or_other, other)
+    crop, ok = tf.cond(whole, upright_jpeg_or_other, other)
     crop = tf.ensure_shape(crop, (None, None, channels))
     x = resize_crop(crop, size)
     x = tf.cond(u[0] < 0.5, lambda: tf.reverse(x, [1]), lambda: x)  # a strided slice costs 4x
     return tf.ensure_shape(x, tuple(size) + (channels,)), ok
+
+
+EXIF_SEARCH = 1 << 16  # bytes of a JPEG searched for its orientation (the Exif segment leads the file)
+# The orientation entry of an Exif directory: tag 0x0112, type SHORT, count 1, then the value (2..8:
+# not upright), little-endian ("II") or big-endian ("MM"); None marks the value's byte.
+ORIENTATION_ENTRIES = ((0x12, 0x01, 0x03, 0x00, 0x01, 0x00, 0x00, 0x00, None, 0x00),
+                       (0x01, 0x12, 0x00, 0x03, 0x00, 0x00, 0x00, 0x01, 0x00, None))
+
+
+def exif_oriented(data):
+    """Whether a JPEG's first `EXIF_SEARCH` bytes hold an Exif orientation other than upright (1), in
+    the graph. A false match only sends the file to Pillow, which reads the orientation itself."""
+    import tensorflow as tf
+
+    head = tf.io.decode_raw(tf.strings.substr(data, 0, EXIF_SEARCH), tf.uint8)
+    frames = tf.cast(tf.signal.frame(head, 10, 1, pad_end=True), tf.int32)
+    found = tf.constant(False)
+    for entry in ORIENTATION_ENTRIES:
+        fixed = tf.constant([v is not None for v in entry])
+        want = tf.constant([v or 0 for v in entry], tf.int32)
+        value = frames[:, entry.index(None)]
+        match = tf.reduce_all((frames == want) | ~fixed, axis=1) & (value >= 2) & (value <= 8)
+        found = found | tf.reduce_any(match)
+    return found
 
 
 def pillow_fallback(channels, bad, name_of):

@@ -1,0 +1,83 @@
+"""Phone photos carry an EXIF orientation: every path (the training crop in the graph, the evaluation
+transform, `predict`'s decoder, a folder's arrays) turns them upright, tested on rotated copies of a
+real photo."""
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from keras_resnet import data
+from keras_resnet.data import folder_streams, images, streams, transforms
+
+tf = pytest.importorskip("tensorflow")
+skimage_data = pytest.importorskip("skimage.data")
+
+# EXIF orientation -> the transpose that stores an upright image sideways (the inverse of what
+# Pillow's exif_transpose applies to read it)
+STORED = {3: Image.Transpose.ROTATE_180, 6: Image.Transpose.ROTATE_90, 8: Image.Transpose.ROTATE_270}
+
+
+def _jpeg(image, orientation=None):
+    exif = Image.Exif()
+    if orientation:
+        exif[0x0112] = orientation
+    buf = io.BytesIO()
+    image.save(buf, "JPEG", quality=95, exif=exif.tobytes())
+    return buf.getvalue()
+
+
+@pytest.fixture(scope="module")
+def photo():
+    return Image.fromarray(skimage_data.chelsea())  # 451x300, landscape
+
+
+@pytest.mark.parametrize("orientation", sorted(STORED))
+def test_a_rotated_copy_reads_upright_as_the_original(photo, orientation):
+    rotated = _jpeg(photo.transpose(STORED[orientation]), orientation)
+    upright = images.read_image(_jpeg(photo))
+    got = images.read_image(rotated)
+    assert got.shape == upright.shape == (300, 451, 3)
+    assert np.abs(got.astype(int) - upright).mean() < 2.0, "the same picture, two JPEG encodings apart"
+
+
+@pytest.mark.parametrize("orientation", [1, 6, 8])
+def test_the_training_crop_of_a_rotated_jpeg_is_the_crop_of_the_upright_image(photo, orientation):
+    encoded = _jpeg(photo.transpose(STORED[orientation]) if orientation in STORED else photo, orientation)
+    assert bool(transforms.exif_oriented(tf.constant(encoded))) == (orientation != 1)
+    full = images.read_image(encoded, 3)  # Pillow, upright
+    bad = streams.BadFiles()
+    fallback = transforms.pillow_fallback(3, bad, str)
+    for index in range(6):
+        u = transforms.crop_draws(5, 2, index).numpy()
+        top, left, h, w = images.crop_window(*full.shape[:2], u[1:].reshape(images.CROP_ATTEMPTS, 4))
+        expected = tf.image.resize(full[top:top + h, left:left + w], (64, 64), antialias=bool(h > 64 or w > 64))
+        expected = expected.numpy()[:, ::-1] if u[0] < 0.5 else expected.numpy()
+        got, ok = transforms.photo_crop(tf.constant(encoded), tf.constant(index, tf.int64),
+                                        tf.constant(2, tf.int64), 5, (64, 64), 3, fallback)
+        assert bool(ok) and not bad.found
+        np.testing.assert_allclose(got.numpy(), expected, atol=1e-3)
+
+
+def test_evaluation_predict_and_arrays_agree_on_a_folder_of_rotated_photos(photo, tmp_path):
+    from keras_resnet import export
+
+    for c, name in enumerate(("cat", "dog")):
+        (tmp_path / name).mkdir()
+        for i, orientation in enumerate((3, 6, 8)):
+            (tmp_path / name / f"{i}.jpg").write_bytes(_jpeg(photo.transpose(STORED[orientation]), orientation))
+    (x, y), (x_test, y_test), info = folder_streams.open_folder(tmp_path, image_size=48, transform="photo",
+                                                                test_fraction=0.5, cache="none")
+    assert info["transforms"]["orientation"] == "exif"
+    batches = list(streams.eval_stream(x_test, y_test, info, 3))
+    scale, offset = np.float32(1 / (255 * np.asarray(info["std"]))), -np.asarray(info["mean"]) / info["std"]
+    streamed = np.concatenate([b[0].numpy() for b in batches])
+    predicted = export.load_images(list(x_test), (48, 48, 3), info["transforms"])  # predict's decoder
+    np.testing.assert_allclose(streamed, predicted * scale + offset.astype(np.float32), atol=1e-4)
+    upright = images.eval_transform(images.read_image(_jpeg(photo)), (48, 48), "photo")
+    assert all(np.abs(p.astype(int) - upright).mean() < 3.0 for p in predicted), "upright, not sideways"
+    (xa, _), _, _ = data.load(str(tmp_path), image_size=(300, 451), test_fraction=0.5)
+    assert xa.shape[1:] == (300, 451, 3)
+    _, first_size, _ = data.folders.probe(sorted(str(p) for p in tmp_path.glob("*/*.jpg")))
+    assert first_size == (300, 451), "a folder's size is its upright photos'"
