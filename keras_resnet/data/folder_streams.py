@@ -127,15 +127,19 @@ def sample_folder(folder, *, image_size, transform="small", crop_fraction=images
 
 def sample_stats(paths, stream, seed=0, count=None):
     """Per-channel mean and std of `count` (default `STATS_SAMPLE`) training files, seeded, in the
-    evaluation transform's pixels."""
+    evaluation transform's pixels. A file of the sample that does not decode stops a run of
+    ``bad_images="error"`` here, before training, with one line naming it; otherwise it is left out
+    of the sample (the stream names it when it meets it)."""
     count = count or STATS_SAMPLE
     index = np.sort(np.random.default_rng((seed, 3)).permutation(len(paths))[:count])
     pixels = []
     for i in index:
         try:
             pixels.append(_eval_pixels(paths[i], stream))
-        except images.ImageError:
-            continue  # named when the stream meets it
+        except images.ImageError as e:
+            if stream.get("bad_images") == "error":
+                raise DatasetError(f"{e}. Delete or replace it and run the same command again, or pass "
+                                   "bad_images='skip' (--bad-images skip) to leave such files out.") from None
     if not pixels:
         raise DatasetError(f"{stream['folder']}: none of {len(index)} sampled training files decodes.")
     return channel_stats(np.stack(pixels))

@@ -168,7 +168,9 @@ def test_skipped_bad_files_leave_every_epoch_its_steps_and_are_named(with_bad_fi
 @pytest.mark.slow
 def test_a_bad_file_stops_the_run_after_its_batch_naming_it(with_bad_file):
     folder, bad_paths = with_bad_file
-    (x, y), _, info = _open(folder, cache="none", test_fraction=0.2)
+    with pytest.raises(data.DatasetError, match="--bad-images skip"):  # met in the statistics' sample first
+        _open(folder, cache="none", test_fraction=0.2)
+    (x, y), _, info = _open(folder, cache="none", test_fraction=0.2, bad_images="skip")  # what the stream meets
     bad = streams.BadFiles()
     check = streams.BadFileCheck(bad, "error", str(folder))
     list(streams.train_stream(x, y, info, 4, bad=bad).take(len(x) // 4))
