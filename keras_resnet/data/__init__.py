@@ -14,8 +14,8 @@ inside the functions that need it, never at module import.
 
 from keras_resnet.data.arrays import load, resized  # noqa: F401
 from keras_resnet.data.common import (  # noqa: F401
-    BAD_IMAGES, DataSource, DatasetError, DatasetInfo, channel_stats, resize_images, split_indices,
-    split_validation, subset_index)
+    BAD_IMAGES, DataSource, DatasetError, DatasetInfo, ExampleDigest, channel_stats, held_out_name, resize_images,
+    split_indices, split_name, split_validation, subset_index)
 from keras_resnet.data.idx import FASHION_MNIST_CLASSES, IDX_FILES, IDX_SETS, read_idx  # noqa: F401
 from keras_resnet.data.images import CROP_FRACTION, IMAGE_EXTENSIONS, TRANSFORM_CHOICES, describe  # noqa: F401
 from keras_resnet.data.opening import (  # noqa: F401

@@ -3,6 +3,7 @@ image-size arguments, channel statistics and the one rule for held-out splits.""
 
 import collections.abc
 import dataclasses
+import hashlib
 import math
 import os
 
@@ -223,8 +224,9 @@ class DatasetInfo(collections.abc.MutableMapping):
     `folders`, `folder_streams` and `tfds_streams`): its name, classes, whether a mirrored image is
     the same class (``flip``), where it was read from (``source``), and, once known, the input shape,
     the per-channel statistics of its training images, the transforms, how a run holds it (``cache``),
-    what its streams need (``stream``) and a validation split of its own (``validation``: a folder's
-    ``val/`` beside ``train/`` and ``test/``).
+    what its streams need (``stream``), a validation split of its own (``validation``: a folder's
+    ``val/`` beside ``train/`` and ``test/``) and where each split comes from (``splits``, see
+    `split_name`).
 
     It reads as the dict of 0.1 did (``info["mean"]``, ``info.get("stream")``, ``"stream" in info``,
     ``{**info}``): an entry not yet set is absent, not None."""
@@ -241,6 +243,7 @@ class DatasetInfo(collections.abc.MutableMapping):
     cache: str = _ABSENT
     stream: dict = _ABSENT
     validation: tuple = _ABSENT  # a source's own validation split (x_val, y_val): a folder's val/
+    splits: dict = _ABSENT  # where each split's examples come from: {"train": ..., "test": ..., "validation": ...}
 
     def _key(self, key):
         if key not in DATASET_INFO_KEYS:
@@ -277,3 +280,43 @@ class DatasetInfo(collections.abc.MutableMapping):
 
 
 DATASET_INFO_KEYS = tuple(f.name for f in dataclasses.fields(DatasetInfo))
+
+
+def split_name(info, split):
+    """Where the examples of `split` ("train", "validation" or "test") come from, in words: a folder's
+    ``test/``, a tensorflow-datasets split, or the held-out share of another split that the source drew."""
+    return (info.get("splits") or {}).get(split, split)
+
+
+def held_out_name(split, fraction, seed):
+    """The name of a seeded, held-out share of `split` (`split_name`)."""
+    return f"{split}: {fraction:g} held out (seed {seed})"
+
+
+class ExampleDigest:
+    """The identity of the examples a figure was measured on, whichever route brought them (a folder
+    streamed or held in memory, a tensorflow-datasets set, IDX files): each example is its label and
+    the uint8 pixels of the evaluation transform, hashed; the fingerprint is order-free, so two
+    measurements on the same images have the same one, and a measurement on other images (another
+    split, a held-out share drawn differently, a subset) another.
+
+    ``add(images, labels)`` as batches arrive (memory flat in the number of examples: 8 bytes each);
+    ``record(split)`` is what ``run.json`` and ``evaluation.json`` keep."""
+
+    def __init__(self):
+        self.digests = []
+
+    def add(self, images, labels):
+        images = np.asarray(images)
+        tag = f"{images.dtype.str}{images.shape[1:]}".encode()
+        for image, label in zip(images, np.asarray(labels)):
+            digest = hashlib.blake2b(tag, digest_size=8)
+            digest.update(np.ascontiguousarray(image).tobytes())
+            digest.update(int(label).to_bytes(8, "little", signed=True))
+            self.digests.append(digest.digest())
+
+    def record(self, split):
+        """``{"split", "examples", "fingerprint"}``: `split`'s name, the number of examples, and 16 hex
+        digits of a SHA-256 over their sorted digests."""
+        return {"split": split, "examples": len(self.digests),
+                "fingerprint": hashlib.sha256(b"".join(sorted(self.digests))).hexdigest()[:16]}

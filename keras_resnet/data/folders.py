@@ -16,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from keras_resnet.data import images
-from keras_resnet.data.common import DatasetError, DatasetInfo, split_validation
+from keras_resnet.data.common import DatasetError, DatasetInfo, held_out_name, split_validation
 from keras_resnet.data.images import IMAGE_EXTENSIONS
 
 
@@ -35,6 +35,7 @@ class Listing:
     all_paths: np.ndarray  # every split, in the folder's order
     val_paths: np.ndarray = None  # a validation folder's files, when the folder has one beside test/
     val_labels: np.ndarray = None
+    splits: dict = None  # where each split comes from (`keras_resnet.data.common.split_name`)
 
 
 VALIDATION_FOLDERS = ("val", "valid", "validation")  # what ImageNet, Kaggle and most photo sets ship
@@ -62,7 +63,8 @@ def list_folder(folder, test_fraction=0.2, seed=0):
                            "needs two or more, one sub-folder of images per class.")
     if not has_splits:
         train, test = split_validation(paths, labels, test_fraction, seed)
-        listing = Listing(str(folder), str(train_dir), class_names, *train, *test, paths)
+        listing = Listing(str(folder), str(train_dir), class_names, *train, *test, paths,
+                          splits={"train": f"{folder.name}/", "test": held_out_name(f"{folder.name}/", test_fraction, seed)})
     else:
         if test_dir is None:
             print(f"data: {folder}: no test/ folder: {val_dir.name}/ is the test split", file=sys.stderr)
@@ -73,7 +75,11 @@ def list_folder(folder, test_fraction=0.2, seed=0):
             print(f"data: {folder}: {val_dir.name}/ is the validation split, test/ the test split",
                   file=sys.stderr)
         everything = np.concatenate([paths, test[0]] + ([val[0]] if val_dir is not None else []))
-        listing = Listing(str(folder), str(train_dir), class_names, paths, labels, *test, everything, *val)
+        splits = {"train": "train/", "test": f"{test_dir.name}/"}
+        if val_dir is not None:
+            splits["validation"] = f"{val_dir.name}/"
+        listing = Listing(str(folder), str(train_dir), class_names, paths, labels, *test, everything, *val,
+                          splits=splits)
     if not len(listing.test_paths):
         raise DatasetError(f"{folder}: no test images (test_fraction={test_fraction} of {len(labels)} "
                            "images, or none in test/); pass a larger test_fraction or add images.")
@@ -160,7 +166,8 @@ def folder_info(folder, listing, **entries):
     """The `DatasetInfo` of a listed folder: its name, classes and path, and `entries` (input_shape,
     transforms, ...). Mirrored photos are the same class unless the user says otherwise."""
     return DatasetInfo(name=folder.resolve().name, num_classes=len(listing.class_names),
-                       class_names=listing.class_names, flip=True, source=str(folder), **entries)
+                       class_names=listing.class_names, flip=True, source=str(folder), splits=listing.splits,
+                       **entries)
 
 
 def _class_folders(folder):

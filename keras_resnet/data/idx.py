@@ -176,4 +176,6 @@ def _nhwc(x):
 
 def _idx_info(spec, name, source):
     return DatasetInfo(name=name, num_classes=len(spec.class_names), class_names=list(spec.class_names),
-                       flip=spec.flip, source=source)
+                       flip=spec.flip, source=source,
+                       splits=None if source.endswith(".npz") else {"train": IDX_FILES["x_train"],
+                                                                    "test": IDX_FILES["x_test"]})

@@ -5,7 +5,7 @@ import os
 
 import numpy as np
 
-from keras_resnet.data.common import DatasetError, DatasetInfo, split_indices
+from keras_resnet.data.common import DatasetError, DatasetInfo, held_out_name, split_indices
 
 
 # tensorflow-datasets sets of digits and characters, where a mirror image is another class or none.
@@ -66,6 +66,13 @@ def has_test_split(tinfo):
     return not tinfo.splits or "test" in tinfo.splits
 
 
+def tfds_splits(has_test, test_fraction, seed):
+    """Where a set's training and test examples come from (`keras_resnet.data.common.split_name`)."""
+    if has_test:
+        return {"train": "train", "test": "test"}
+    return {"train": "train", "test": held_out_name("train", test_fraction, seed)}
+
+
 def held_out(n, test_fraction, seed):
     """The one rule for a set without a ``"test"`` split, in every command (training, streamed or
     held in memory, ``evaluate`` and ``export``): ``(kept, held out)`` example indices of ``"train"``,
@@ -75,19 +82,29 @@ def held_out(n, test_fraction, seed):
 
 
 def load_tfds_arrays(name, data_dir, download, image_size, test_fraction, seed):
-    def split(which):
-        return tfds_split(name, which, data_dir, download)
+    """Both splits of a tensorflow-datasets set decoded into arrays, each image turned upright by its
+    EXIF orientation (`keras_resnet.data.transforms.decode_upright`, as the streams decode)."""
+    import tensorflow_datasets as tfds
 
-    train_ds, tinfo = split("train")
-    _, _, label_feature = tfds_features(name, tinfo, image_size)
-    x, y = _materialise(train_ds, image_size)
+    from keras_resnet.data.transforms import decode_upright
+
+    _, tinfo = tfds_split(name, "train", data_dir, download)
+    image_key, shape, label_feature = tfds_features(name, tinfo, image_size)
+    channels = int(shape[2] or 3)
+
+    def split(which):
+        ds, _ = tfds_split(name, which, data_dir, download, decoders={image_key: tfds.decode.SkipDecoding()})
+        return ds.map(lambda data, label: (decode_upright(data, channels), label))
+
+    x, y = _materialise(split("train"), image_size)
     if has_test_split(tinfo):
-        test = _materialise(split("test")[0], image_size)
+        test = _materialise(split("test"), image_size)
         train = (x, y)
     else:
         kept, held = held_out(len(y), test_fraction, seed)
         train, test = (x[kept], y[kept]), (x[held], y[held])
-    return train, test, tfds_info(name, label_feature)
+    return train, test, DatasetInfo.of(tfds_info(name, label_feature),
+                                       splits=tfds_splits(has_test_split(tinfo), test_fraction, seed))
 
 
 def _materialise(ds, image_size):

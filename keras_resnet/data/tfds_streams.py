@@ -30,11 +30,12 @@ import sys
 import numpy as np
 
 from keras_resnet.data import images
+from keras_resnet.data.transforms import decode_upright
 from keras_resnet.utils.checks import check_choice, check_number
 from keras_resnet.data.common import (
     CACHE, STATS_SAMPLE, DatasetError, channel_stats, check_image_size, hold_in_memory, keep_positions,
     process_rows, subset_index)
-from keras_resnet.data.tfds import has_test_split, held_out, tfds_features, tfds_info, tfds_split
+from keras_resnet.data.tfds import has_test_split, held_out, tfds_features, tfds_info, tfds_split, tfds_splits
 
 SHUFFLE_BYTES = 64 << 20  # encoded examples one shuffle block holds
 MIN_BLOCK = 256  # examples of a shuffle block, at least
@@ -79,7 +80,8 @@ def open_tfds(name, *, data_dir=None, download=False, image_size=None, test_frac
         info.update(transforms=transforms, cache="memory")
         return train, test, info
     info = tfds_info(name, label_feature)
-    info.update(input_shape=size + (channels,), transforms=transforms, cache="none")
+    info.update(input_shape=size + (channels,), transforms=transforms, cache="none",
+                splits=tfds_splits(has_test, test_fraction, seed))
     info["stream"] = {"source": "tfds", "name": name, "data_dir": data_dir, "image_key": image_key,
                       "train_split": train_split, "test_split": test_split, "counts": counts,
                       "channels": channels, "size": size, "transform": transform,
@@ -144,7 +146,7 @@ def sample_tfds(name, *, data_dir=None, download=False, image_size=None, transfo
         return np.concatenate(xs).astype(np.uint8), np.concatenate(ys).astype(np.int64)
 
     info = tfds_info(name, label_feature)
-    info.update(input_shape=size + (channels,), transforms=transforms)
+    info.update(input_shape=size + (channels,), transforms=transforms, splits=tfds_splits(has_test, test_fraction, seed))
     if stats:
         info["stream"] = stream
         info["mean"], info["std"], _ = _sample(info, train_all)
@@ -180,13 +182,6 @@ def _subset(stream, split, indices):
     return _read(stream, split).filter(lambda i, data, label: tf.gather(mask, i))
 
 
-def _decode(data, channels):
-    import tensorflow as tf
-
-    x = tf.io.decode_image(data, channels=channels, expand_animations=False)
-    return tf.ensure_shape(x, (None, None, channels))
-
-
 def _eval_pixels(stream):
     """encoded image -> uint8 pixels at the input size by the evaluation transform."""
     import tensorflow as tf
@@ -197,13 +192,13 @@ def _eval_pixels(stream):
             return images.center_crop(pixels, size, stream["crop_fraction"])
 
         def pixels(data):
-            x = tf.numpy_function(crop, [_decode(data, channels)], tf.uint8, stateful=False)
+            x = tf.numpy_function(crop, [decode_upright(data, channels)], tf.uint8, stateful=False)
             return tf.ensure_shape(x, tuple(size) + (channels,))
 
         return pixels
 
     def pixels(data):
-        x = _decode(data, channels)
+        x = decode_upright(data, channels)
         same = tf.reduce_all(tf.equal(tf.shape(x)[:2], size))
         x = tf.cond(same, lambda: x, lambda: tf.cast(tf.clip_by_value(tf.round(
             tf.image.resize(x, size, antialias=True)), 0, 255), tf.uint8))

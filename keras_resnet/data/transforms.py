@@ -119,6 +119,24 @@ def exif_oriented(data):
     return found
 
 
+def decode_upright(data, channels):
+    """An encoded image (any format the graph decodes) -> uint8 pixels (H, W, `channels`), turned upright
+    by its EXIF orientation as every path of the package turns it (`keras_resnet.data.images.open_image`):
+    the graph's decode, or Pillow's for a JPEG whose orientation is not upright (`exif_oriented`)."""
+    import tensorflow as tf
+
+    def pillow(encoded):
+        return images.read_image(encoded.item() if isinstance(encoded, np.ndarray) else bytes(encoded), channels)
+
+    def upright():
+        return tf.numpy_function(pillow, [data], tf.uint8, stateful=False)
+
+    def graph():
+        return tf.io.decode_image(data, channels=channels, expand_animations=False)
+
+    return tf.ensure_shape(tf.cond(exif_oriented(data), upright, graph), (None, None, channels))
+
+
 def pillow_fallback(channels, bad, name_of):
     """``(index, encoded bytes, draws) -> (crop, ok)``: the photo crop of a file that the graph does
     not decode, decoded by Pillow; a file that does not decode is recorded in `bad` under

@@ -55,11 +55,13 @@ class RunState(keras.callbacks.Callback):
         monitor: the metric whose best value selects ``best.keras`` (None: no best model).
         chief: False in the processes of a multi-process job that must not write (they restore only).
         keep: committed states kept (the newest and its predecessors).
+        facts: what ``best.keras`` carries of the run (`keras_resnet.utils.io_utils.save_model`).
     """
 
-    def __init__(self, run_dir, monitor="val_accuracy", chief=True, keep=2):
+    def __init__(self, run_dir, monitor="val_accuracy", chief=True, keep=2, facts=None):
         super().__init__()
         self.run_dir, self.monitor, self.chief, self.keep = os.fspath(run_dir), monitor, chief, keep
+        self.facts = facts
         self.state_dir = os.path.join(self.run_dir, "state")
         self.best_path = os.path.join(self.run_dir, "best.keras")
         self.history_path = os.path.join(self.run_dir, "history.csv")
@@ -116,7 +118,7 @@ class RunState(keras.callbacks.Callback):
         value = logs.get(self.monitor) if self.monitor else None
         if value is not None and value > self.best:
             if self.chief:
-                io_utils.save_model(self.model, self.best_path)
+                io_utils.save_model(self.model, self.best_path, facts=self.facts)
             self.best, self.best_epoch = value, epoch
         self.epoch = epoch + 1
         if self.chief:

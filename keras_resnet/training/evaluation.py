@@ -10,12 +10,13 @@ from keras_resnet.training import diagnostics
 from keras_resnet.utils import checks, io_utils
 
 
-def stream_predictions(model, batches, info, batch_size, *, mirror=False, average=False):
+def stream_predictions(model, batches, info, batch_size, *, mirror=False, average=False, digest=None):
     """Predicts a stream of ``(x, y, weight)`` batches (normalised images; weight 0 for a file that
     did not decode) keeping what is small: ``(probs, flipped or None, labels, images)``, the last the
     uint8 images of the worst mistakes alone (`diagnostics.WorstMistakes`), so memory stays flat in
     the number of images. `mirror`: also the mirrored images' probabilities; `average`: return
-    the average of the two as ``probs`` (test-time augmentation), ranking the mistakes by it."""
+    the average of the two as ``probs`` (test-time augmentation), ranking the mistakes by it.
+    `digest`: a `keras_resnet.data.ExampleDigest` that every decoded image and its label are added to."""
     from keras_resnet.data.pipelines import scale_offset
 
     scale, offset = scale_offset(info)
@@ -31,6 +32,8 @@ def stream_predictions(model, batches, info, batch_size, *, mirror=False, averag
             return np.clip(np.rint((x[rows] - offset) / scale), 0, 255).astype(np.uint8)
 
         worst.add(p, y, pixels, first=seen)
+        if digest is not None:
+            digest.add(pixels(slice(None)), y)
         seen += len(y)
         probs.append(p)
         labels.append(y)
@@ -134,13 +137,14 @@ def evaluate(model_path, dataset=None, data_dir=None, download=False, batch_size
                          "flips (mirrored images are not valid samples of it); evaluate it with tta=False.")
     output = os.fspath(output) if output is not None else os.path.dirname(os.path.abspath(os.fspath(model_path)))
     os.makedirs(output, exist_ok=True)
+    digest = data_lib.ExampleDigest()  # what the figures are measured on
     if "stream" in info:
         from keras_resnet.data import streams
 
         bad = streams.BadFiles()
         probs, _, y_test, images = stream_predictions(
             model, streams.eval_stream(x_test, y_test, info, batch_size, bad=bad), info, batch_size,
-            mirror=tta, average=tta)
+            mirror=tta, average=tta, digest=digest)
         found = bad.new()
         if found:
             raise data_lib.DatasetError(f"{found[0][0]}: {found[0][1]} ({len(found)} test file(s) do not "
@@ -148,10 +152,12 @@ def evaluate(model_path, dataset=None, data_dir=None, download=False, batch_size
     else:
         probs = predict_probs(model, data_lib.normalize(x_test, info), flip=tta, batch_size=batch_size)
         images = x_test
+        digest.add(x_test, y_test)
     report = diagnostics.write_pictures(output, probs, y_test, images, info["class_names"], title=model.name)
     files = report.pop("files")
     result = {"model": os.fspath(model_path), "dataset": str(dataset), "test_accuracy": _accuracy(probs, y_test),
-              "test_images": int(len(y_test)), "tta": "flip" if tta else None, "per_class": report}
+              "test_images": int(len(y_test)), "tta": "flip" if tta else None,
+              "data": {"test": digest.record(data_lib.split_name(info, "test"))}, "per_class": report}
     files["evaluation_json"] = os.path.join(output, "evaluation.json")
     result["files"] = files
     io_utils.write_json(files["evaluation_json"], result, indent=2)

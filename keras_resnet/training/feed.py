@@ -51,6 +51,8 @@ def load_run_data(dataset="fashion_mnist", recipe=None, *, data_dir=None, downlo
     else:
         (x_train, y_train), (x_val, y_val) = data_lib.split_validation(
             x_train, y_train, recipe.val_fraction, seed=recipe.seed)
+        info["splits"] = {**(info.get("splits") or {}), "validation": data_lib.held_out_name(
+            data_lib.split_name(info, "train"), recipe.val_fraction, recipe.seed)}
     return RunData(x_train, y_train, x_val, y_val, info, x_test, y_test)
 
 
@@ -113,16 +115,18 @@ class Feed:
 
     def test(self, model):
         """``(the test metrics of `test_accuracies`, the test images' probabilities)``, in this process
-        alone."""
+        alone; ``test_digest`` then identifies the images measured (`keras_resnet.data.ExampleDigest`)."""
         data = self.data
+        self.test_digest = data_lib.ExampleDigest()  # what the test figures were measured on
         if not self.streamed:
+            self.test_digest.add(data.x_test, data.y_test)
             x = data_lib.normalize(data.x_test, data.info)
             probs = predict_probs(model, x)
             return test_accuracies(model, x, data.y_test, data.info, probs=probs), probs
         batch = self.recipe.batch_size  # the training batch's activations fit; a larger one may not
         probs, flipped, self.test_labels, self.mistake_images = stream_predictions(
             model, self._eval(data.x_test, data.y_test, "test", batch), data.info, batch,
-            mirror=bool(data.info.get("flip")))
+            mirror=bool(data.info.get("flip")), digest=self.test_digest)
         self.check.check()  # "error": one line naming the file; the run's epochs are in its state/
         self.check.report("in the test split (left out of the test figures)")
         return accuracies(probs, self.test_labels, flipped), probs

@@ -23,6 +23,7 @@ import time
 import keras
 import numpy as np
 
+from keras_resnet import data as data_lib
 from keras_resnet.utils import checks, io_utils
 from keras_resnet.training import diagnostics
 from keras_resnet.training import distributed, process_data
@@ -33,6 +34,7 @@ from keras_resnet.models.resnet import build
 from keras_resnet.training.devices import distribution_scope, precision_scope
 from keras_resnet.training.feed import Feed, load_run_data
 from keras_resnet.training.recipe import Recipe, compile_model, phases, steps_per_epoch, train_head_only
+from keras_resnet.training.run_folder import RUN_FACTS
 from keras_resnet.models.summary import summarize
 
 
@@ -95,7 +97,8 @@ def _fit_run(model, recipe, data, run_dir, pipeline, verbose, config, chief, cal
     if chief:
         os.makedirs(run_dir, exist_ok=True)
         io_utils.write_json(os.path.join(run_dir, "config.json"), config, indent=2)
-    state = RunState(run_dir, monitor="val_accuracy" if feed.val is not None else None, chief=chief)
+    facts = model_facts(config)
+    state = RunState(run_dir, monitor="val_accuracy" if feed.val is not None else None, chief=chief, facts=facts)
     guard = NaNGuard()
     # The guard first: an epoch whose loss or weights are not finite is never committed. Each process
     # reads its own copy of the weights, and process 0 writes alone.
@@ -129,6 +132,7 @@ def _fit_run(model, recipe, data, run_dir, pipeline, verbose, config, chief, cal
         if data.x_test is not None:
             test_metrics, probs = feed.test(model)
             metrics.update(test_metrics, test_images=len(data.y_test))
+        metrics["data"] = data_record(data, feed)
         if chief:
             if probs is not None:  # confusion.png, mistakes.png, per-class figures
                 # a stream kept the labels and the worst mistakes' images alone (memory flat in N)
@@ -136,11 +140,30 @@ def _fit_run(model, recipe, data, run_dir, pipeline, verbose, config, chief, cal
                 report = diagnostics.write_pictures(run_dir, probs, y, images, data.info["class_names"],
                                                     title=model.name)
                 metrics["pictures"], metrics["per_class"] = report.pop("files"), report
-            io_utils.save_model(model, os.path.join(run_dir, "model.keras"))
+            io_utils.save_model(model, os.path.join(run_dir, "model.keras"), facts=facts)
             io_utils.write_json(os.path.join(run_dir, "run.json"), metrics, indent=2)
             plot_history(read_history(state.history_path), os.path.join(run_dir, "curves.png"),
                          title=model.name)
     return {**metrics, "run_dir": run_dir}
+
+
+def model_facts(config):
+    """What a run's ``.keras`` files carry of it (`keras_resnet.utils.io_utils.save_model`): the data
+    they were trained on, its normalisation, class names and transforms, the entries of ``config.json``
+    that `keras_resnet.training.run_folder.run_defaults` reads, so that a model copied away from its
+    run folder is still evaluated and exported as it was trained. None for a run without a dataset."""
+    return {key: config.get(key) for key in RUN_FACTS} if config.get("dataset") else None
+
+
+def data_record(data, feed):
+    """What a run's figures were measured on: each split's name (`keras_resnet.data.split_name`) and
+    number of examples, and for the test split the fingerprint of the images measured
+    (`keras_resnet.data.ExampleDigest`; ``evaluate`` records the same one for the same images)."""
+    record = {split: {"split": data_lib.split_name(data.info, split), "examples": int(len(y))}
+              for split, y in (("train", data.y_train), ("validation", data.y_val))}
+    if data.x_test is not None:
+        record["test"] = feed.test_digest.record(data_lib.split_name(data.info, "test"))
+    return record
 
 
 def recorded_dataset(dataset):

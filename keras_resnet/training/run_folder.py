@@ -11,6 +11,7 @@ from keras_resnet.utils import io_utils
 
 DEFAULT_DATASET = "fashion_mnist"
 RUN_FILES = ("config.json", "run.json")
+RUN_FACTS = ("dataset", "data_dir", "normalization", "class_names", "transforms")  # what a .keras file carries
 
 
 def run_defaults(model_path):
@@ -25,15 +26,17 @@ def run_defaults(model_path):
         (``{"mean": [...], "std": [...]}``, [0, 1] pixel scale, or None), ``class_names`` (a list or
         None), ``transforms`` (the recipe of `keras_resnet.data.images`, or None) and ``source`` (the
         file read). The first of ``config.json`` and ``run.json`` in the
-        model's folder that holds a ``dataset`` is used.
+        model's folder that holds a ``dataset`` is used, else the record the ``.keras`` file carries
+        of its run (`RUN_FACTS`, written by training: a model copied away from its run folder keeps
+        its normalisation).
     """
     if not isinstance(model_path, (str, os.PathLike)) or not os.fspath(model_path):
         raise TypeError(f"`model_path` must be a file path (str or os.PathLike). Received: "
                         f"model_path={model_path!r}")
     folder = os.path.dirname(os.path.abspath(os.fspath(model_path)))
-    for name in RUN_FILES:
-        source = os.path.join(folder, name)
-        config = io_utils.read_json(source)
+    records = [(os.path.join(folder, name), io_utils.read_json(os.path.join(folder, name))) for name in RUN_FILES]
+    records.append((f"{os.fspath(model_path)} (its own record of its run)", io_utils.model_facts(model_path)))
+    for source, config in records:
         if isinstance(config, dict) and config.get("dataset"):
             norm = config.get("normalization")
             if not (isinstance(norm, dict) and "mean" in norm and "std" in norm):

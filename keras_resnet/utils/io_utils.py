@@ -140,11 +140,34 @@ def read_json(path):
         return None
 
 
-def save_model(model, path):
-    """Saves a Keras model (``.keras``) atomically."""
+MODEL_FACTS = "keras_resnet.json"  # the entry of a .keras archive that holds what the model was trained on
+
+
+def save_model(model, path, facts=None):
+    """Saves a Keras model (``.keras``) atomically; `facts` (a JSON-able dict: the data the model was
+    trained on, its normalisation, ...) go into the archive as `MODEL_FACTS`, which Keras's loader
+    leaves alone and `model_facts` reads, so the file carries them wherever it is copied."""
+    import zipfile
+
     with atomic_path(path, suffix=".keras") as tmp:
         model.save(tmp)
+        if facts is not None:
+            with zipfile.ZipFile(tmp, "a") as archive:
+                archive.writestr(MODEL_FACTS, json.dumps(facts, indent=1))
     return os.fspath(path)
+
+
+def model_facts(path):
+    """The `facts` that `save_model` put into a ``.keras`` file, or None (a file without them, or not
+    a readable archive)."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(os.fspath(path)) as archive:
+            facts = json.loads(archive.read(MODEL_FACTS))
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile):
+        return None
+    return facts if isinstance(facts, dict) else None
 
 
 def save_weights(model, path):

@@ -2,6 +2,7 @@
 exactly the same examples in training (streamed or held in memory), ``evaluate`` and ``export``."""
 
 import json
+import shutil
 from types import SimpleNamespace
 
 import numpy as np
@@ -87,3 +88,65 @@ def test_a_folder_without_a_test_folder_is_held_out_alike_in_training_evaluate_a
     _, (paths, _), _ = folder_streams.open_folder(folder, image_size=8, transform="small", cache="none")  # evaluate's
     assert sorted(number[str(p)] for p in paths) == held_out
     assert _evaluated_and_exported(str(folder), tmp_path) == (held_out, held_out)
+
+
+def test_the_example_digest_is_order_free_and_changes_with_any_image_or_label():
+    from keras_resnet.data import ExampleDigest
+
+    images = np.arange(5 * 4 * 4, dtype=np.uint8).reshape(5, 4, 4, 1)
+    labels = np.array([0, 1, 2, 0, 1])
+
+    def fingerprint(x, y):
+        digest = ExampleDigest()
+        digest.add(x, y)
+        return digest.record("test")
+
+    same = fingerprint(images, labels)
+    assert same["examples"] == 5 and len(same["fingerprint"]) == 16
+    order = [3, 0, 4, 1, 2]
+    assert fingerprint(images[order], labels[order]) == same
+    other_label, other_pixel = labels.copy(), images.copy()
+    other_label[2], other_pixel[4, 0, 0, 0] = 1, 255
+    assert fingerprint(images, other_label)["fingerprint"] != same["fingerprint"]
+    assert fingerprint(other_pixel, labels)["fingerprint"] != same["fingerprint"]
+    assert fingerprint(images[:4], labels[:4])["fingerprint"] != same["fingerprint"]
+
+
+@pytest.mark.parametrize("source", ["tfds", "folder"])
+def test_run_json_and_evaluation_json_name_the_same_held_out_images_with_one_fingerprint(source, tmp_path):
+    """A run streams its held-out test split; ``evaluate`` decodes it by another route: both record
+    the split's name, its size and the same fingerprint, which the training images do not have. The
+    model file copied away from its run folder is evaluated on the same images, as it was trained."""
+    from keras_resnet.data import ExampleDigest
+
+    if source == "tfds":
+        data_dir = str(tmp_path / "tfds")
+        TrainOnlyShapes(data_dir=data_dir).download_and_prepare()
+        dataset, kwargs = "train_only_shapes", {"data_dir": data_dir}
+    else:
+        folder = tmp_path / "photos"
+        for i in range(COUNT):
+            (folder / CLASSES[i % 3]).mkdir(parents=True, exist_ok=True)
+            Image.fromarray(np.full((8, 8, 3), i + 1, np.uint8)).save(folder / CLASSES[i % 3] / f"{i:03d}.png")
+        dataset, kwargs = str(folder), {}
+    run_dir = tmp_path / "run"
+    result = training.train(dataset=dataset, recipe=training.Recipe(epochs=1, batch_size=8, val_fraction=0.1),
+                            run_dir=str(run_dir), cache="none", verbose=0, depth=8, width=0.25, **kwargs)
+    recorded = json.loads((run_dir / "run.json").read_text())["data"]
+    assert result["data"] == recorded
+    held = "train: 0.2 held out (seed 0)" if source == "tfds" else "photos/: 0.2 held out (seed 0)"
+    assert recorded["test"]["split"] == held and recorded["test"]["examples"] == 18
+    assert recorded["train"]["examples"] + recorded["validation"]["examples"] == COUNT - 18
+    assert recorded["validation"]["split"].endswith("0.1 held out (seed 0)")
+    evaluated = training.evaluate(str(run_dir / "model.keras"), output=str(tmp_path / "eval"))
+    assert evaluated["data"]["test"] == recorded["test"]
+    assert json.loads((tmp_path / "eval" / "evaluation.json").read_text())["data"] == evaluated["data"]
+    away = tmp_path / "away"  # the model file alone, its run folder gone: it carries its run's record
+    away.mkdir()
+    shutil.copy(run_dir / "model.keras", away / "model.keras")
+    alone = training.evaluate(str(away / "model.keras"))
+    assert alone["data"]["test"] == recorded["test"] and alone["test_accuracy"] == evaluated["test_accuracy"]
+    train = training.load_run_data(dataset, training.Recipe(val_fraction=0.0), cache="memory", **kwargs)
+    digest = ExampleDigest()
+    digest.add(train.x_train[:18], train.y_train[:18])
+    assert digest.record("train")["fingerprint"] != recorded["test"]["fingerprint"]

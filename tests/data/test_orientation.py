@@ -81,3 +81,52 @@ def test_evaluation_predict_and_arrays_agree_on_a_folder_of_rotated_photos(photo
     assert xa.shape[1:] == (300, 451, 3)
     _, first_size, _ = data.folders.probe(sorted(str(p) for p in tmp_path.glob("*/*.jpg")))
     assert first_size == (300, 451), "a folder's size is its upright photos'"
+
+
+def test_a_tfds_set_of_rotated_jpegs_reads_upright_streamed_held_in_memory_and_sampled(photo, tmp_path):
+    """tensorflow-datasets keeps a JPEG file's bytes, EXIF included; the graph's decoder ignores the
+    orientation, so every tfds path decodes through `transforms.decode_upright`."""
+    tfds = pytest.importorskip("tensorflow_datasets")
+    small = photo.resize((60, 40))
+    files = []
+    for i, orientation in enumerate((3, 6, 8, 1)):
+        path = tmp_path / f"{i}.jpg"
+        path.write_bytes(_jpeg(small.transpose(STORED[orientation]) if orientation in STORED else small, orientation))
+        files.append(path)
+
+    class RotatedPhotos(tfds.core.GeneratorBasedBuilder):
+        VERSION = tfds.core.Version("1.0.0")
+
+        def _info(self):
+            return tfds.core.DatasetInfo(builder=self, features=tfds.features.FeaturesDict(
+                {"image": tfds.features.Image(shape=(None, None, 3)), "label": tfds.features.ClassLabel(
+                    names=["a", "b"])}), supervised_keys=("image", "label"))
+
+        def _split_generators(self, dl_manager):
+            return {"train": self._generate_examples(files * 3), "test": self._generate_examples(files)}
+
+        def _generate_examples(self, paths):
+            for i, path in enumerate(paths):
+                yield i, {"image": str(path), "label": i % 2}
+
+    data_dir = str(tmp_path / "tfds")
+    RotatedPhotos(data_dir=data_dir).download_and_prepare()
+    stored = next(iter(tfds.load("rotated_photos", split="test", data_dir=data_dir,
+                                 decoders={"image": tfds.decode.SkipDecoding()})))["image"].numpy()
+    assert stored[:3] == b"\xff\xd8\xff" and images.read_image(stored).shape == (40, 60, 3)
+    upright = images.eval_transform(images.read_image(_jpeg(small)), (40, 60), "small")
+
+    def assert_upright(x):
+        assert x.shape[1:] == (40, 60, 3)
+        assert all(np.abs(image.astype(int) - upright).mean() < 4.0 for image in x), "upright, not sideways"
+
+    _, (x_test, y_test), info = data.open_dataset("rotated_photos", data_dir=data_dir, image_size=(40, 60),
+                                                  transform="small", cache="none")
+    scale, offset = 255 * np.asarray(info["std"]), 255 * np.asarray(info["mean"])
+    assert_upright(np.concatenate([b[0].numpy() for b in streams.eval_stream(x_test, y_test, info, 4)]) * scale + offset)
+    _, (held, _), _ = data.open_dataset("rotated_photos", data_dir=data_dir, image_size=(40, 60),
+                                        transform="small", cache="memory")
+    assert_upright(held)
+    _, (sampled, _), _ = data.open_for_model("rotated_photos", (40, 60), {"recipe": "small"}, data_dir=data_dir,
+                                             train_count=2, test_count=4)
+    assert_upright(sampled)

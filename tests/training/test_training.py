@@ -69,6 +69,28 @@ def test_saved_model_evaluates_to_the_reported_accuracy_and_per_class_figures(ti
 
 
 @pytest.mark.slow
+def test_a_model_copied_away_from_its_run_folder_keeps_the_run_s_normalisation(tiny_run, tmp_path, capsys):
+    """The run trained on 1,500 images: their statistics are not Fashion-MNIST's whole training split's.
+    The model file carries them; a file saved without that record falls back, and says so."""
+    run_dir, result = tiny_run
+    (tmp_path / "alone").mkdir()
+    alone = tmp_path / "alone" / "model.keras"
+    alone.write_bytes((run_dir / "model.keras").read_bytes())
+    recorded = io_utils.model_facts(alone)
+    assert recorded["normalization"] == result["normalization"] and recorded["dataset"] == "fashion_mnist"
+    evaluated = training.evaluate(str(alone), test_size=2000)
+    assert "its own record of its run" in capsys.readouterr().out
+    assert evaluated["test_accuracy"] == result["test_accuracy"]
+    assert evaluated["data"]["test"] == result["data"]["test"]
+    (tmp_path / "bare").mkdir()
+    bare = tmp_path / "bare" / "model.keras"
+    io_utils.save_model(io_utils.load_model(alone), bare)  # no record: Fashion-MNIST's own statistics
+    assert io_utils.model_facts(bare) is None
+    training.evaluate(str(bare), test_size=2000)
+    assert "no config.json or run.json next to" in capsys.readouterr().out
+
+
+@pytest.mark.slow
 def test_flip_test_time_augmentation_is_reported_and_reproduced_by_evaluate(tiny_run):
     run_dir, result = tiny_run
     evaluated = training.evaluate(str(run_dir / "model.keras"), tta=True, test_size=2000)
