@@ -1,8 +1,10 @@
 """The photo recipe's training crop in the TensorFlow graph, the one of every streamed source: a
 random-resized-crop window drawn statelessly from ``(seed, epoch, example)`` (`crop_draws`,
-`crop_window`: the graph's form of `keras_resnet.data.images.crop_window`), decoded from the encoded
-bytes (``tf.io.decode_and_crop_jpeg`` for a JPEG, with a one-block margin, so that the pixels are
-Pillow's; Pillow through a callback for other files), resized to the input size (`resize_crop`) and
+`crop_window`: the graph's form of `keras_resnet.data.images.crop_window`, in full-resolution
+coordinates), decoded from the encoded bytes at the largest JPEG scale (1, 1/2, 1/4, 1/8) at which
+the window still has the output's size (`decode_scale`; ``tf.io.decode_and_crop_jpeg`` with its
+``ratio``, with a one-block margin, so that the pixels are Pillow's ``Image.draft``; Pillow through a
+callback for other files), resized to the input size (`resize_crop`) and
 flipped half the time. TensorFlow only, imported inside the functions."""
 
 import numpy as np
@@ -68,12 +70,23 @@ def photo_crop(data, index, epoch, seed, size, channels, fallback):
         data, tf.maximum(tf.strings.length(data) - 2, 0), 2) == JPEG_END)
 
     def jpeg(header):
-        top, left, ch, cw = tf.unstack(crop_window(header[0], header[1], tf.reshape(u[1:], (-1, 4))))
-        t, l = tf.maximum(top - JPEG_MARGIN, 0), tf.maximum(left - JPEG_MARGIN, 0)
-        b, r = tf.minimum(top + ch + JPEG_MARGIN, header[0]), tf.minimum(left + cw + JPEG_MARGIN, header[1])
-        decoded = tf.io.decode_and_crop_jpeg(data, tf.stack([t, l, b - t, r - l]), channels=channels,
-                                             dct_method="INTEGER_ACCURATE")
-        return decoded[top - t:top - t + ch, left - l:left - l + cw], tf.constant(True)
+        window = crop_window(header[0], header[1], tf.reshape(u[1:], (-1, 4)))
+
+        def at(scale):  # the window's pixels decoded at 1/scale
+            def decode():
+                top, left, ch, cw = scaled_window(window, scale, header[0], header[1])
+                height, width = -(-header[0] // scale), -(-header[1] // scale)
+                t, l = tf.maximum(top - JPEG_MARGIN, 0), tf.maximum(left - JPEG_MARGIN, 0)
+                b, r = tf.minimum(top + ch + JPEG_MARGIN, height), tf.minimum(left + cw + JPEG_MARGIN, width)
+                decoded = tf.io.decode_and_crop_jpeg(data, tf.stack([t, l, b - t, r - l]), channels=channels,
+                                                     ratio=scale, dct_method="INTEGER_ACCURATE")
+                return decoded[top - t:top - t + ch, left - l:left - l + cw]
+
+            return decode
+
+        scale = decode_scale(window[2], window[3], size)
+        crop = tf.switch_case(scale_index(scale), [at(a) for a in images.JPEG_SCALES])
+        return crop, tf.constant(True)
 
     def jpeg_or_other():
         header = tf.image.extract_jpeg_shape(data)
@@ -119,21 +132,72 @@ def exif_oriented(data):
     return found
 
 
-def pillow_fallback(channels, bad, name_of):
+def pillow_fallback(channels, bad, name_of, size):
     """``(index, encoded bytes, draws) -> (crop, ok)``: the photo crop of a file that the graph does
-    not decode, decoded by Pillow; a file that does not decode is recorded in `bad` under
-    ``name_of(index)`` (a path, or a tensorflow-datasets example) and gives ok False."""
+    not decode, decoded by Pillow (`keras_resnet.data.images.read_crop`: the same window, a JPEG at
+    the same reduced scale for an output of `size`); a file that does not decode is recorded in `bad`
+    under ``name_of(index)`` (a path, or a tensorflow-datasets example) and gives ok False."""
 
     def load(index, data, u):
         try:
-            pixels = images.read_image(data.item() if isinstance(data, np.ndarray) else bytes(data), channels)
+            encoded = data.item() if isinstance(data, np.ndarray) else bytes(data)
+            return images.read_crop(encoded, u[1:].reshape(images.CROP_ATTEMPTS, 4), size, channels), True
         except (OSError, images.ImageError) as e:
             bad.add(name_of(int(index)), decode_error(e))
             return NO_PIXELS[channels], False
-        top, left, ch, cw = images.crop_window(*pixels.shape[:2], u[1:].reshape(images.CROP_ATTEMPTS, 4))
-        return np.ascontiguousarray(pixels[top:top + ch, left:left + cw]), True
 
     return load
+
+
+def decode_scale(height, width, size):
+    """`keras_resnet.data.images.decode_scale` in the graph: the largest JPEG scale (int32) at which a
+    region of ``height`` x ``width`` still has at least ``size``."""
+    import tensorflow as tf
+
+    scales = tf.constant(images.JPEG_SCALES, tf.int32)
+    fits = ((height // scales >= size[0]) & (width // scales >= size[1])) | (scales == 1)
+    return tf.gather(scales, tf.argmax(tf.cast(fits, tf.int32), output_type=tf.int32))
+
+
+def scale_index(scale):
+    """The position of a scale in `keras_resnet.data.images.JPEG_SCALES` (a ``tf.switch_case`` branch)."""
+    import tensorflow as tf
+
+    return tf.argmax(tf.cast(tf.equal(tf.constant(images.JPEG_SCALES, tf.int32), scale), tf.int32),
+                     output_type=tf.int32)
+
+
+def scaled_window(window, scale, height, width):
+    """`keras_resnet.data.images.scaled_window` in the graph (`scale` a Python int; ``height`` and
+    ``width`` the full-resolution size)."""
+    import tensorflow as tf
+
+    top, left, h, w = (window[i] for i in range(4))
+    t, l = top // scale, left // scale
+    b = tf.minimum(-(-(top + h) // scale), -(-height // scale))
+    r = tf.minimum(-(-(left + w) // scale), -(-width // scale))
+    return t, l, b - t, r - l
+
+
+def decode_for_eval(data, channels, size, crop_fraction):
+    """An encoded image's pixels for the photo recipe's evaluation transform, in the graph: a JPEG at
+    its `keras_resnet.data.images.eval_scale` (the pixels of Pillow's ``Image.draft``), another file
+    whole."""
+    import tensorflow as tf
+
+    def jpeg():
+        header = tf.image.extract_jpeg_shape(data)
+        short = tf.minimum(header[0], header[1])
+        scale = decode_scale(short, short, (int(max(size) / crop_fraction),) * 2)
+        return tf.switch_case(scale_index(scale), [
+            lambda a=a: tf.io.decode_jpeg(data, channels=channels, ratio=a, dct_method="INTEGER_ACCURATE")
+            for a in images.JPEG_SCALES])
+
+    def other():
+        return tf.io.decode_image(data, channels=channels, expand_animations=False)
+
+    x = tf.cond(tf.strings.substr(data, 0, 3) == JPEG_START, jpeg, other)
+    return tf.ensure_shape(x, (None, None, channels))
 
 
 def decode_error(e):

@@ -46,13 +46,13 @@ def test_a_rotated_copy_reads_upright_as_the_original(photo, orientation):
 def test_the_training_crop_of_a_rotated_jpeg_is_the_crop_of_the_upright_image(photo, orientation):
     encoded = _jpeg(photo.transpose(STORED[orientation]) if orientation in STORED else photo, orientation)
     assert bool(transforms.exif_oriented(tf.constant(encoded))) == (orientation != 1)
-    full = images.read_image(encoded, 3)  # Pillow, upright
     bad = streams.BadFiles()
-    fallback = transforms.pillow_fallback(3, bad, str)
+    fallback = transforms.pillow_fallback(3, bad, str, (64, 64))
     for index in range(6):
         u = transforms.crop_draws(5, 2, index).numpy()
-        top, left, h, w = images.crop_window(*full.shape[:2], u[1:].reshape(images.CROP_ATTEMPTS, 4))
-        expected = tf.image.resize(full[top:top + h, left:left + w], (64, 64), antialias=bool(h > 64 or w > 64))
+        crop = images.read_crop(encoded, u[1:].reshape(images.CROP_ATTEMPTS, 4), (64, 64), 3)  # Pillow, upright
+        h, w = crop.shape[:2]
+        expected = tf.image.resize(crop, (64, 64), antialias=bool(h > 64 or w > 64))
         expected = expected.numpy()[:, ::-1] if u[0] < 0.5 else expected.numpy()
         got, ok = transforms.photo_crop(tf.constant(encoded), tf.constant(index, tf.int64),
                                         tf.constant(2, tf.int64), 5, (64, 64), 3, fallback)
