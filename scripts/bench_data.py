@@ -17,7 +17,7 @@ it was), to measure a change side by side in one run.
     python scripts/bench_data.py --folder /tmp/photos_5000 --stages 320
 
 Photos at their real size (``--photos imagenet``: about 500x375, ``--photos phone``: 4032x3024): real
-photos (scikit-image's) cropped at random and resized (Lanczos), JPEG quality 90, 10 class folders;
+photos (scikit-image's) cropped at random and resized (Lanczos), with grain, JPEG quality 90, 9 class folders;
 ``--prepared DIR`` also measures our stream from the folder prepared once (``keras-resnet prepare``,
 made if missing, its rate printed):
 
@@ -72,14 +72,14 @@ def make_folder(folder, n, side=320, seed=0):
 
 PHOTO_SIZES = {"imagenet": (500, 375), "phone": (4032, 3024)}  # width, height
 GRAIN = 3.0  # the standard deviation of the grain added to a made photo, in pixel levels
-PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "motorcycle_left", "hubble_deep_field", "retina",
-          "immunohistochemistry", "cat", "colorwheel")
+PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "stereo_motorcycle", "hubble_deep_field", "retina",
+          "immunohistochemistry", "camera")  # scikit-image's photos (the motorcycle: its left view)
 
 
 def make_photos(folder, n, kind, seed=0):
     """`n` JPEGs (quality 90) at `kind`'s size from scikit-image's real photos: a random crop of one
     of them (at least half its height, the output's aspect), resized with Lanczos, with a sensor's
-    grain (`GRAIN`), a portrait one in four, in 10 class folders (one per photo)."""
+    grain (`GRAIN`), a portrait one in four, in one class folder per photo (9)."""
     from concurrent.futures import ProcessPoolExecutor
 
     rng = np.random.default_rng(seed)
@@ -110,7 +110,7 @@ def _save_photo(job):
 
     path, name, (corner, share), (width, height) = job
     pixels = getattr(skimage.data, name)()
-    image = Image.fromarray(pixels).convert("RGB")
+    image = Image.fromarray(pixels[0] if isinstance(pixels, tuple) else pixels).convert("RGB")
     w, h = image.size
     ch = int(h * share)
     cw = int(ch * width / height)  # the output's aspect
@@ -426,13 +426,8 @@ def run_stages(folder, count, batch, repeats=3):
         data = tf.io.read_file(paths_t[i])
         u = transforms.crop_draws(0, epoch, i)
         header = tf.image.extract_jpeg_shape(data)
-        top, left, ch, cw = tf.unstack(transforms.crop_window(header[0], header[1], tf.reshape(u[1:], (-1, 4))))
-        m = transforms.JPEG_MARGIN
-        t, l = tf.maximum(top - m, 0), tf.maximum(left - m, 0)
-        b, r = tf.minimum(top + ch + m, header[0]), tf.minimum(left + cw + m, header[1])
-        decoded = tf.io.decode_and_crop_jpeg(data, tf.stack([t, l, b - t, r - l]), channels=channels,
-                                             dct_method="INTEGER_ACCURATE")
-        return decoded[top - t:top - t + ch, left - l:left - l + cw]
+        box = transforms.crop_window(header[0], header[1], tf.reshape(u[1:], (-1, 4)))
+        return transforms.decode_window(data, header, box, size, channels)  # at its reduced scale
 
     def files(fn):
         return tf.data.Dataset.from_tensor_slices(order).map(fn, num_parallel_calls=tf.data.AUTOTUNE)

@@ -147,8 +147,7 @@ def prepare(folder, output, *, short_side=SHORT_SIDE, shard_images=SHARD_IMAGES,
                     if path.exists():  # finished before an interruption
                         meter.advance(len(paths[part]), fresh=False)
                     else:
-                        _write_shard(path, paths[part], labels[part], source, short_side, bad_images, pool,
-                                     meter, tf)
+                        _write_shard(path, paths[part], labels[part], source, plan, bad_images, pool, meter, tf)
                     lengths.append(records.count_records(path))
                     size += path.stat().st_size
                 split_infos.append(tfds.core.SplitInfo(name=split, shard_lengths=lengths, num_bytes=size))
@@ -157,17 +156,17 @@ def prepare(folder, output, *, short_side=SHORT_SIDE, shard_images=SHARD_IMAGES,
     return _counts(output)
 
 
-def _write_shard(path, paths, labels, source, short_side, bad_images, pool, meter, tf):
+def _write_shard(path, paths, labels, source, plan, bad_images, pool, meter, tf):
     """One shard, to a temporary name renamed when complete."""
     import tensorflow_datasets as tfds
 
     def encode(i):
         try:
-            return bounded_image(str(paths[i]), short_side), None
+            return bounded_image(str(paths[i]), plan["short_side"]), None
         except (OSError, images.ImageError) as e:
             return None, str(e) if isinstance(e, images.ImageError) else f"{paths[i]}: cannot read it: {e}"
 
-    features = _features(None, 1, tfds)
+    features = _features(plan["class_names"], plan["channels"], tfds)
     with io_utils.atomic_path(path) as tmp, tf.io.TFRecordWriter(tmp) as writer:
         for i, (data, error) in enumerate(pool.map(encode, range(len(paths)))):
             meter.advance(1)
@@ -183,10 +182,9 @@ def _write_shard(path, paths, labels, source, short_side, bad_images, pool, mete
 
 
 def _features(class_names, channels, tfds):
-    names = class_names or ["0", "1"]  # serialising needs a label feature, not its names
     return tfds.features.FeaturesDict({
         "image": tfds.features.Image(shape=(None, None, channels)),
-        "label": tfds.features.ClassLabel(names=names),
+        "label": tfds.features.ClassLabel(names=class_names),
         "path": tfds.features.Text()})
 
 

@@ -24,8 +24,9 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 
 def _photo_folder(folder, count=4, size=(200, 150)):
-    """Two classes of real photos (chelsea, coffee), `count` each, JPEG; one small PNG."""
-    for name, pixels in (("cat", skimage_data.chelsea()), ("cup", skimage_data.coffee())):
+    """Three classes of real photos (chelsea, coffee, rocket), `count` each, JPEG; one small PNG."""
+    for name, pixels in (("cat", skimage_data.chelsea()), ("cup", skimage_data.coffee()),
+                         ("rocket", skimage_data.rocket())):
         (folder / name).mkdir(parents=True)
         for i in range(count):
             Image.fromarray(pixels).resize((size[0] + 8 * i, size[1])).save(folder / name / f"{i}.jpg", quality=90)
@@ -51,7 +52,7 @@ def test_prepare_keeps_classes_splits_and_paths_with_the_shorter_side_bounded(ph
     assert counts == {"train": len(listing.train_paths), "test": len(listing.test_paths)}
     assert sources.is_prepared(out) and sources.folder_of(str(out)) is None, "read as a tfds set"
     builder = tfds.builder_from_directory(str(out))
-    assert builder.info.features["label"].names == ["cat", "cup"]
+    assert builder.info.features["label"].names == ["cat", "cup", "rocket"]
     assert builder.info.splits["train"].num_shards == -(-counts["train"] // 3)
     seen = {}
     for example in builder.as_dataset(split="test", decoders={"image": tfds.decode.SkipDecoding()}):
@@ -82,7 +83,7 @@ def test_the_reader_without_tensorflow_reads_what_tfds_reads(prepared_set):
 def test_a_prepared_folder_streams_as_a_tfds_set(prepared_set):
     out, counts = prepared_set
     (x, y), (x_test, y_test), info = data.open_dataset(str(out), image_size=32, transform="photo")
-    assert info["class_names"] == ["cat", "cup"] and info["cache"] == "none"
+    assert info["class_names"] == ["cat", "cup", "rocket"] and info["cache"] == "none"
     assert len(x) == counts["train"] and len(x_test) == counts["test"]
 
 
@@ -95,7 +96,7 @@ def test_bad_files_stop_the_preparation_naming_them_or_are_skipped_with_a_line(t
     counts = prepared.prepare(folder, tmp_path / "out", short_side=64, bad_images="skip", progress=False)
     lines = [l for l in capsys.readouterr().err.splitlines() if "skipped" in l]
     assert len(lines) == 1 and "broken.jpg" in lines[0]
-    assert sum(counts.values()) == 5
+    assert sum(counts.values()) == 7
 
 
 def test_bad_arguments_are_one_line_naming_them(photos, tmp_path):
