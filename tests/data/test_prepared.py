@@ -162,3 +162,16 @@ def test_a_prepared_folder_trains_evaluates_and_exports(prepared_set, tmp_path, 
     assert cli.main(["export", str(run / "model.keras"), "--output", str(tmp_path / "m.tflite"),
                      "--verify-count", "2"]) == 0
     assert (tmp_path / "m.tflite").is_file()
+
+
+@pytest.mark.slow
+def test_the_gpu_script_trains_from_prepared_shards_on_jax_without_tensorflow(prepared_set):
+    pytest.importorskip("jax")
+    out, _ = prepared_set
+    command = [sys.executable, os.path.join(REPO, "scripts", "gpu_throughput.py"), "--dataset", str(out), "--depth",
+               "18", "--width", "0.25", "--size", "32", "--batch-size", "4", "--steps", "1", "--warmup", "1",
+               "--workers", "1", "--precision", "float32"]
+    env = {**os.environ, "PYTHONPATH": REPO, "KERAS_BACKEND": "jax"}
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]  # the script asserts that TensorFlow was not imported
+    assert "| model alone (one constant batch) |" in done.stdout and "bottleneck:" in done.stdout
