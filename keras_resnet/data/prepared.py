@@ -11,7 +11,10 @@ decoded several times faster, as ImageNet pipelines (FFCV, DALI, the TF Model Ga
   names and the folder's splits (train, test: its ``test/`` or the held-out share that every command
   draws, `keras_resnet.data.folders.list_folder`; validation: its ``val/``) are kept. So
   ``tfds.builder_from_directory(OUTPUT)`` reads it as any tfds set, and `--dataset OUTPUT` trains,
-  evaluates and exports from it (`keras_resnet.data.sources.is_prepared`: the tfds path).
+  evaluates and exports from it (`keras_resnet.data.sources.is_prepared`: the tfds path). The
+  training split is written in a seeded random order, as tfds writes its own sets: a tfds stream
+  shuffles within blocks of consecutive examples (`keras_resnet.data.tfds_streams`), so a split
+  written class by class would give batches of one class.
 - Images: a file whose shorter side exceeds `short_side`, or that is not upright by its EXIF
   orientation, is decoded (a JPEG at its reduced DCT scale), turned upright, resized (Lanczos) to
   that shorter side and written as a JPEG of quality `JPEG_QUALITY`; a smaller upright JPEG or PNG is
@@ -32,6 +35,8 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+
+import numpy as np
 
 from keras_resnet.data import folders, images, records
 from keras_resnet.data.common import BAD_IMAGES, DatasetError
@@ -116,7 +121,9 @@ def prepare(folder, output, *, short_side=SHORT_SIDE, shard_images=SHARD_IMAGES,
                          f"Received: output={str(output)!r} (it holds other files)")
     listing = folders.list_folder(source, test_fraction, seed)
     channels, _, _ = folders.probe(listing.all_paths)
-    splits = {"train": (listing.train_paths, listing.train_labels), "test": (listing.test_paths, listing.test_labels)}
+    order = np.random.default_rng((seed, 6)).permutation(len(listing.train_paths))  # see the module docstring
+    splits = {"train": (listing.train_paths[order], listing.train_labels[order]),
+              "test": (listing.test_paths, listing.test_labels)}
     if listing.val_paths is not None:
         splits["validation"] = (listing.val_paths, listing.val_labels)
     plan = {"source": str(source.resolve()), "short_side": short_side, "shard_images": shard_images,

@@ -66,6 +66,8 @@ def test_prepare_keeps_classes_splits_and_paths_with_the_shorter_side_bounded(ph
             assert encoded == (photos / path).read_bytes(), "a small file is kept byte for byte"
     expected = {os.path.relpath(p, photos): int(l) for p, l in zip(listing.test_paths, listing.test_labels)}
     assert seen == expected, "the folder's test split, each file's path and class"
+    train = [int(e["label"]) for e in builder.as_dataset(split="train", shuffle_files=False)]
+    assert sorted(train) == sorted(listing.train_labels.tolist()) and train != sorted(train), "written shuffled"
 
 
 def test_the_reader_without_tensorflow_reads_what_tfds_reads(prepared_set):
