@@ -124,19 +124,20 @@ ORIENTATION_ENTRIES = ((0x12, 0x01, 0x03, 0x00, 0x01, 0x00, 0x00, 0x00, None, 0x
 
 def exif_oriented(data):
     """Whether a JPEG's first `EXIF_SEARCH` bytes hold an Exif orientation other than upright (1), in
-    the graph. A false match only sends the file to Pillow, which reads the orientation itself."""
+    the graph: one RE2 search for `ORIENTATION_ENTRIES` (about 0.25 ms of CPU an image; matching
+    every 10-byte frame of the 64 KiB as tensors cost 7 ms). A false match only sends the file to
+    Pillow, which reads the orientation itself."""
     import tensorflow as tf
 
-    head = tf.io.decode_raw(tf.strings.substr(data, 0, EXIF_SEARCH), tf.uint8)
-    frames = tf.cast(tf.signal.frame(head, 10, 1, pad_end=True), tf.int32)
-    found = tf.constant(False)
-    for entry in ORIENTATION_ENTRIES:
-        fixed = tf.constant([v is not None for v in entry])
-        want = tf.constant([v or 0 for v in entry], tf.int32)
-        value = frames[:, entry.index(None)]
-        match = tf.reduce_all((frames == want) | ~fixed, axis=1) & (value >= 2) & (value <= 8)
-        found = found | tf.reduce_any(match)
-    return found
+    head = tf.strings.substr(data, 0, EXIF_SEARCH)
+    return tf.strings.regex_replace(head, ORIENTATION_PATTERN, "", replace_global=False) != head
+
+
+def _entry_pattern(entry):
+    return "".join("[\\x02-\\x08]" if v is None else f"\\x{v:02x}" for v in entry)
+
+
+ORIENTATION_PATTERN = "|".join(_entry_pattern(e) for e in ORIENTATION_ENTRIES)  # every byte below 0x80
 
 
 def pillow_fallback(channels, bad, name_of, size):
