@@ -65,8 +65,8 @@ def bounded_image(source, short_side, quality=JPEG_QUALITY):
     try:
         image = images.open_image(data, lambda h, w: images.decode_scale(min(h, w), min(h, w), (short_side,) * 2))
     except images.ImageError as e:  # named by its path
-        raise images.ImageError(str(e).replace("<bytes>", str(source), 1) if not isinstance(source, bytes)
-                                else str(e)) from None
+        name = "<bytes>" if isinstance(source, bytes) else str(source)
+        raise images.ImageError(str(e).replace("<bytes>", name, 1)) from None
     with Image.open(io.BytesIO(data)) as raw:
         upright = raw.getexif().get(0x0112, 1) in (None, 1)
         kept = raw.format in KEPT_FORMATS and upright and min(raw.size) <= short_side
@@ -128,7 +128,7 @@ def prepare(folder, output, *, short_side=SHORT_SIDE, shard_images=SHARD_IMAGES,
         splits["validation"] = (listing.val_paths, listing.val_labels)
     plan = {"source": str(source.resolve()), "short_side": short_side, "shard_images": shard_images,
             "quality": JPEG_QUALITY, "class_names": list(listing.class_names), "channels": channels,
-            "splits": {s: len(p) for s, p in ((s, v[0]) for s, v in splits.items())},
+            "splits": {split: len(paths) for split, (paths, _) in splits.items()},
             "test_fraction": test_fraction, "seed": seed}
     with io_utils.folder_lock(output, "prepared folder", "wait for the other `prepare` to finish"):
         begun = io_utils.read_json(output / PREPARED_PLAN)
