@@ -169,9 +169,7 @@ def decode_scale(height, width, size):
 
 def by_scale(scale, branch, scales=tuple(sorted(images.JPEG_SCALES))):
     """``branch(a)()`` for the JPEG scale ``a`` of `scales` that the int32 tensor `scale` holds, in the
-    graph: nested ``tf.cond``s (``ratio`` is an attribute of the decode, so each scale is its own op;
-    a ``tf.switch_case`` of the four costs about 0.7 ms of CPU an image in tf.data, a ``tf.cond``
-    0.03)."""
+    graph: nested ``tf.cond``s (``ratio`` is an attribute of the decode, so each scale is its own op)."""
     import tensorflow as tf
 
     first, *rest = scales
