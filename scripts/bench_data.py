@@ -16,10 +16,20 @@ it was), to measure a change side by side in one run.
     python scripts/bench_data.py --folder /tmp/photos_5000 --pipelines "" --memory all
     python scripts/bench_data.py --folder /tmp/photos_5000 --stages 320
 
+Photos at their real size (``--photos imagenet``: about 500x375, ``--photos phone``: 4032x3024): real
+photos (scikit-image's) cropped at random and resized (Lanczos), with grain, JPEG quality 90, 9 class folders;
+``--prepared DIR`` also measures our stream from the folder prepared once (``keras-resnet prepare``,
+made if missing, its rate printed):
+
+    python scripts/bench_data.py --make 256 --photos phone --folder /tmp/phone_256 \
+        --prepared /tmp/phone_256_prepared --batch-size 32 --batches 6 --pipelines ours,prepared,keras,torch
+
 The pipelines:
 
 - ours: `keras_resnet.data.streams` (file list, per-file random-resized-crop decoded with
-  ``decode_and_crop_jpeg``, bilinear resize, flip, tf.data with AUTOTUNE parallelism).
+  ``decode_and_crop_jpeg`` at the largest JPEG scale that keeps the crop at least 224, bilinear
+  resize, flip, tf.data with AUTOTUNE parallelism).
+- prepared: the same stream from the folder's prepared shards (``--prepared``; a tensorflow-datasets set).
 - keras: ``keras.utils.image_dataset_from_directory`` (decodes and resizes every whole image, to 256)
   + ``RandomCrop(224)`` + ``RandomFlip`` (Keras has no random-resized-crop layer).
 - torch: a ``Dataset`` reading files with Pillow, torchvision's ``RandomResizedCrop`` written out
@@ -58,6 +68,61 @@ def make_folder(folder, n, side=320, seed=0):
             for i in range(n)]
     with ProcessPoolExecutor(os.cpu_count()) as pool:
         list(pool.map(_save, jobs, chunksize=256))
+
+
+PHOTO_SIZES = {"imagenet": (500, 375), "phone": (4032, 3024)}  # width, height
+GRAIN = 3.0  # the standard deviation of the grain added to a made photo, in pixel levels
+PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "stereo_motorcycle", "hubble_deep_field", "retina",
+          "immunohistochemistry", "camera")  # scikit-image's photos (the motorcycle: its left view)
+
+
+def make_photos(folder, n, kind, seed=0):
+    """`n` JPEGs (quality 90) at `kind`'s size from scikit-image's real photos: a random crop of one
+    of them (at least half its height, the output's aspect), resized with Lanczos, with a sensor's
+    grain (`GRAIN`), a portrait one in four, in one class folder per photo (9)."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    rng = np.random.default_rng(seed)
+    jobs = []
+    for i in range(n):
+        c = i % len(PHOTOS)
+        os.makedirs(os.path.join(folder, f"class{c}"), exist_ok=True)
+        box = rng.uniform(0, 0.5, 2), rng.uniform(0.5, 1.0)
+        size = PHOTO_SIZES[kind][::-1] if i % 4 == 3 else PHOTO_SIZES[kind]
+        jobs.append((os.path.join(folder, f"class{c}", f"{i:06d}.jpg"), PHOTOS[c], box, size))
+    with ProcessPoolExecutor(os.cpu_count()) as pool:
+        list(pool.map(_save_photo, jobs, chunksize=8))
+
+
+_GRAIN = []
+
+
+def _grain():
+    """A 1024x1024 tile of gray grain (one a process), tiled over a photo."""
+    if not _GRAIN:
+        _GRAIN.append(np.random.default_rng(os.getpid()).normal(0, GRAIN, (1024, 1024, 1)).astype(np.float32))
+    return _GRAIN[0]
+
+
+def _save_photo(job):
+    import skimage.data
+    from PIL import Image
+
+    path, name, (corner, share), (width, height) = job
+    pixels = getattr(skimage.data, name)()
+    image = Image.fromarray(pixels[0] if isinstance(pixels, tuple) else pixels).convert("RGB")
+    w, h = image.size
+    ch = int(h * share)
+    cw = int(ch * width / height)  # the output's aspect
+    if cw > w:
+        cw, ch = w, int(w * height / width)
+    left, top = int(corner[0] * (w - cw)), int(corner[1] * (h - ch))
+    image = image.resize((width, height), Image.Resampling.LANCZOS, box=(left, top, left + cw, top + ch))
+    # a sensor's grain: an upscaled photo is smoother than a camera's, and its JPEG smaller
+    pixels = np.asarray(image, np.float32)
+    pixels += np.tile(_grain(), (-(-height // 1024), -(-width // 1024), 1))[:height, :width]
+    pixels = np.clip(pixels, 0, 255).astype(np.uint8)
+    Image.fromarray(pixels).save(path, quality=90)
 
 
 def _save(job):
@@ -116,6 +181,15 @@ def ours(folder, batch):
     from keras_resnet.data import folder_streams, streams
 
     (x, y), _, info = folder_streams.open_folder(folder, image_size=SIZE, transform="photo", cache="none")
+    return iter(streams.train_stream(x, y, info, batch, seed=0))
+
+
+def prepared_stream(folder, batch):
+    """Our stream from a prepared folder (`folder`: the one ``--prepared`` names)."""
+    from keras_resnet import data
+    from keras_resnet.data import streams
+
+    (x, y), _, info = data.open_dataset(folder, image_size=SIZE, transform="photo", cache="none")
     return iter(streams.train_stream(x, y, info, batch, seed=0))
 
 
@@ -187,7 +261,8 @@ def torch_loader(folder, batch):
     return iter(loader)
 
 
-PIPELINES = {"ours": ours, "keras": keras_loader, "torch": torch_loader}
+PIPELINES = {"ours": ours, "prepared": prepared_stream, "keras": keras_loader, "torch": torch_loader}
+TARGET_RATE = 3000  # images/s a GPU trains ResNet-50 at: the cores a pipeline needs to feed it
 
 
 def run_one(name, folder, batch, batches):
@@ -344,20 +419,15 @@ def run_stages(folder, count, batch, repeats=3):
     size, channels = stream["size"], stream["channels"]
     order = folder_streams.epoch_order(len(x), batch, 0, 0)[:count]
     paths_t = tf.constant([os.fsencode(str(p)) for p in x])
-    load = transforms.pillow_fallback(channels, streams.BadFiles(), lambda i: str(x[i]))
+    load = transforms.pillow_fallback(channels, streams.BadFiles(), lambda i: str(x[i]), size)
     epoch = tf.constant(0, tf.int64)
 
     def window(i):
         data = tf.io.read_file(paths_t[i])
         u = transforms.crop_draws(0, epoch, i)
         header = tf.image.extract_jpeg_shape(data)
-        top, left, ch, cw = tf.unstack(transforms.crop_window(header[0], header[1], tf.reshape(u[1:], (-1, 4))))
-        m = transforms.JPEG_MARGIN
-        t, l = tf.maximum(top - m, 0), tf.maximum(left - m, 0)
-        b, r = tf.minimum(top + ch + m, header[0]), tf.minimum(left + cw + m, header[1])
-        decoded = tf.io.decode_and_crop_jpeg(data, tf.stack([t, l, b - t, r - l]), channels=channels,
-                                             dct_method="INTEGER_ACCURATE")
-        return decoded[top - t:top - t + ch, left - l:left - l + cw]
+        box = transforms.crop_window(header[0], header[1], tf.reshape(u[1:], (-1, 4)))
+        return transforms.decode_window(data, header, box, size, channels)  # at its reduced scale
 
     def files(fn):
         return tf.data.Dataset.from_tensor_slices(order).map(fn, num_parallel_calls=tf.data.AUTOTUNE)
@@ -399,6 +469,12 @@ def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--folder", required=True, help="the photo folder (made with --make if it does not exist)")
     p.add_argument("--make", type=int, default=None, help="make a folder of this many photos")
+    p.add_argument("--photos", choices=sorted(PHOTO_SIZES), default=None,
+                   help="--make real photos at this size (default: upscaled Fashion-MNIST at 320)")
+    p.add_argument("--prepared", default=None,
+                   help="the folder prepared from --folder (made with keras-resnet prepare if missing), "
+                        "for the 'prepared' pipeline")
+    p.add_argument("--short-side", type=int, default=320, help="the prepared photos' shorter side")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--batches", type=int, default=40, help="batches timed after the first")
     p.add_argument("--pipelines", default="ours,keras,torch")
@@ -426,12 +502,22 @@ def main():
         if not args.make:
             raise SystemExit(f"no such folder: {args.folder}; pass --make N to make one")
         t = time.perf_counter()
-        make_folder(args.folder, args.make)
+        if args.photos:
+            make_photos(args.folder, args.make, args.photos)
+        else:
+            make_folder(args.folder, args.make)
         print(f"made {args.make} photos in {args.folder} in {time.perf_counter() - t:.0f} s", flush=True)
+    prepare_row = None
+    if args.prepared and not os.path.isdir(args.prepared):
+        prepare_row = run_prepare(args.folder, args.prepared, args.short_side)
+        print(prepare_row, flush=True)
     rows = []
     for name in filter(None, args.pipelines.split(",")):
         env = code_env(name, args.before)
-        out = subprocess.run([sys.executable, __file__, "--folder", args.folder, "--one", name.split("@")[0],
+        source = args.prepared if name.split("@")[0] == "prepared" else args.folder
+        if source is None:
+            raise SystemExit("the 'prepared' pipeline reads --prepared DIR; pass it")
+        out = subprocess.run([sys.executable, __file__, "--folder", source, "--one", name.split("@")[0],
                               "--batch-size", str(args.batch_size), "--batches", str(args.batches)],
                              capture_output=True, text=True, env=env, timeout=3600)
         line = [line for line in out.stdout.splitlines() if line.startswith("{")]
@@ -452,19 +538,54 @@ def main():
                     else run_train(args.folder, args.train_size, feed, f"keras-resnet {name}",
                                    code_env(name, args.before)))
         print(rows[-1], flush=True)
-    n = sum(len(files) for _, _, files in os.walk(args.folder))
-    print(f"\n{n} photos in {args.folder}, {SIZE}x{SIZE}, random-resized-crop + flip, batch {args.batch_size}")
-    print("| pipeline | first batch / fit starts (s) | images / wall-s | images / CPU-s | RSS when fit starts (GiB) "
-          "| peak RSS (GiB) |")
-    print("|---|---|---|---|---|---|")
+    files = [os.path.join(r, f) for r, _, fs in os.walk(args.folder) for f in fs]
+    n, mean_bytes = len(files), np.mean([os.path.getsize(f) for f in files]) if files else 0
+    print(f"\n{n} photos in {args.folder} ({mean_bytes / 2**20:.2f} MiB on average), {SIZE}x{SIZE}, "
+          f"random-resized-crop + flip, batch {args.batch_size}; CPU: {cpu_name()}")
+    print("| pipeline | first batch / fit starts (s) | images / wall-s | images / CPU-s | cores for "
+          f"{TARGET_RATE:,} images/s | RSS when fit starts (GiB) | peak RSS (GiB) |")
+    print("|---|---|---|---|---|---|---|")
     for r in rows:
         name = r["pipeline"] + (f" ({r['precision']})" if r.get("precision") else "")
+        cores = f"{TARGET_RATE / r['images_per_cpu_s']:.0f}" if r.get("images_per_cpu_s") else ""
         print(f"| {name} | {r.get('first_batch_s', r.get('to_fit_s'))} | "
-              f"{r.get('images_per_wall_s', '')} | {r.get('images_per_cpu_s', '')} | {r.get('rss_at_fit_gib', '')} | "
-              f"{r['peak_rss_gib']} |")
+              f"{r.get('images_per_wall_s', '')} | {r.get('images_per_cpu_s', '')} | {cores} | "
+              f"{r.get('rss_at_fit_gib', '')} | {r['peak_rss_gib']} |")
+    if prepare_row:
+        print(f"\nprepare: {prepare_row['images']} photos in {prepare_row['wall_s']} s, "
+              f"{prepare_row['images_per_cpu_s']} images per CPU-second, "
+              f"{prepare_row['mean_bytes'] / 1024:.0f} KiB per prepared photo")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"images": n, "rows": rows}, f, indent=2)
+            json.dump({"images": n, "mean_bytes": float(mean_bytes), "cpu": cpu_name(), "prepare": prepare_row,
+                       "rows": rows}, f, indent=2)
+
+
+def cpu_name():
+    """The CPU's model name (lscpu's), named with every figure."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return "unknown"
+
+
+def run_prepare(folder, output, short_side):
+    """``keras-resnet prepare`` of the folder, in a fresh process: its wall and CPU seconds."""
+    command = [sys.executable, "-m", "keras_resnet.cli", "prepare", folder, output, "--short-side", str(short_side)]
+    import resource
+
+    before, start = resource.getrusage(resource.RUSAGE_CHILDREN), time.perf_counter()
+    out = subprocess.run(command, capture_output=True, text=True, env=code_env("", None), timeout=7200)
+    if out.returncode:
+        raise SystemExit(out.stderr[-3000:])
+    wall, after = time.perf_counter() - start, resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
+    shards = [os.path.join(output, f) for f in os.listdir(output) if ".tfrecord-" in f]
+    images = sum(len(files) for _, _, files in os.walk(folder))
+    return {"images": images, "wall_s": round(wall, 1),
+            "images_per_cpu_s": round(images / cpu, 1),
+            "mean_bytes": sum(os.path.getsize(s) for s in shards) / max(images, 1)}
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ recipe's, the search space's and the budget's flags are derived from their datac
 native log lines instead.
 
 This module wires the parser and runs a command; each subcommand lives in the module named after it:
-`models_summary`, `train_evaluate`, `tune`, `export_predict`, `explain`. The argument groups that
+`models_summary`, `prepare`, `train_evaluate`, `tune`, `export_predict`, `explain`. The argument groups that
 several commands share are in `arguments`. Heavy modules are imported inside the functions that use
 them, so `keras-resnet --help` starts without the tuner or the LiteRT converter.
 """
@@ -19,7 +19,7 @@ import sys
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # keep TensorFlow's start-up chatter out of the output
 
 from keras_resnet.utils.io_utils import quiet_native_logs  # noqa: E402
-from keras_resnet.cli import explain, export_predict, models_summary, train_evaluate, tune  # noqa: E402
+from keras_resnet.cli import explain, export_predict, models_summary, prepare, train_evaluate, tune  # noqa: E402
 # The shared argument groups stay importable from here, as `keras_resnet.cli.add_model_args` and so on.
 from keras_resnet.cli.arguments import (  # noqa: E402,F401
     TEST_SIZE_HELP,
@@ -30,7 +30,7 @@ from keras_resnet.cli.arguments import (  # noqa: E402,F401
 )
 
 # The modules adding the subcommands, in the order `keras-resnet --help` lists them.
-COMMANDS = (models_summary, train_evaluate, tune, export_predict, explain)
+COMMANDS = (models_summary, prepare, train_evaluate, tune, export_predict, explain)
 
 # Bad input (exit 2) and failures while running (exit 1), each reported in one line.
 USAGE_ERRORS = (ValueError, TypeError, FileNotFoundError, NotADirectoryError, IsADirectoryError)

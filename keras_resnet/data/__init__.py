@@ -7,6 +7,8 @@
 - Pipelines: `arrays` (any source held as uint8 arrays), `pipelines` (normalisation, augmentation,
   tf.data and NumPy batches of arrays), `streams` and `tfds_streams` (folders and tfds sets streamed
   from disk through tf.data).
+- Prepared once: `prepared` (a folder written as tfds shards of bounded photos, read as a tfds set)
+  and `records` (TFRecord shards read without TensorFlow).
 
 The names of the old ``keras_resnet.data`` module are importable from here. TensorFlow is imported
 inside the functions that need it, never at module import.

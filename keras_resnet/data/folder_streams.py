@@ -146,8 +146,8 @@ def sample_stats(paths, stream, seed=0, count=None):
 
 
 def _eval_pixels(path, stream):
-    pixels = images.read_image(path, stream["channels"])
-    return images.eval_transform(pixels, stream["size"], stream["transform"], stream["crop_fraction"])
+    return images.read_for_eval(path, stream["size"], stream["transform"], stream["crop_fraction"],
+                                stream["channels"])
 
 
 def epoch_permutation(n, seed, epoch):

@@ -207,12 +207,17 @@ def read_images(paths, labels, size, channels, transform, crop_fraction):
     errors = {}
 
     def read(i):
+        def scale_of(height, width):  # a JPEG's full size, and its evaluation decode scale
+            shapes[i] = height, width
+            return images.eval_scale(height, width, size, transform, crop_fraction)
+
         try:
-            pixels = images.read_image(str(paths[i]), channels)
+            pixels = images.read_image(str(paths[i]), channels, scale_of)
         except images.ImageError as e:
             errors[i] = str(e)
             return
-        shapes[i] = pixels.shape[:2]
+        if not shapes[i].any():  # decoded whole
+            shapes[i] = pixels.shape[:2]
         x[i] = images.eval_transform(pixels, size, transform, crop_fraction)
 
     with ThreadPoolExecutor(max(os.cpu_count() or 1, 1)) as pool:

@@ -35,6 +35,7 @@ CROP_RATIO = (3 / 4, 4 / 3)  # and aspect ratio (width / height), drawn log-unif
 CROP_ATTEMPTS = 10  # draws before the fallback to a centre crop (torchvision's rule)
 ORIENTATION = "exif"  # every path turns a file upright by its EXIF orientation before any transform
 ROTATED = (5, 6, 7, 8)  # EXIF orientations that swap the stored height and width
+JPEG_SCALES = (8, 4, 2, 1)  # libjpeg's DCT scaling: a JPEG decodes at 1/8, 1/4, 1/2 or full size
 
 
 class ImageError(ValueError):
@@ -66,16 +67,57 @@ def describe(transform, size, crop_fraction=CROP_FRACTION):
             "orientation": ORIENTATION, "summary": summary}
 
 
-def open_image(source):
+def decode_scale(height, width, size):
+    """The reduced-scale decode rule: the largest JPEG scale ``a`` of `JPEG_SCALES` at which a region
+    of ``height`` x ``width`` full-resolution pixels still has at least ``size`` ``(height, width)``
+    (``height // a >= size[0]`` and ``width // a >= size[1]``); 1 when none does. The training crop
+    (in the graph, `keras_resnet.data.transforms.photo_crop`, and through Pillow) and the evaluation
+    transform decode at this scale, then resize."""
+    for a in JPEG_SCALES:
+        if height // a >= size[0] and width // a >= size[1]:
+            return a
+    return 1
+
+
+def eval_scale(height, width, size, transform="small", crop_fraction=CROP_FRACTION):
+    """The decode scale of the evaluation transform: the photo recipe's resized shorter side
+    (`center_crop`) must still fit in the shorter side at that scale; the small recipe decodes whole."""
+    if transform != "photo":
+        return 1
+    short = min(height, width)
+    return decode_scale(short, short, (int(max(size) / crop_fraction),) * 2)
+
+
+def scaled_window(window, scale, height, width):
+    """A full-resolution window ``(top, left, h, w)`` in the pixels of a decode at 1/`scale` of
+    ``height`` x ``width`` (the scaled image's size): the scaled pixels that cover it."""
+    top, left, h, w = (int(v) for v in window)
+    t, l = top // scale, left // scale
+    b, r = min(-(-(top + h) // scale), height), min(-(-(left + w) // scale), width)
+    return t, l, b - t, r - l
+
+
+def open_image(source, scale_of=None):
     """A loaded ``PIL.Image`` from a path or the file's bytes, turned upright by its EXIF orientation
     (a phone's portrait photo is stored sideways; ``ImageOps.exif_transpose``); an `ImageError` naming
     it otherwise: any decoder error is a bad image (Pillow's ``DecompressionBombError`` for a
-    20000x20000 file included), never a traceback."""
+    20000x20000 file included), never a traceback.
+
+    `scale_of`: ``(height, width) -> a``, the scale (`JPEG_SCALES`) at which a JPEG of that upright
+    size is decoded (``Image.draft``: libjpeg's DCT scaling, the pixels of ``tf.io.decode_jpeg``'s
+    ``ratio``); the image then has ``ceil(height / a)`` x ``ceil(width / a)`` pixels. Other formats
+    decode whole."""
     from PIL import Image, ImageOps, UnidentifiedImageError
 
     name = "<bytes>" if isinstance(source, (bytes, bytearray)) else str(os.fspath(source))
     try:
         image = Image.open(io.BytesIO(source) if isinstance(source, (bytes, bytearray)) else source)
+        if scale_of is not None and image.format == "JPEG":
+            w, h = image.size
+            upright = (w, h) if image.getexif().get(0x0112) in ROTATED else (h, w)
+            scale = scale_of(*upright)
+            if scale > 1:
+                image.draft(image.mode, (w // scale, h // scale))
         image.load()
         image = ImageOps.exif_transpose(image)
     except UnidentifiedImageError:
@@ -112,10 +154,43 @@ def to_array(image, channels=None):
     return np.asarray(image.convert("RGB"), np.uint8)
 
 
-def read_image(source, channels=None):
+def read_image(source, channels=None, scale_of=None):
     """Decodes an image file (a path or its bytes) to uint8 ``(H, W, C)``: C = 1 for grayscale files,
-    3 for colour ones, or `channels` when given. Raises `ImageError` naming the file."""
-    return to_array(open_image(source), channels)
+    3 for colour ones, or `channels` when given; a JPEG at the scale `scale_of` chooses (`open_image`).
+    Raises `ImageError` naming the file."""
+    return to_array(open_image(source, scale_of), channels)
+
+
+def read_crop(source, u, size, channels=None):
+    """The photo recipe's training crop of an image file through Pillow, before its resize: the window
+    of `crop_window` (draws `u`, in the upright full-resolution image's coordinates), decoded at the
+    `decode_scale` of the window for an output of `size` (the graph's rule, so both give the same
+    pixels). Raises `ImageError` naming the file."""
+    drawn = {}
+
+    def scale_of(height, width):
+        drawn["window"] = crop_window(height, width, u)
+        return decode_scale(*drawn["window"][2:], size)
+
+    image = open_image(source, scale_of)
+    full = drawn.get("window")
+    pixels = to_array(image, channels)
+    if full is None:  # decoded whole
+        full = crop_window(*pixels.shape[:2], u)
+        scale = 1
+    else:
+        scale = decode_scale(*full[2:], size)
+    top, left, h, w = scaled_window(full, scale, *pixels.shape[:2])
+    return np.ascontiguousarray(pixels[top:top + h, left:left + w])
+
+
+def read_for_eval(source, size, transform="small", crop_fraction=CROP_FRACTION, channels=None):
+    """An image file at `size` by the evaluation transform (`eval_transform`), a JPEG decoded at its
+    `eval_scale`: the pixels ``evaluate``, ``export`` and ``predict`` see. Raises `ImageError`."""
+    def scale_of(height, width):
+        return eval_scale(height, width, size, transform, crop_fraction)
+
+    return eval_transform(read_image(source, channels, scale_of), size, transform, crop_fraction)
 
 
 def to_pil(pixels):

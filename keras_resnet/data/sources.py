@@ -14,12 +14,21 @@ TFDS_NAME = re.compile(r"[a-z][a-z0-9_]*(/[\w.+-]+)?(:[\d.*]+)?")
 
 
 FILE_EXTENSION = re.compile(r"\.[A-Za-z][A-Za-z0-9]{0,4}$")
+PREPARED_PLAN = "prepare.json"  # what `keras-resnet prepare` writes first, in a prepared folder
+
+
+def is_prepared(path):
+    """Whether `path` is a prepared folder (`keras_resnet.data.prepared`): a tensorflow-datasets set's
+    metadata beside its shards, written by ``keras-resnet prepare`` (read as a tfds set)."""
+    path = Path(os.path.expanduser(os.fspath(path)))
+    return all((path / name).is_file() for name in (PREPARED_PLAN, "dataset_info.json", "features.json"))
 
 
 def folder_of(dataset):
     """The folder `dataset` names, or None for a dataset name; a DatasetError for a missing path.
 
-    An existing folder is always a folder. A string that is not one is a name unless it looks like a
+    An existing folder is always a folder, except a prepared one (`is_prepared`), which is read as a
+    tensorflow-datasets set by its path. A string that is not one is a name unless it looks like a
     path (it starts with ``~`` or ``.``, holds a path separator outside a tensorflow-datasets name such
     as ``"emnist/letters"``, or ends in a file extension), so a typo is not sent to tensorflow-datasets.
     """
@@ -29,7 +38,7 @@ def folder_of(dataset):
     name = os.fspath(dataset)
     path = Path(name).expanduser()
     if path.is_dir():
-        return path
+        return None if is_prepared(path) else path
     separators = {os.sep, os.altsep, "/"} - {None}
     looks_like_path = isinstance(dataset, os.PathLike) or name.startswith(("~", ".")) or bool(
         FILE_EXTENSION.search(name) and ":" not in name) or (

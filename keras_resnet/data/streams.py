@@ -76,7 +76,7 @@ def train_stream(x, y, info, batch_size, *, seed=0, start_epoch=0, erase=0.0, pr
     size, channels, photo = tuple(stream["size"]), stream["channels"], stream["transform"] == "photo"
     steps, share = len(x) // batch_size, batch_size // processes
     scale, offset = scale_offset(info)
-    fallback = pillow_fallback(channels, reader.bad, reader.name_of)
+    fallback = pillow_fallback(channels, reader.bad, reader.name_of, size)
 
     def pixels(index, payload, label, epoch):
         if photo:  # normalised image by image, while its pixels are in the cache (a batch is 38 MB at 224)

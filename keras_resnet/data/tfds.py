@@ -1,4 +1,4 @@
-"""tensorflow-datasets sets: loading a split with errors that say how to get it, the features of an
+"""tensorflow-datasets sets (by name, or a prepared folder by its path): loading a split with errors that say how to get it, the features of an
 image-classification set, and (for small sets and the NumPy pipeline) a split read into arrays."""
 
 import os
@@ -6,6 +6,7 @@ import os
 import numpy as np
 
 from keras_resnet.data.common import DatasetError, DatasetInfo, held_out_name, split_indices
+from keras_resnet.data.sources import is_prepared
 
 
 # tensorflow-datasets sets of digits and characters, where a mirror image is another class or none.
@@ -17,6 +18,12 @@ def tfds_split(name, which, data_dir=None, download=False, **kwargs):
     as `DatasetError`s that name the dataset and how to get it."""
     import tensorflow_datasets as tfds
 
+    if is_prepared(name):  # `keras-resnet prepare`'s folder: a tfds set by its path
+        import tensorflow as tf
+
+        builder = tfds.builder_from_directory(os.path.expanduser(os.fspath(name)))
+        as_dataset = tf.autograph.experimental.do_not_convert(builder.as_dataset)  # a wrapt method
+        return as_dataset(split=which, as_supervised=True, **kwargs), builder.info
     try:
         return tfds.load(name, split=which, data_dir=data_dir, download=download, as_supervised=True,
                          with_info=True, **kwargs)
@@ -55,7 +62,7 @@ def tfds_features(name, tinfo, image_size):
 
 def tfds_info(name, label_feature):
     """The ``info`` entries of a tensorflow-datasets set that do not depend on its pixels."""
-    base = name.split(":")[0].split("/")[0]
+    base = os.path.basename(os.path.normpath(name)) if is_prepared(name) else name.split(":")[0].split("/")[0]
     return DatasetInfo(name=base, num_classes=int(label_feature.num_classes),
                        class_names=[str(n) for n in label_feature.names], flip=base not in NO_FLIP,
                        source=f"tfds:{name}")

@@ -30,11 +30,11 @@ import sys
 import numpy as np
 
 from keras_resnet.data import images
-from keras_resnet.data.transforms import decode_upright
 from keras_resnet.utils.checks import check_choice, check_number
 from keras_resnet.data.common import (
     CACHE, STATS_SAMPLE, DatasetError, channel_stats, check_image_size, hold_in_memory, keep_positions,
     process_rows, subset_index)
+from keras_resnet.data.transforms import decode_for_eval, decode_upright
 from keras_resnet.data.tfds import has_test_split, held_out, tfds_features, tfds_info, tfds_split, tfds_splits
 
 SHUFFLE_BYTES = 64 << 20  # encoded examples one shuffle block holds
@@ -191,8 +191,9 @@ def _eval_pixels(stream):
         def crop(pixels):
             return images.center_crop(pixels, size, stream["crop_fraction"])
 
-        def pixels(data):
-            x = tf.numpy_function(crop, [decode_upright(data, channels)], tf.uint8, stateful=False)
+        def pixels(data):  # a JPEG at its reduced scale, as Pillow's evaluation decodes it
+            decoded = decode_for_eval(data, channels, size, stream["crop_fraction"])
+            x = tf.numpy_function(crop, [decoded], tf.uint8, stateful=False)
             return tf.ensure_shape(x, tuple(size) + (channels,))
 
         return pixels

@@ -1,8 +1,10 @@
 """The photo recipe's training crop in the TensorFlow graph, the one of every streamed source: a
 random-resized-crop window drawn statelessly from ``(seed, epoch, example)`` (`crop_draws`,
-`crop_window`: the graph's form of `keras_resnet.data.images.crop_window`), decoded from the encoded
-bytes (``tf.io.decode_and_crop_jpeg`` for a JPEG, with a one-block margin, so that the pixels are
-Pillow's; Pillow through a callback for other files), resized to the input size (`resize_crop`) and
+`crop_window`: the graph's form of `keras_resnet.data.images.crop_window`, in full-resolution
+coordinates), decoded from the encoded bytes at the largest JPEG scale (1, 1/2, 1/4, 1/8) at which
+the window still has the output's size (`decode_scale`; ``tf.io.decode_and_crop_jpeg`` with its
+``ratio``, with a one-block margin, so that the pixels are Pillow's ``Image.draft``; Pillow through a
+callback for other files), resized to the input size (`resize_crop`) and
 flipped half the time. TensorFlow only, imported inside the functions."""
 
 import numpy as np
@@ -68,12 +70,8 @@ def photo_crop(data, index, epoch, seed, size, channels, fallback):
         data, tf.maximum(tf.strings.length(data) - 2, 0), 2) == JPEG_END)
 
     def jpeg(header):
-        top, left, ch, cw = tf.unstack(crop_window(header[0], header[1], tf.reshape(u[1:], (-1, 4))))
-        t, l = tf.maximum(top - JPEG_MARGIN, 0), tf.maximum(left - JPEG_MARGIN, 0)
-        b, r = tf.minimum(top + ch + JPEG_MARGIN, header[0]), tf.minimum(left + cw + JPEG_MARGIN, header[1])
-        decoded = tf.io.decode_and_crop_jpeg(data, tf.stack([t, l, b - t, r - l]), channels=channels,
-                                             dct_method="INTEGER_ACCURATE")
-        return decoded[top - t:top - t + ch, left - l:left - l + cw], tf.constant(True)
+        window = crop_window(header[0], header[1], tf.reshape(u[1:], (-1, 4)))
+        return decode_window(data, header, window, size, channels), tf.constant(True)
 
     def jpeg_or_other():
         header = tf.image.extract_jpeg_shape(data)
@@ -95,6 +93,28 @@ def photo_crop(data, index, epoch, seed, size, channels, fallback):
     return tf.ensure_shape(x, tuple(size) + (channels,)), ok
 
 
+def decode_window(data, header, window, size, channels):
+    """A JPEG's full-resolution `window` ``(top, left, h, w)`` decoded at its `decode_scale` for an
+    output of `size` (``header``: ``tf.image.extract_jpeg_shape``), in the graph: the scaled window
+    and a one-block margin (`JPEG_MARGIN`) are decoded by ``decode_and_crop_jpeg`` with that
+    ``ratio``, and the window cut from them."""
+    import tensorflow as tf
+
+    def at(scale):  # the window's pixels decoded at 1/scale
+        def decode():
+            top, left, ch, cw = scaled_window(window, scale, header[0], header[1])
+            height, width = -(-header[0] // scale), -(-header[1] // scale)
+            t, l = tf.maximum(top - JPEG_MARGIN, 0), tf.maximum(left - JPEG_MARGIN, 0)
+            b, r = tf.minimum(top + ch + JPEG_MARGIN, height), tf.minimum(left + cw + JPEG_MARGIN, width)
+            decoded = tf.io.decode_and_crop_jpeg(data, tf.stack([t, l, b - t, r - l]), channels=channels,
+                                                 ratio=scale, dct_method="INTEGER_ACCURATE")
+            return decoded[top - t:top - t + ch, left - l:left - l + cw]
+
+        return decode
+
+    return by_scale(decode_scale(window[2], window[3], size), at)
+
+
 EXIF_SEARCH = 1 << 16  # bytes of a JPEG searched for its orientation (the Exif segment leads the file)
 # The orientation entry of an Exif directory: tag 0x0112, type SHORT, count 1, then the value (2..8:
 # not upright), little-endian ("II") or big-endian ("MM"); None marks the value's byte.
@@ -104,29 +124,32 @@ ORIENTATION_ENTRIES = ((0x12, 0x01, 0x03, 0x00, 0x01, 0x00, 0x00, 0x00, None, 0x
 
 def exif_oriented(data):
     """Whether a JPEG's first `EXIF_SEARCH` bytes hold an Exif orientation other than upright (1), in
-    the graph. A false match only sends the file to Pillow, which reads the orientation itself."""
+    the graph: one RE2 search for `ORIENTATION_ENTRIES` (about 0.25 ms of CPU an image; matching
+    every 10-byte frame of the 64 KiB as tensors cost 7 ms). A false match only sends the file to
+    Pillow, which reads the orientation itself."""
     import tensorflow as tf
 
-    head = tf.io.decode_raw(tf.strings.substr(data, 0, EXIF_SEARCH), tf.uint8)
-    frames = tf.cast(tf.signal.frame(head, 10, 1, pad_end=True), tf.int32)
-    found = tf.constant(False)
-    for entry in ORIENTATION_ENTRIES:
-        fixed = tf.constant([v is not None for v in entry])
-        want = tf.constant([v or 0 for v in entry], tf.int32)
-        value = frames[:, entry.index(None)]
-        match = tf.reduce_all((frames == want) | ~fixed, axis=1) & (value >= 2) & (value <= 8)
-        found = found | tf.reduce_any(match)
-    return found
+    head = tf.strings.substr(data, 0, EXIF_SEARCH)
+    return tf.strings.regex_replace(head, ORIENTATION_PATTERN, "", replace_global=False) != head
 
 
-def decode_upright(data, channels):
+def _entry_pattern(entry):
+    return "".join("[\\x02-\\x08]" if v is None else f"\\x{v:02x}" for v in entry)
+
+
+ORIENTATION_PATTERN = "|".join(_entry_pattern(e) for e in ORIENTATION_ENTRIES)  # every byte below 0x80
+
+
+def decode_upright(data, channels, scale_of=None):
     """An encoded image (any format the graph decodes) -> uint8 pixels (H, W, `channels`), turned upright
     by its EXIF orientation as every path of the package turns it (`keras_resnet.data.images.open_image`):
-    the graph's decode, or Pillow's for a JPEG whose orientation is not upright (`exif_oriented`)."""
+    the graph's decode, or Pillow's for a JPEG whose orientation is not upright (`exif_oriented`), at
+    the JPEG scale ``scale_of(height, width)`` gives (`keras_resnet.data.images.read_image`)."""
     import tensorflow as tf
 
     def pillow(encoded):
-        return images.read_image(encoded.item() if isinstance(encoded, np.ndarray) else bytes(encoded), channels)
+        encoded = encoded.item() if isinstance(encoded, np.ndarray) else bytes(encoded)
+        return images.read_image(encoded, channels, scale_of)
 
     def upright():
         return tf.numpy_function(pillow, [data], tf.uint8, stateful=False)
@@ -137,21 +160,79 @@ def decode_upright(data, channels):
     return tf.ensure_shape(tf.cond(exif_oriented(data), upright, graph), (None, None, channels))
 
 
-def pillow_fallback(channels, bad, name_of):
+def pillow_fallback(channels, bad, name_of, size):
     """``(index, encoded bytes, draws) -> (crop, ok)``: the photo crop of a file that the graph does
-    not decode, decoded by Pillow; a file that does not decode is recorded in `bad` under
-    ``name_of(index)`` (a path, or a tensorflow-datasets example) and gives ok False."""
+    not decode, decoded by Pillow (`keras_resnet.data.images.read_crop`: the same window, a JPEG at
+    the same reduced scale for an output of `size`); a file that does not decode is recorded in `bad`
+    under ``name_of(index)`` (a path, or a tensorflow-datasets example) and gives ok False."""
 
     def load(index, data, u):
         try:
-            pixels = images.read_image(data.item() if isinstance(data, np.ndarray) else bytes(data), channels)
+            encoded = data.item() if isinstance(data, np.ndarray) else bytes(data)
+            return images.read_crop(encoded, u[1:].reshape(images.CROP_ATTEMPTS, 4), size, channels), True
         except (OSError, images.ImageError) as e:
             bad.add(name_of(int(index)), decode_error(e))
             return NO_PIXELS[channels], False
-        top, left, ch, cw = images.crop_window(*pixels.shape[:2], u[1:].reshape(images.CROP_ATTEMPTS, 4))
-        return np.ascontiguousarray(pixels[top:top + ch, left:left + cw]), True
 
     return load
+
+
+def decode_scale(height, width, size):
+    """`keras_resnet.data.images.decode_scale` in the graph: the largest JPEG scale (int32) at which a
+    region of ``height`` x ``width`` still has at least ``size``."""
+    import tensorflow as tf
+
+    scales = tf.constant(images.JPEG_SCALES, tf.int32)
+    fits = ((height // scales >= size[0]) & (width // scales >= size[1])) | (scales == 1)
+    return tf.gather(scales, tf.argmax(tf.cast(fits, tf.int32), output_type=tf.int32))
+
+
+def by_scale(scale, branch, scales=tuple(sorted(images.JPEG_SCALES))):
+    """``branch(a)()`` for the JPEG scale ``a`` of `scales` that the int32 tensor `scale` holds, in the
+    graph: nested ``tf.cond``s (``ratio`` is an attribute of the decode, so each scale is its own op)."""
+    import tensorflow as tf
+
+    first, *rest = scales
+    if not rest:
+        return branch(first)()
+    return tf.cond(scale == first, branch(first), lambda: by_scale(scale, branch, tuple(rest)))
+
+
+def scaled_window(window, scale, height, width):
+    """`keras_resnet.data.images.scaled_window` in the graph (`scale` a Python int; ``height`` and
+    ``width`` the full-resolution size)."""
+    import tensorflow as tf
+
+    top, left, h, w = (window[i] for i in range(4))
+    t, l = top // scale, left // scale
+    b = tf.minimum(-(-(top + h) // scale), -(-height // scale))
+    r = tf.minimum(-(-(left + w) // scale), -(-width // scale))
+    return t, l, b - t, r - l
+
+
+def decode_for_eval(data, channels, size, crop_fraction):
+    """An encoded image's pixels for the photo recipe's evaluation transform, in the graph: a JPEG at
+    its `keras_resnet.data.images.eval_scale` (the pixels of Pillow's ``Image.draft``), turned upright
+    by its EXIF orientation (`decode_upright`), another file whole."""
+    import tensorflow as tf
+
+    def jpeg():
+        header = tf.image.extract_jpeg_shape(data)
+        short = tf.minimum(header[0], header[1])
+        def at(scale):
+            return lambda: tf.io.decode_jpeg(data, channels=channels, ratio=scale, dct_method="INTEGER_ACCURATE")
+
+        return by_scale(decode_scale(short, short, (int(max(size) / crop_fraction),) * 2), at)
+
+    def other():  # another file, or a JPEG to turn upright: Pillow, at the same scale
+        return decode_upright(data, channels, scale_of)
+
+    def scale_of(height, width):
+        return images.eval_scale(height, width, size, "photo", crop_fraction)
+
+    plain = (tf.strings.substr(data, 0, 3) == JPEG_START) & tf.logical_not(exif_oriented(data))
+    x = tf.cond(plain, jpeg, other)
+    return tf.ensure_shape(x, (None, None, channels))
 
 
 def decode_error(e):

@@ -185,15 +185,15 @@ def load_images(paths, input_shape, transforms=None):
     for item in paths:
         if isinstance(item, np.ndarray):
             pixels = images.to_array(images.to_pil(item if item.ndim == 3 else item[..., None]), c)
-        else:
-            path = _check_path("paths", item)
-            if not path.is_file():
-                raise FileNotFoundError(f"no such image file: {str(path)!r}")
-            try:
-                pixels = images.read_image(path, c)
-            except images.ImageError as e:
-                reason = str(e).split(": not a readable image: ", 1)[-1]
-                raise ValueError(f"{str(path)!r} is not a readable image file (PNG, JPEG, BMP, ...): "
-                                 f"{reason}") from None
-        out.append(images.eval_transform(pixels, (h, w), recipe, crop_fraction))
+            out.append(images.eval_transform(pixels, (h, w), recipe, crop_fraction))
+            continue
+        path = _check_path("paths", item)
+        if not path.is_file():
+            raise FileNotFoundError(f"no such image file: {str(path)!r}")
+        try:  # a JPEG decoded at its reduced scale, as evaluation does
+            out.append(images.read_for_eval(path, (h, w), recipe, crop_fraction, c))
+        except images.ImageError as e:
+            reason = str(e).split(": not a readable image: ", 1)[-1]
+            raise ValueError(f"{str(path)!r} is not a readable image file (PNG, JPEG, BMP, ...): "
+                             f"{reason}") from None
     return np.stack(out) if out else np.zeros((0, h, w, c), np.uint8)

@@ -46,13 +46,13 @@ def test_a_rotated_copy_reads_upright_as_the_original(photo, orientation):
 def test_the_training_crop_of_a_rotated_jpeg_is_the_crop_of_the_upright_image(photo, orientation):
     encoded = _jpeg(photo.transpose(STORED[orientation]) if orientation in STORED else photo, orientation)
     assert bool(transforms.exif_oriented(tf.constant(encoded))) == (orientation != 1)
-    full = images.read_image(encoded, 3)  # Pillow, upright
     bad = streams.BadFiles()
-    fallback = transforms.pillow_fallback(3, bad, str)
+    fallback = transforms.pillow_fallback(3, bad, str, (64, 64))
     for index in range(6):
         u = transforms.crop_draws(5, 2, index).numpy()
-        top, left, h, w = images.crop_window(*full.shape[:2], u[1:].reshape(images.CROP_ATTEMPTS, 4))
-        expected = tf.image.resize(full[top:top + h, left:left + w], (64, 64), antialias=bool(h > 64 or w > 64))
+        crop = images.read_crop(encoded, u[1:].reshape(images.CROP_ATTEMPTS, 4), (64, 64), 3)  # Pillow, upright
+        h, w = crop.shape[:2]
+        expected = tf.image.resize(crop, (64, 64), antialias=bool(h > 64 or w > 64))
         expected = expected.numpy()[:, ::-1] if u[0] < 0.5 else expected.numpy()
         got, ok = transforms.photo_crop(tf.constant(encoded), tf.constant(index, tf.int64),
                                         tf.constant(2, tf.int64), 5, (64, 64), 3, fallback)
@@ -83,14 +83,16 @@ def test_evaluation_predict_and_arrays_agree_on_a_folder_of_rotated_photos(photo
     assert first_size == (300, 451), "a folder's size is its upright photos'"
 
 
-def test_a_tfds_set_of_rotated_jpegs_reads_upright_streamed_held_in_memory_and_sampled(photo, tmp_path):
-    """tensorflow-datasets keeps a JPEG file's bytes, EXIF included; the graph's decoder ignores the
-    orientation, so every tfds path decodes through `transforms.decode_upright`."""
+@pytest.fixture(scope="module")
+def rotated_tfds(photo, tmp_path_factory):
+    """A tensorflow-datasets set built from rotated copies (orientations 3, 6, 8, and 1) of a real
+    photo at 60x40: ``(data_dir, the upright photo)``."""
     tfds = pytest.importorskip("tensorflow_datasets")
+    folder = tmp_path_factory.mktemp("rotated")
     small = photo.resize((60, 40))
     files = []
     for i, orientation in enumerate((3, 6, 8, 1)):
-        path = tmp_path / f"{i}.jpg"
+        path = folder / f"{i}.jpg"
         path.write_bytes(_jpeg(small.transpose(STORED[orientation]) if orientation in STORED else small, orientation))
         files.append(path)
 
@@ -109,24 +111,34 @@ def test_a_tfds_set_of_rotated_jpegs_reads_upright_streamed_held_in_memory_and_s
             for i, path in enumerate(paths):
                 yield i, {"image": str(path), "label": i % 2}
 
-    data_dir = str(tmp_path / "tfds")
+    data_dir = str(folder / "tfds")
     RotatedPhotos(data_dir=data_dir).download_and_prepare()
+    return data_dir, small
+
+
+@pytest.mark.parametrize("transform", ["small", "photo"])
+def test_a_tfds_set_of_rotated_jpegs_reads_upright_streamed_held_in_memory_and_sampled(rotated_tfds, transform):
+    """tensorflow-datasets keeps a JPEG file's bytes, EXIF included; the graph's decoder ignores the
+    orientation, so every tfds path decodes through `transforms.decode_upright`."""
+    tfds = pytest.importorskip("tensorflow_datasets")
+    data_dir, small = rotated_tfds
     stored = next(iter(tfds.load("rotated_photos", split="test", data_dir=data_dir,
                                  decoders={"image": tfds.decode.SkipDecoding()})))["image"].numpy()
     assert stored[:3] == b"\xff\xd8\xff" and images.read_image(stored).shape == (40, 60, 3)
-    upright = images.eval_transform(images.read_image(_jpeg(small)), (40, 60), "small")
+    upright = images.eval_transform(images.read_image(_jpeg(small)), (40, 60), transform)
 
     def assert_upright(x):
         assert x.shape[1:] == (40, 60, 3)
         assert all(np.abs(image.astype(int) - upright).mean() < 4.0 for image in x), "upright, not sideways"
 
     _, (x_test, y_test), info = data.open_dataset("rotated_photos", data_dir=data_dir, image_size=(40, 60),
-                                                  transform="small", cache="none")
+                                                  transform=transform, cache="none")
     scale, offset = 255 * np.asarray(info["std"]), 255 * np.asarray(info["mean"])
     assert_upright(np.concatenate([b[0].numpy() for b in streams.eval_stream(x_test, y_test, info, 4)]) * scale + offset)
-    _, (held, _), _ = data.open_dataset("rotated_photos", data_dir=data_dir, image_size=(40, 60),
-                                        transform="small", cache="memory")
-    assert_upright(held)
-    _, (sampled, _), _ = data.open_for_model("rotated_photos", (40, 60), {"recipe": "small"}, data_dir=data_dir,
+    if transform == "small":  # the photo recipe streams, always
+        _, (held, _), _ = data.open_dataset("rotated_photos", data_dir=data_dir, image_size=(40, 60),
+                                            transform=transform, cache="memory")
+        assert_upright(held)
+    _, (sampled, _), _ = data.open_for_model("rotated_photos", (40, 60), {"recipe": transform}, data_dir=data_dir,
                                              train_count=2, test_count=4)
     assert_upright(sampled)

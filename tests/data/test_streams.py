@@ -113,13 +113,12 @@ def test_the_crop_window_in_the_graph_is_the_numpy_reference():
 def test_a_jpeg_crop_decoded_by_tensorflow_is_pillows_crop(photos):
     (x, y), _, info = _open(photos, cache="none")
     bad = streams.BadFiles()
-    fallback = transforms.pillow_fallback(3, bad, lambda index: str(x[index]))
+    fallback = transforms.pillow_fallback(3, bad, lambda index: str(x[index]), (32, 32))
     flips = []
     for index in range(len(x)):
         u = transforms.crop_draws(4, 7, index).numpy()
-        full = images.read_image(str(x[index]), 3)
-        top, left, h, w = images.crop_window(*full.shape[:2], u[1:].reshape(images.CROP_ATTEMPTS, 4))
-        crop = full[top:top + h, left:left + w]
+        crop = images.read_crop(str(x[index]), u[1:].reshape(images.CROP_ATTEMPTS, 4), (32, 32), 3)
+        h, w = crop.shape[:2]
         pixels, ok = transforms.photo_crop(tf.io.read_file(str(x[index])), tf.constant(index, tf.int64),
                                            tf.constant(7, tf.int64), 4, (32, 32), 3, fallback)
         expected = tf.image.resize(crop, (32, 32), antialias=bool(h > 32 or w > 32)).numpy()
