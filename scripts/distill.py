@@ -9,7 +9,8 @@ file's accuracy, and the gain of distillation. Writes ``distill.json`` into ``--
 Every run has its own run folder under ``--out-dir`` (``teacher``, ``resnet8_w0.5_kd_seed1``, ...);
 running the same command again resumes an interrupted run and reuses finished ones.
 
-    python scripts/distill.py --epochs 15 --train-size 10000   # the table of docs/results.md
+    python scripts/distill.py --teacher 20:1 --teacher-epochs 20 --epochs 12 --train-size 5000
+    python scripts/distill.py --step-times     # what the teacher costs a training step
     python scripts/distill.py --epochs 1 --teacher-epochs 1 --train-size 1024 --seeds 0 \\
         --students 8:0.25 --teacher 8:0.5 --verify-count 200 --min-agreement 0   # smoke test
 """
@@ -67,6 +68,37 @@ def int8_accuracy(model_path, count, min_agreement=None):
             "agreement": verification["top1_agreement"], "file": output}
 
 
+def step_times(teacher_path, students, args):
+    """Seconds of a training step (batch 128, median of 20) of each student alone and with the teacher,
+    in this process's precision: what distillation costs per step."""
+    import keras
+    import numpy as np
+
+    from keras_resnet import build, data
+    from keras_resnet.training.devices import precision_scope
+    from keras_resnet.tuning.retrain import measure_step
+
+    (x, y), _, info = data.load("fashion_mnist")
+    recipe = training.Recipe(teacher=teacher_path)
+    xb, yb = data.normalize(x[:recipe.batch_size], info), y[:recipe.batch_size]
+    rows = []
+    with precision_scope(args.precision) as policy:
+        teacher = training.load_teacher(teacher_path, info, info["input_shape"])
+        for depth, width in students:
+            seconds = []
+            for with_teacher in (False, True):
+                keras.utils.set_random_seed(0)
+                model = build(depth=depth, width=width, input_shape=info["input_shape"], num_classes=10)
+                model = training.distilled(model, teacher if with_teacher else None, recipe)
+                training.compile_model(model, recipe, steps_per_epoch=100)
+                seconds.append(measure_step(model, xb, yb, steps=20)[0])
+            rows.append({"student": name(depth, width), "precision": policy, "step_seconds": seconds[0],
+                         "distilled_step_seconds": seconds[1]})
+            print(f"{name(depth, width):<14} {1000 * seconds[0]:7.1f} ms a step alone, {1000 * seconds[1]:7.1f} ms "
+                  f"with the teacher (x{seconds[1] / seconds[0]:.2f}; {policy})", flush=True)
+    return rows
+
+
 def spread(values):
     return statistics.stdev(values) if len(values) > 1 else 0.0
 
@@ -89,7 +121,13 @@ def main(argv=None):
     p.add_argument("--precision", default="auto")
     p.add_argument("--verbose", type=int, default=0)
     p.add_argument("--out-dir", default="saved_models/distill")
+    p.add_argument("--step-times", action="store_true",
+                   help="only measure a training step of each student alone and with the trained teacher")
     args = p.parse_args(argv)
+    if args.step_times:
+        rows = step_times(os.path.join(args.out_dir, "teacher", "model.keras"), args.students, args)
+        io_utils.write_json(os.path.join(args.out_dir, "step_times.json"), rows, indent=2)
+        return
 
     out = args.out_dir
     t_depth, t_width = args.teacher
