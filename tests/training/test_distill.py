@@ -162,7 +162,6 @@ def test_distillation_killed_with_sigkill_resumes_to_the_result_of_an_uninterrup
     assert training.read_history(str(killed_dir / "history.csv"))["epoch"] == [0, 1, 2, 3]
     assert resumed["test_accuracy"] == whole["test_accuracy"] and resumed["test_loss"] == whole["test_loss"]
     a, b = (keras.saving.load_model(d / "model.keras", safe_mode=True) for d in (killed_dir, whole_dir))
-    assert type(a) is keras.Model.__mro__[0] or isinstance(a, keras.Model)
     assert not isinstance(a, distill.Distiller) and [v.path for v in a.weights] == [v.path for v in b.weights]
     for x, y in zip(a.get_weights(), b.get_weights()):
         np.testing.assert_array_equal(x, y)
@@ -179,7 +178,7 @@ def test_a_run_folder_refuses_to_resume_with_another_teacher_file(tmp_path, teac
     student = keras_resnet.build(depth=8, width=0.25, input_shape=(28, 28, 1), num_classes=10)
     run_dir = str(tmp_path / "run")
     training.fit_run(student, Recipe(epochs=1, batch_size=64, teacher=teacher_path), data, run_dir, verbose=0)
-    other = _teacher_file(str(tmp_path / "other"), width_per_group=None, stem_width=8)
+    other = _teacher_file(str(tmp_path / "other"), stem_width=8)  # another file
     with pytest.raises(ValueError, match="another file: resume with the same teacher"):
         training.fit_run(student, Recipe(epochs=2, batch_size=64, teacher=other), data, run_dir, verbose=0)
     assert training.fit_run(student, recipe, data, run_dir, verbose=0)["epochs_run"] == 2
