@@ -161,13 +161,22 @@ def student_of(model):
 
 
 def check_same_teacher(run_dir, teacher, resuming):
-    """Refuses to resume a run folder with another teacher file than the one it was trained with (the
-    fingerprint in its ``config.json``); `teacher` is the one given now, or None."""
-    previous = (io_utils.read_json(os.path.join(run_dir, "config.json")) or {}).get("teacher")
-    if not resuming or previous is None or teacher is None:
+    """Refuses to resume a run folder with another teacher than the one it was trained with (the
+    fingerprint in its ``config.json``), or with a teacher where it had none, or none where it had one:
+    its state holds the student's weights as that training laid them out. `teacher` is the one given
+    now, or None."""
+    config = io_utils.read_json(os.path.join(run_dir, "config.json")) if resuming else None
+    if not isinstance(config, dict):
         return
-    if previous.get("sha256") != teacher.described["sha256"]:
+    previous, again = config.get("teacher"), "or choose another run folder"
+    if previous is None and teacher is not None:
+        raise ValueError(f"the run folder {run_dir} was trained without a teacher; `teacher` is now "
+                         f"{teacher.described['path']}: resume without it, {again}")
+    if previous is not None and teacher is None:
+        raise ValueError(f"the run folder {run_dir} was trained with the teacher {previous.get('path')}; `teacher` "
+                         f"is now None: resume with the same teacher, {again}")
+    if previous is not None and previous.get("sha256") != teacher.described["sha256"]:
         raise ValueError(f"the run folder {run_dir} was trained with the teacher {previous.get('path')} (sha256 "
                          f"{str(previous.get('sha256'))[:12]}...); `teacher` is now {teacher.described['path']} "
                          f"(sha256 {teacher.described['sha256'][:12]}...), another file: resume with the same "
-                         "teacher, or choose another run folder")
+                         f"teacher, {again}")

@@ -172,7 +172,7 @@ def test_distillation_killed_with_sigkill_resumes_to_the_result_of_an_uninterrup
 
 
 @pytest.mark.slow
-def test_a_run_folder_refuses_to_resume_with_another_teacher_file(tmp_path, teacher_path):
+def test_a_run_folder_refuses_to_resume_with_another_teacher_file_or_none(tmp_path, teacher_path):
     data = training.load_run_data(recipe=Recipe(seed=1), train_size=300, test_size=100)
     recipe = Recipe(epochs=2, batch_size=64, teacher=teacher_path)
     student = keras_resnet.build(depth=8, width=0.25, input_shape=(28, 28, 1), num_classes=10)
@@ -181,6 +181,8 @@ def test_a_run_folder_refuses_to_resume_with_another_teacher_file(tmp_path, teac
     other = _teacher_file(str(tmp_path / "other"), stem_width=8)  # another file
     with pytest.raises(ValueError, match="another file: resume with the same teacher"):
         training.fit_run(student, Recipe(epochs=2, batch_size=64, teacher=other), data, run_dir, verbose=0)
+    with pytest.raises(ValueError, match="was trained with the teacher .*; `teacher` is now None"):
+        training.fit_run(student, Recipe(epochs=2, batch_size=64), data, run_dir, verbose=0)
     assert training.fit_run(student, recipe, data, run_dir, verbose=0)["epochs_run"] == 2
 
 
