@@ -23,6 +23,6 @@ from keras_resnet.data.images import CROP_FRACTION, IMAGE_EXTENSIONS, TRANSFORM_
 from keras_resnet.data.opening import (  # noqa: F401
     open_dataset, open_folder_test, open_for_model, streamed_test_folder, subset)
 from keras_resnet.data.pipelines import (  # noqa: F401
-    NumpyDataset, calibration_images, check_batch_size, normalize, numpy_dataset, tf_dataset)
+    NumpyDataset, calibration_images, check_batch_size, normalize, numpy_dataset, start_at_epoch, tf_dataset)
 from keras_resnet.data.sources import folder_of  # noqa: F401
 from keras_resnet.data.tfds import NO_FLIP, tfds_features, tfds_info, tfds_split  # noqa: F401

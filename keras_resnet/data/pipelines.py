@@ -273,6 +273,28 @@ class NumpyDataset(keras.utils.PyDataset):
         self._order = self._permutation()
 
 
+FIT_ITERATORS_PER_EPOCH = 2  # iterators Keras's fit makes of a tf.data pipeline per epoch (a test pins it)
+
+
+def start_at_epoch(dataset, epoch):
+    """Positions a training pipeline of `tf_dataset` or `numpy_dataset`, not iterated yet, so that
+    ``fit(..., initial_epoch=epoch)`` trains epoch `epoch` and the next ones on the shuffles and
+    augmentations that an uninterrupted ``fit`` from epoch 0 gets in them: a resumed run reads what the
+    whole run read. Returns `dataset`.
+
+    A `tf_dataset` draws the seeds of a pass when an iterator is made, and Keras's ``fit`` makes
+    `FIT_ITERATORS_PER_EPOCH` per epoch: that many iterators per epoch are made and dropped (no batch
+    is read). A `numpy_dataset`'s pass is a function of its epoch number alone.
+    """
+    if isinstance(dataset, NumpyDataset):
+        dataset.epoch = epoch
+        dataset._order = dataset._permutation()
+        return dataset
+    for _ in range(FIT_ITERATORS_PER_EPOCH * epoch):
+        iter(dataset)
+    return dataset
+
+
 def numpy_dataset(x, y, info, batch_size=128, training=False, augment=True, seed=0, erase=0.0, **kwargs):
     """The `tf_dataset` recipe as a ``keras.utils.PyDataset`` in numpy only (no TensorFlow import).
 

@@ -24,6 +24,7 @@ import keras
 import numpy as np
 
 from keras_resnet.utils import io_utils
+from keras_resnet.training.distill import student_of
 from keras_resnet.training.history import write_history
 
 STATE_FILE = "state.json"
@@ -117,8 +118,8 @@ class RunState(keras.callbacks.Callback):
         self.rows = [r for r in self.rows if r["epoch"] < epoch] + [{"epoch": epoch, **logs}]
         value = logs.get(self.monitor) if self.monitor else None
         if value is not None and value > self.best:
-            if self.chief:
-                io_utils.save_model(self.model, self.best_path, facts=self.facts)
+            if self.chief:  # the student alone, when the run distils
+                io_utils.save_model(student_of(self.model), self.best_path, facts=self.facts)
             self.best, self.best_epoch = value, epoch
         self.epoch = epoch + 1
         if self.chief:

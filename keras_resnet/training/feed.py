@@ -63,11 +63,18 @@ def resolve_pipeline(pipeline):
 
 def make_datasets(x_train, y_train, x_val, y_val, info, recipe, pipeline="auto"):
     """The training and validation inputs, with tf.data on TensorFlow and NumPy elsewhere."""
-    make = data_lib.tf_dataset if resolve_pipeline(pipeline) == "tf" else data_lib.numpy_dataset
-    train = make(x_train, y_train, info, batch_size=recipe.batch_size, training=True,
-                 seed=recipe.seed, erase=recipe.erase)
-    val = make(x_val, y_val, info, batch_size=recipe.batch_size) if len(x_val) else None
+    train = array_pipeline(x_train, y_train, info, recipe, pipeline, training=True)
+    val = array_pipeline(x_val, y_val, info, recipe, pipeline) if len(x_val) else None
     return train, val
+
+
+def array_pipeline(x, y, info, recipe, pipeline="auto", training=False):
+    """The training (shuffled, augmented) or evaluation input of arrays: tf.data on TensorFlow, NumPy
+    elsewhere."""
+    make = data_lib.tf_dataset if resolve_pipeline(pipeline) == "tf" else data_lib.numpy_dataset
+    if training:
+        return make(x, y, info, batch_size=recipe.batch_size, training=True, seed=recipe.seed, erase=recipe.erase)
+    return make(x, y, info, batch_size=recipe.batch_size)
 
 
 class Feed:
@@ -79,10 +86,9 @@ class Feed:
         self.streamed = "stream" in data.info
         self.callbacks, self.steps = [], None
         if not self.streamed:
-            self.kind = "memory"
-            train, val = make_datasets(data.x_train, data.y_train, data.x_val, data.y_val, data.info, recipe,
-                                       pipeline)
-            self._train, self.val = process_data.process_datasets(train, val)  # each process's rows
+            self.kind, self.pipeline = "memory", pipeline
+            val = array_pipeline(data.x_val, data.y_val, data.info, recipe, pipeline) if len(data.x_val) else None
+            (self.val,) = process_data.process_datasets(val)  # each process's rows
             return
         from keras_resnet.data import streams
 
@@ -103,9 +109,13 @@ class Feed:
                                    processes=processes, bad=self.bad)
 
     def train(self, epoch):
-        """The training input of a fit that starts at `epoch`."""
+        """The training input of a fit that starts at `epoch`: what an uninterrupted run reads from that
+        epoch on, so that a resumed run trains as the whole run did."""
         if not self.streamed:
-            return self._train
+            data = self.data
+            train = array_pipeline(data.x_train, data.y_train, data.info, self.recipe, self.pipeline, training=True)
+            (train,) = process_data.process_datasets(train)  # each process's rows
+            return data_lib.start_at_epoch(train, epoch)
         from keras_resnet.data import streams
 
         data, recipe = self.data, self.recipe

@@ -8,6 +8,7 @@ never on BatchNorm or biases.
 """
 
 import dataclasses
+import os
 
 import keras
 
@@ -45,6 +46,12 @@ class Recipe:
                                            "learning_rate times this (ten times lower: the usual rule "
                                            "for pretrained layers)")
     val_fraction: float = field(0.1, "training images held out for validation")
+    teacher: str = field(None, "a .keras classifier written by this package, trained on the same classes: the "
+                               "student also learns its softened predictions on the very same batches "
+                               "(knowledge distillation)", type=str, metavar="MODEL.keras")
+    distill_weight: float = field(0.9, "with a teacher, the share w of the distillation term: (1 - w) * CE + "
+                                       "w * T^2 * KL (0.9: Tian et al. 2020)")
+    temperature: float = field(4.0, "with a teacher, the temperature T of both softmaxes (4: Tian et al. 2020)")
     seed: int = field(0, "seed of the weights, the split, the shuffling and the augmentation")
 
     def __post_init__(self):
@@ -65,6 +72,13 @@ class Recipe:
         checks.check_int("seed", self.seed, 0)
         checks.check_int("freeze_epochs", self.freeze_epochs, 0, self.epochs - 1)
         checks.check_number("fine_tune_lr_scale", self.fine_tune_lr_scale, 0, 1, low_open=True)
+        if self.teacher is not None:
+            if not isinstance(self.teacher, (str, os.PathLike)) or not os.fspath(self.teacher):
+                raise TypeError(f"`teacher` must be the path of a .keras file, or None. Received: "
+                                f"teacher={self.teacher!r}")
+            self.teacher = os.fspath(self.teacher)
+        checks.check_number("distill_weight", self.distill_weight, 0, 1)
+        checks.check_number("temperature", self.temperature, 0, low_open=True)
 
 
 def learning_rate_schedule(recipe, steps_per_epoch):

@@ -25,7 +25,7 @@ import numpy as np
 
 from keras_resnet import data as data_lib
 from keras_resnet.utils import checks, io_utils
-from keras_resnet.training import diagnostics
+from keras_resnet.training import diagnostics, distill
 from keras_resnet.training import distributed, process_data
 from keras_resnet.training.callbacks import NaNGuard, RunState
 from keras_resnet.training.history import plot_history, read_history
@@ -89,16 +89,21 @@ RUN_DIR_IN_USE = "wait for it to end (the same command then resumes there), or c
 def _fit_run(model, recipe, data, run_dir, pipeline, verbose, config, chief, callbacks):
     steps = steps_per_epoch(recipe, len(data.x_train))
     feed = Feed(data, recipe, pipeline)
+    teacher = None if recipe.teacher is None else distill.load_teacher(recipe.teacher, data.info, model.input_shape)
     config = {**(config or {}), "recipe": dataclasses.asdict(recipe), "backend": keras.backend.backend(),
               "train_images": int(len(data.x_train)), "val_images": int(len(data.x_val)),
               "normalization": {"mean": data.info["mean"], "std": data.info["std"]},
               "class_names": data.info["class_names"], "transforms": data.info.get("transforms"),
               "data_feed": feed.kind}
+    if teacher is not None:  # which teacher, and its file's fingerprint: a resume must use the same
+        config["teacher"] = teacher.described
+    state = RunState(run_dir, monitor="val_accuracy" if feed.val is not None else None, chief=chief,
+                     facts=model_facts(config))
+    distill.check_same_teacher(run_dir, teacher, resuming=state.peek_epoch() > 0)
     if chief:
         os.makedirs(run_dir, exist_ok=True)
         io_utils.write_json(os.path.join(run_dir, "config.json"), config, indent=2)
-    facts = model_facts(config)
-    state = RunState(run_dir, monitor="val_accuracy" if feed.val is not None else None, chief=chief, facts=facts)
+    trained = distill.distilled(model, teacher, recipe)  # what fit trains: the student, or it and its teacher
     guard = NaNGuard()
     # The guard first: an epoch whose loss or weights are not finite is never committed. Each process
     # reads its own copy of the weights, and process 0 writes alone.
@@ -110,17 +115,17 @@ def _fit_run(model, recipe, data, run_dir, pipeline, verbose, config, chief, cal
         if epoch >= last and last < recipe.epochs:  # an earlier phase, finished before
             continue
         train_head_only(model, head_only)
-        compile_model(model, phase, steps)
+        compile_model(trained, phase, steps)
         if not restored:  # the phase the run starts or resumes in: its state fits this optimizer
-            epoch, restored = process_data.check_same("the epoch to resume from", state.restore(model)), True
+            epoch, restored = process_data.check_same("the epoch to resume from", state.restore(trained)), True
         if epoch < last and not guard.message:
-            model.fit(feed.train(epoch), validation_data=feed.val, epochs=last, initial_epoch=epoch,
-                      steps_per_epoch=feed.steps, callbacks=callbacks, shuffle=False,
-                      verbose=_verbosity(verbose))
+            trained.fit(feed.train(epoch), validation_data=feed.val, epochs=last, initial_epoch=epoch,
+                        steps_per_epoch=feed.steps, callbacks=callbacks, shuffle=False,
+                        verbose=_verbosity(verbose))
             epoch, fitted = state.epoch, True
     if recipe.ema and not fitted:
         # A finished run restored from its state: swap in the averaged weights, as fit does at its end.
-        model.optimizer.finalize_variable_values(model.trainable_variables)
+        trained.optimizer.finalize_variable_values(trained.trainable_variables)
     seconds = time.perf_counter() - start
     if guard.message:
         raise FloatingPointError(guard.message)
@@ -140,7 +145,7 @@ def _fit_run(model, recipe, data, run_dir, pipeline, verbose, config, chief, cal
                 report = diagnostics.write_pictures(run_dir, probs, y, images, data.info["class_names"],
                                                     title=model.name)
                 metrics["pictures"], metrics["per_class"] = report.pop("files"), report
-            io_utils.save_model(model, os.path.join(run_dir, "model.keras"), facts=facts)
+            io_utils.save_model(model, os.path.join(run_dir, "model.keras"), facts=state.facts)
             io_utils.write_json(os.path.join(run_dir, "run.json"), metrics, indent=2)
             plot_history(read_history(state.history_path), os.path.join(run_dir, "curves.png"),
                          title=model.name)

@@ -118,8 +118,8 @@ def plan_retrain(tuner, rows, seconds, min_epochs, x, y, info, log):
             continue
         if len(timed) == RETRAIN_CANDIDATES:
             break
-        probe = hypermodel.build_architecture(hp)
         recipe = hypermodel.build_recipe(hp, epochs=2)
+        probe = training.distilled(hypermodel.build_architecture(hp), hypermodel.teacher, recipe)  # its cost too
         training.compile_model(probe, recipe, 100)
         batch = min(recipe.batch_size, len(x))
         step, first = measure_step(probe, data_lib.normalize(x[:batch], info), y[:batch])
@@ -158,7 +158,7 @@ def finish_best(tuner, rows, folder, retrain, request, data, pipeline="auto", ve
         return previous  # this search already ended, and its best model was retrained and tested
     if request.get("epochs") == 0:
         trial = tuner.oracle.get_trial(rows[0]["trial_id"])
-        model = tuner.load_model(trial)
+        model = training.student_of(tuner.load_model(trial))
         x_test = data_lib.normalize(data.x_test, data.info)
         metrics = {**training.test_accuracies(model, x_test, data.y_test, data.info),
                    "test_images": int(len(data.y_test))}

@@ -131,10 +131,12 @@ def _run_search(space, budget, recipe, data, retrain, setup, hyperparameters, ve
     search = training.RunData(x_tr, y_tr, x_val, y_val, info)
     final = training.RunData(*data_lib.subset(x_train, y_train, retrain.retrain_size, data.dataset), x_train[:0],
                              y_train[:0], info, *data_lib.subset(x_test, y_test, data.test_size, data.dataset))
+    teacher = None if recipe.teacher is None else training.load_teacher(recipe.teacher, info, info["input_shape"])
     with precision_scope(setup.precision) as policy:
         hypermodel = ResNetHyperModel(space, input_shape=info["input_shape"], num_classes=info["num_classes"],
                                       steps_per_epoch=training.steps_per_epoch(recipe, len(x_tr)),
-                                      epochs=budget.max_epochs, recipe=recipe, variant=setup.variant)
+                                      epochs=budget.max_epochs, recipe=recipe, variant=setup.variant,
+                                      teacher=teacher)
         meter = _meter(hypermodel, budget, os.path.join(setup.directory, setup.name(data.dataset)), search)
         tuner = make_tuner(hypermodel, budget, tuner=setup.tuner, search_name=setup.name(data.dataset),
                            directory=setup.directory, factor=setup.factor, hyperparameters=hyperparameters,
@@ -149,6 +151,8 @@ def _run_search(space, budget, recipe, data, retrain, setup, hyperparameters, ve
             "variant": setup.variant, "precision": policy,
             "search_images": {"train": int(len(x_tr)), "val": int(len(x_val))},
         }
+        if teacher is not None:  # every trial and the retraining distil from it
+            config["teacher"] = teacher.described
         results, rows = _write_results(tuner, config, setup.name(data.dataset), seconds)
         completed = [r for r in rows if r["val_accuracy"] is not None]
         if completed:

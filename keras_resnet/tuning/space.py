@@ -239,6 +239,8 @@ class ResNetHyperModel(keras_tuner.HyperModel):
         epochs: epochs of a trial when the tuner does not decide them.
         recipe: the `Recipe` whose other settings every trial uses (batch size, momentum, ...).
         variant: the `build` variant of every model.
+        teacher: a `training.Teacher` (`training.load_teacher` of ``recipe.teacher``): every trial's
+            model is then a `training.Distiller` of its student, which learns from it too.
 
     Example:
 
@@ -249,14 +251,14 @@ class ResNetHyperModel(keras_tuner.HyperModel):
     """
 
     def __init__(self, space=None, *, input_shape=(28, 28, 1), num_classes=10, steps_per_epoch=100, epochs=10,
-                 recipe=None, variant="v1.5"):
+                 recipe=None, variant="v1.5", teacher=None):
         super().__init__(name="resnet")
         self.steps_per_epoch = checks.check_int("steps_per_epoch", steps_per_epoch, 1)
         self.epochs = checks.check_int("epochs", epochs, 1)
         self.space = space or SearchSpace()
         self.input_shape, self.num_classes = tuple(input_shape), num_classes
         self.recipe = recipe or training.Recipe()
-        self.variant = variant
+        self.variant, self.teacher = variant, teacher
         self._sizes = {}
         self._lock = threading.Lock()
 
@@ -277,8 +279,9 @@ class ResNetHyperModel(keras_tuner.HyperModel):
                                    **recipe_kwargs(hp.values))
 
     def build(self, hp):
-        model = self.build_architecture(hp)
-        training.compile_model(model, self.build_recipe(hp), self.steps_per_epoch)
+        recipe = self.build_recipe(hp)
+        model = training.distilled(self.build_architecture(hp), self.teacher, recipe)
+        training.compile_model(model, recipe, self.steps_per_epoch)
         # A Hyperband trial continuing an earlier one starts its schedule where that one stopped.
         model.optimizer.iterations.assign(hp.values.get("tuner/initial_epoch", 0) * self.steps_per_epoch)
         return model

@@ -11,6 +11,7 @@ import keras
 import keras_tuner
 import numpy as np
 
+from keras_resnet import training
 from keras_resnet.utils import checks, io_utils
 from keras_resnet.models.summary import summarize
 from keras_resnet.tuning import _kt_compat, board
@@ -116,7 +117,7 @@ class ResNetTuner(_kt_compat.TunerHooks, keras_tuner.Tuner):
         return problem
 
     def check_model(self, model, hp):
-        problem = self.budget.size_problem(summarize(model)) or self.problem(hp.values)
+        problem = self.budget.size_problem(summarize(training.student_of(model))) or self.problem(hp.values)
         if problem:
             raise keras_tuner.errors.FailedTrialError(f"over the budget, not trained: {problem}")
         return model
@@ -154,7 +155,7 @@ class ResNetTuner(_kt_compat.TunerHooks, keras_tuner.Tuner):
         if not history.history.get(OBJECTIVE):
             raise keras_tuner.errors.FailedTrialError(f"training ended without a {OBJECTIVE} value")
         best = int(np.argmax(history.history[OBJECTIVE]))
-        size = summarize(history.model)
+        size = summarize(training.student_of(history.model))
         result = {
             **{name: float(values[best]) for name, values in history.history.items()},
             "params": float(size["params"]),

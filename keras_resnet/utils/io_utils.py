@@ -177,6 +177,17 @@ def save_weights(model, path):
     return os.fspath(path)
 
 
+def sha256_of(path, chunk=1 << 20):
+    """The SHA-256 fingerprint of a file (hex), read in chunks."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(chunk), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def new_figure(**kwargs):
     """A `matplotlib.figure.Figure` with its own canvas: the global plotting backend is never touched."""
     from matplotlib.figure import Figure

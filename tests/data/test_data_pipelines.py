@@ -186,3 +186,42 @@ def test_numpy_dataset_trains_on_jax_without_tensorflow():
                             timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.split("\n")[-2] == "jax (64, 28, 28, 1) float32 2"
+
+
+@pytest.mark.parametrize("make", [data.tf_dataset, data.numpy_dataset])
+def test_a_fit_resumed_at_an_epoch_reads_the_batches_of_the_uninterrupted_fit(make):
+    """`start_at_epoch` against Keras's own fit: a pipeline positioned at epoch 2 gives fit(initial_epoch=2)
+    the shuffles and augmentations that epochs 2 and 3 of a fit from epoch 0 got (for tf.data this pins
+    how many iterators fit makes per epoch, `FIT_ITERATORS_PER_EPOCH`)."""
+    import keras
+
+    rng = np.random.default_rng(0)
+    x, y = rng.integers(0, 255, (256, 8, 8, 1)).astype("uint8"), np.arange(256) % 10
+    info = {"mean": [0.3], "std": [0.4], "flip": True}
+    seen = []
+
+    class Recorder(keras.Model):
+        def __init__(self):
+            super().__init__()
+            self.dense = keras.layers.Dense(10)
+
+        def call(self, x):
+            return self.dense(keras.ops.reshape(x, (-1, 64)))
+
+        def train_step(self, batch):
+            seen.append(keras.ops.convert_to_numpy(batch[0]))
+            return {"seen": keras.ops.sum(batch[0])}
+
+    def fit(start):
+        seen.clear()
+        ds = pipelines.start_at_epoch(make(x, y, info, batch_size=64, training=True, seed=1, erase=0.5), start)
+        model = Recorder()
+        model.compile(run_eagerly=True)
+        model.fit(ds, epochs=4, initial_epoch=start, verbose=0, shuffle=False)
+        return list(seen)
+
+    whole, resumed = fit(0), fit(2)
+    assert len(whole) == 16 and len(resumed) == 8
+    for a, b in zip(whole[8:], resumed):
+        np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(whole[0], resumed[0])
