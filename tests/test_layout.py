@@ -66,7 +66,7 @@ def _private_uses(name, path, modules):
     """``(line, what)`` for each private name of another keras_resnet module that `name` uses: a
     ``from M import _x``, or ``m._x`` where ``m`` is a module of the package however it was imported
     (``import keras_resnet``, ``from keras_resnet.data import streams as s``, ...). A private module
-    of the same package (``tuning._kt_compat`` from ``tuning.search``) is its package's own."""
+    of the same package (``pkg._helpers`` from ``pkg.module``) is its package's own."""
     package = name if path.name == "__init__.py" else name.rpartition(".")[0]
     tree = ast.parse(path.read_text())
     aliases, found = {}, []

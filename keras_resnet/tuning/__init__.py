@@ -21,7 +21,7 @@ Several machines can share one search through KerasTuner's chief/worker mode (th
 variables ``KERASTUNER_TUNER_ID``, ``KERASTUNER_ORACLE_IP`` and ``KERASTUNER_ORACLE_PORT``).
 
 Modules: `space` (SearchSpace, ResNetHyperModel), `budget`, `oracles`, `tuner`, `report`
-(leaderboard, Pareto front, tables), `retrain`, `search` (run_search); ``_kt_compat`` holds every
+(leaderboard, Pareto front, tables), `retrain`, `search` (run_search); ``kt_compat`` holds every
 private KerasTuner name the package touches.
 """
 

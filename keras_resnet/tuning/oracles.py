@@ -6,12 +6,12 @@ import time
 import keras_tuner
 
 from keras_resnet.utils import io_utils
-from keras_resnet.tuning import _kt_compat
+from keras_resnet.tuning import kt_compat
 
 MAX_DRAWS = 200  # rounds of random draws before a (size-limited) space counts as exhausted
 
 
-class _Budgeted(_kt_compat.OracleHooks):
+class _Budgeted(kt_compat.OracleHooks):
     """Mixed into a KerasTuner oracle; `make_tuner` sets `candidate_ok`, `clock` and `log`.
 
     On a distributed search's chief it also notes when each worker was last heard from (every request
@@ -112,14 +112,14 @@ class _Budgeted(_kt_compat.OracleHooks):
             if values is not None and (self.candidate_ok is None or self.candidate_ok(values)):
                 return values
             if values is not None:
-                _kt_compat.mark_tried(self, values)  # never drawn again
+                kt_compat.mark_tried(self, values)  # never drawn again
         return None
 
     def reload(self):
         super().reload()
         # A process killed between writing a trial's file and the oracle's own state: each trial's file
         # is the truth. A finished trial is not run again; a started one that the oracle missed is.
-        queue, ended = _kt_compat.retry_queue(self), _kt_compat.end_order(self)
+        queue, ended = kt_compat.retry_queue(self), kt_compat.end_order(self)
         for trial_id, trial in self.trials.items():
             if trial.status in ("COMPLETED", "FAILED") and trial_id in queue:
                 queue.remove(trial_id)

@@ -16,7 +16,7 @@ from keras_resnet.utils.flags import field, int_list
 from keras_resnet.models.architectures import BLOCKS, SHORTCUTS, resolve_depth, supported_depths_message
 from keras_resnet.models.resnet import build
 from keras_resnet.models.summary import summarize
-from keras_resnet.tuning import _kt_compat
+from keras_resnet.tuning import kt_compat
 
 ARCHITECTURE_NAMES = ("depth", "blocks", "block", "width", "shortcut", "attention")  # arguments of build()
 ATTENTION_CHOICES = ("none", "se")  # KerasTuner stores strings; "none" is build()'s attention=None
@@ -311,7 +311,7 @@ class ResNetHyperModel(keras_tuner.HyperModel):
 
 def _options(p, every_float):
     """The values of a hyperparameter worth measuring: all, or for a float only the least."""
-    kinds = _kt_compat.hyperparameter_kinds()
+    kinds = kt_compat.hyperparameter_kinds()
     if isinstance(p, kinds["Fixed"]):
         return [p.value]
     if isinstance(p, kinds["Choice"]):

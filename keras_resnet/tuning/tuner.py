@@ -14,7 +14,7 @@ import numpy as np
 from keras_resnet import training
 from keras_resnet.utils import checks, io_utils
 from keras_resnet.models.summary import summarize
-from keras_resnet.tuning import _kt_compat, board
+from keras_resnet.tuning import kt_compat, board
 from keras_resnet.tuning.budget import Budget, Clock
 from keras_resnet.tuning.latency import LatencyMeter
 from keras_resnet.tuning.oracles import TUNERS, HyperbandOracle
@@ -25,7 +25,7 @@ WORKER_TIMEOUT = 600.0  # seconds the chief waits for word from a worker before 
 CHIEF_TIMEOUT = 900.0  # seconds a worker's request waits for the chief
 
 
-class ResNetTuner(_kt_compat.TunerHooks, keras_tuner.Tuner):
+class ResNetTuner(kt_compat.TunerHooks, keras_tuner.Tuner):
     """A KerasTuner `Tuner` that keeps to a `Budget` and records what each trial cost.
 
     Before a trial trains, its model is built and measured (and, under a latency or file-size limit,
@@ -61,7 +61,7 @@ class ResNetTuner(_kt_compat.TunerHooks, keras_tuner.Tuner):
             self.oracle.verbose = fit_kwargs.get("verbose", self.oracle.verbose)
             self.save()
             started = time.monotonic()
-            _kt_compat.serve(self.oracle, lambda: self.oracle.give_up_lost_workers(self.worker_timeout, started))
+            kt_compat.serve(self.oracle, lambda: self.oracle.give_up_lost_workers(self.worker_timeout, started))
             return None
         if where == "local":
             return super().search(*fit_args, **fit_kwargs)
@@ -69,7 +69,7 @@ class ResNetTuner(_kt_compat.TunerHooks, keras_tuner.Tuner):
         word = threading.Thread(target=self._send_word, args=(stop,), daemon=True)
         word.start()
         try:
-            with _kt_compat.chief_timeout(self.chief_timeout):
+            with kt_compat.chief_timeout(self.chief_timeout):
                 return super().search(*fit_args, **fit_kwargs)
         except grpc.RpcError as e:
             address = f"{os.environ['KERASTUNER_ORACLE_IP']}:{os.environ['KERASTUNER_ORACLE_PORT']}"
@@ -137,7 +137,7 @@ class ResNetTuner(_kt_compat.TunerHooks, keras_tuner.Tuner):
         if "tuner/trial_id" in hp.values:  # Hyperband: continue from the earlier trial's best epoch
             with warnings.catch_warnings():  # the optimizer starts afresh, on purpose
                 warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")
-                model.load_weights(_kt_compat.checkpoint_path(self, hp.values["tuner/trial_id"]))
+                model.load_weights(kt_compat.checkpoint_path(self, hp.values["tuner/trial_id"]))
         return model
 
     def run_trial(self, trial, *args, **kwargs):
@@ -199,9 +199,9 @@ class ResNetTuner(_kt_compat.TunerHooks, keras_tuner.Tuner):
             print(f"[{tuner_id}] {line}" if tuner_id else line, flush=True)
 
     def save(self):
-        if not _kt_compat.is_worker(self):
+        if not kt_compat.is_worker(self):
             self.oracle.save()
-        io_utils.write_json(_kt_compat.tuner_state_path(self), self.get_state())
+        io_utils.write_json(kt_compat.tuner_state_path(self), self.get_state())
 
 
 def last_line(message):
